@@ -1,0 +1,32 @@
+# The documented commands. `make demo` and `make test` are all a newcomer needs.
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup setup-broker demo test test-rust test-python lint bench clean
+
+setup:            ## Python packages and the ONNX Runtime library (.venv)
+	scripts/setup.sh
+
+setup-broker:     ## setup + the tansu Kafka broker for integration tests
+	scripts/setup.sh --broker
+
+demo: setup       ## whole pipeline end to end on an embedded Kafka
+	$(CARGO) run --quiet -- demo
+
+test: setup-broker lint test-rust test-python   ## everything CI runs
+
+test-rust:
+	$(CARGO) test --workspace --all-targets
+
+test-python:
+	.venv/bin/python -m pytest -q pipelines
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: setup-broker  ## benchmarks; writes docs/BENCHMARKS.md
+	scripts/bench.sh
+
+clean:
+	rm -rf data target/tmp

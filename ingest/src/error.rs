@@ -1,0 +1,33 @@
+use thiserror::Error;
+
+/// Errors of the ingest stage.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The Kafka client failed (configuration, connection, commit).
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Reading a file source failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A configuration that cannot be built (a user mistake).
+    #[error("{0}")]
+    Config(String),
+    /// A broken invariant: a bug, not a user mistake.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether retrying the operation may succeed (broker unavailable, timeouts).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Error::Kafka(_))
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

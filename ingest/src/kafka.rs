@@ -1,0 +1,313 @@
+//! Kafka source: consumer-group consumption in chunks, with backpressure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use switchyard_schemas::{Problems, RawRecord};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::{Error, Result};
+
+/// The `source:` section of a manifest for `type: kafka`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group id; offsets are committed for this group.
+    pub group_id: String,
+    /// Extra librdkafka properties passed through unchanged (security, timeouts,
+    /// `auto.offset.reset`, …). `group.id`, `bootstrap.servers` and
+    /// `enable.auto.commit` are set by switchyard and cannot be overridden.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Most records handed downstream at once.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Longest wait to fill a chunk once its first record arrived, in ms.
+    #[serde(default = "default_chunk_max_wait_ms")]
+    pub chunk_max_wait_ms: u64,
+    /// Chunks buffered between the consumer and processing; when full the
+    /// consumer pauses its partitions instead of buffering more.
+    #[serde(default = "default_max_queued_chunks")]
+    pub max_queued_chunks: usize,
+}
+
+fn default_chunk_size() -> usize {
+    1024
+}
+fn default_chunk_max_wait_ms() -> u64 {
+    20
+}
+fn default_max_queued_chunks() -> usize {
+    4
+}
+
+/// Properties switchyard owns: overriding them would break delivery guarantees.
+const RESERVED: &[&str] = &["group.id", "bootstrap.servers", "enable.auto.commit"];
+
+impl KafkaSourceConfig {
+    /// Reports every problem under `path`.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.bootstrap_servers.trim().is_empty() {
+            problems.push(format!("{path}.bootstrap_servers"), "must list at least one host:port");
+        }
+        if self.topics.is_empty() {
+            problems.push(format!("{path}.topics"), "must list at least one topic");
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if t.is_empty() || t.len() > 249 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                problems.push(format!("{path}.topics[{i}]"), format!("`{t}` is not a valid Kafka topic name"));
+            }
+        }
+        if self.group_id.trim().is_empty() {
+            problems.push(format!("{path}.group_id"), "must not be empty");
+        }
+        for k in self.properties.keys() {
+            if RESERVED.contains(&k.as_str()) {
+                problems.push(
+                    format!("{path}.properties.{k}"),
+                    "is set by switchyard (offsets are committed only after results are durable); remove it",
+                );
+            }
+        }
+        if self.chunk_size == 0 {
+            problems.push(format!("{path}.chunk_size"), "must be at least 1");
+        }
+        if self.max_queued_chunks == 0 {
+            problems.push(format!("{path}.max_queued_chunks"), "must be at least 1");
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("auto.offset.reset", "earliest")
+            // Bound librdkafka's own prefetch so backpressure is felt quickly.
+            .set("queued.max.messages.kbytes", "16384");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        c
+    }
+}
+
+/// Counters of a running source.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Records received.
+    pub records: AtomicU64,
+    /// Times the consumer paused because processing was behind.
+    pub pauses: AtomicU64,
+    /// Offset commits that failed (they are retried by the next commit).
+    pub commit_errors: AtomicU64,
+}
+
+/// A running Kafka consumer delivering chunks of records.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    rx: mpsc::Receiver<Vec<RawRecord>>,
+    stats: Arc<SourceStats>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl KafkaSource {
+    /// Subscribes and starts consuming. With `idle_timeout`, the source ends
+    /// once no record has arrived for that long (after the first record, or
+    /// after `startup_timeout` when none ever comes) — for bounded runs.
+    pub fn start(
+        config: &KafkaSourceConfig,
+        idle_timeout: Option<Duration>,
+        startup_timeout: Duration,
+    ) -> Result<Self> {
+        let consumer: StreamConsumer = config.client_config().create()?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let consumer = Arc::new(consumer);
+        let (tx, rx) = mpsc::channel(config.max_queued_chunks.max(1));
+        let stats = Arc::new(SourceStats::default());
+        let task = tokio::spawn(fetch_loop(
+            consumer.clone(),
+            tx,
+            stats.clone(),
+            config.chunk_size.max(1),
+            Duration::from_millis(config.chunk_max_wait_ms),
+            idle_timeout,
+            startup_timeout,
+        ));
+        Ok(Self { consumer, rx, stats, task })
+    }
+
+    /// The next chunk, or `None` when the source has ended.
+    pub async fn next_chunk(&mut self) -> Option<Vec<RawRecord>> {
+        self.rx.recv().await
+    }
+
+    /// Counters of this source.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
+    /// A handle that commits offsets for this source's consumer group.
+    pub fn committer(&self) -> KafkaCommitter {
+        KafkaCommitter { consumer: self.consumer.clone(), stats: self.stats.clone() }
+    }
+
+    /// Stops fetching and waits for the fetch task to end.
+    pub async fn stop(self) -> Result<()> {
+        drop(self.rx);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("kafka fetch task failed: {e}"))),
+        }
+    }
+}
+
+/// Commits offsets of a [`KafkaSource`]'s group; cheap to clone.
+#[derive(Clone)]
+pub struct KafkaCommitter {
+    consumer: Arc<StreamConsumer>,
+    stats: Arc<SourceStats>,
+}
+
+impl KafkaCommitter {
+    /// Commits `next_offsets` (the offset of the next record to read, per
+    /// topic/partition). Call only once the results before them are durable.
+    pub fn commit(&self, next_offsets: &HashMap<(String, i32), i64>) -> Result<()> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next_offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).inspect_err(|_| {
+            self.stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        Ok(())
+    }
+
+    /// The group's committed offsets for the current assignment.
+    pub fn committed(&self, timeout: Duration) -> Result<HashMap<(String, i32), i64>> {
+        let tpl = self.consumer.committed(timeout)?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .filter_map(|h| Some((h.key.to_string(), std::str::from_utf8(h.value?).ok()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    RawRecord {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers,
+        received_us,
+    }
+}
+
+async fn fetch_loop(
+    consumer: Arc<StreamConsumer>,
+    tx: mpsc::Sender<Vec<RawRecord>>,
+    stats: Arc<SourceStats>,
+    chunk_size: usize,
+    chunk_wait: Duration,
+    idle_timeout: Option<Duration>,
+    startup_timeout: Duration,
+) -> Result<()> {
+    let mut seen_any = false;
+    loop {
+        // Wait for the first record of a chunk.
+        let first = match idle_timeout {
+            None => Some(consumer.recv().await),
+            Some(idle) => {
+                let limit = if seen_any { idle } else { startup_timeout };
+                tokio::time::timeout(limit, consumer.recv()).await.ok()
+            }
+        };
+        let Some(first) = first else {
+            if !seen_any {
+                tracing::warn!(
+                    timeout_s = startup_timeout.as_secs(),
+                    "no record arrived before the startup timeout; stopping"
+                );
+            }
+            return Ok(());
+        };
+        let first = match first {
+            Ok(m) => m,
+            Err(e) => {
+                // Transient broker errors are reported by librdkafka and retried internally.
+                tracing::warn!(error = %e, "kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        seen_any = true;
+        let received = now_us();
+        let mut chunk = Vec::with_capacity(chunk_size);
+        chunk.push(to_raw(&first, received));
+        drop(first);
+        let deadline = Instant::now() + chunk_wait;
+        while chunk.len() < chunk_size {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(m)) => chunk.push(to_raw(&m, now_us())),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        stats.records.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let permit = match tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Processing is behind: pause fetching rather than buffer more.
+                stats.pauses.fetch_add(1, Ordering::Relaxed);
+                let assignment = consumer.assignment()?;
+                consumer.pause(&assignment)?;
+                let permit = tx.reserve().await;
+                consumer.resume(&assignment)?;
+                match permit {
+                    Ok(p) => p,
+                    Err(_) => return Ok(()),
+                }
+            }
+        };
+        permit.send(chunk);
+    }
+}

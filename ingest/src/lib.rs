@@ -1,0 +1,27 @@
+//! # switchyard-ingest
+//!
+//! The first stage of `ingest → router → workers → sink`. It turns source
+//! records into validated, lineage-tagged events and feature vectors:
+//!
+//! * [`KafkaSource`] — consumer-group consumption with librdkafka, chunked,
+//!   with bounded queues that pause the consumer instead of growing memory;
+//!   [`FileSource`] — JSON Lines files, for benchmarks and bounded runs;
+//! * [`Decoder`] — bytes → JSON → schema-checked [`Event`](switchyard_schemas::Event)
+//!   with its [`Lineage`](switchyard_schemas::Lineage); what cannot be decoded
+//!   becomes a [`DlqRecord`](switchyard_schemas::DlqRecord) with context;
+//! * [`Preprocessor`] — the declarative, deterministic pre-processing spec
+//!   ([`PreprocessConfig`]) that maps an event to the model's feature vector.
+//!
+//! Depends only on `switchyard-schemas`; the binary wires it to the router.
+
+mod decode;
+mod error;
+mod file;
+mod kafka;
+mod preprocess;
+
+pub use decode::{Decoder, LineageContext};
+pub use error::{Error, Result};
+pub use file::FileSource;
+pub use kafka::{KafkaCommitter, KafkaSource, KafkaSourceConfig, SourceStats};
+pub use preprocess::{Encoding, FeatureSpec, PreprocessConfig, Preprocessor, Step};

@@ -1,0 +1,34 @@
+//! # switchyard-schemas
+//!
+//! The bottom of the crate graph: every stage of
+//! `ingest → router → workers → sink` depends on this crate and on nothing
+//! sideways. It holds what the stages pass to each other:
+//!
+//! * [`EventSchema`] / [`FieldSpec`] — the manifest's description of an input event;
+//! * [`Value`] / [`Event`] — a decoded, validated event with its [`Lineage`];
+//! * [`Lineage`], [`ModelRef`] — where a row came from and who answered it;
+//! * [`Prediction`], [`DlqRecord`] — the output records, with their Arrow schemas
+//!   ([`prediction_arrow_schema`], [`dlq_arrow_schema`]);
+//! * [`Problems`] — the collector for manifest validation, so every stage reports
+//!   *all* of its mistakes with their paths;
+//! * [`Error`] — the crate's error type.
+
+mod error;
+mod event;
+mod lineage;
+mod problems;
+mod record;
+mod schema;
+
+pub use error::{Error, Result};
+pub use event::{Event, RawRecord, Value};
+pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sensitivity};
+pub use problems::{Problem, Problems};
+pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
+pub use schema::{EventSchema, FieldSpec, FieldType};
+
+/// Hex-encoded SHA-256 of `bytes`: used for manifest, spec and model hashes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what switchyard needs beside the Rust toolchain, skipping whatever
+# is already there:
+#   - .venv: Python packages of pipelines/requirements.txt (ONNX Runtime's
+#     shared library comes from the onnxruntime wheel; model training; test peers)
+#   - with --broker: the tansu Kafka broker (cargo install, ~20 min on 2 cores
+#     the first time; cached in ~/.cargo/bin afterwards)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_broker=0
+for a in "$@"; do
+  case "$a" in
+    --broker) want_broker=1 ;;
+    *) echo "usage: $0 [--broker]" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+stamp=.venv/.requirements.sha256
+req_hash=$(sha256sum pipelines/requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req_hash" ]; then
+  echo "setup: installing Python packages into .venv (pipelines/requirements.txt)"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r pipelines/requirements.txt
+  echo "$req_hash" > "$stamp"
+else
+  echo "setup: .venv up to date"
+fi
+
+lib=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort | tail -n1 || true)
+if [ -z "$lib" ]; then
+  echo "setup: ONNX Runtime library missing from .venv (onnxruntime wheel)" >&2
+  exit 1
+fi
+echo "setup: ONNX Runtime library: $lib"
+
+if [ "$want_broker" = 1 ]; then
+  TANSU_VERSION=0.6.0
+  if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "setup: tansu $TANSU_VERSION present ($(command -v tansu))"
+  else
+    echo "setup: building the tansu $TANSU_VERSION broker (first time only, ~20 minutes on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+  fi
+fi

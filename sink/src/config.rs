@@ -1,0 +1,113 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use switchyard_schemas::Problems;
+
+/// The `sinks:` section of a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Results and DLQ topics.
+    #[serde(default)]
+    pub kafka: Option<KafkaSinkConfig>,
+    /// Parquet tables.
+    #[serde(default)]
+    pub parquet: Option<ParquetSinkConfig>,
+}
+
+/// Kafka output topics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Brokers; the source's `bootstrap_servers` when absent.
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    /// Topic for results (JSON, key = result key, lineage in headers).
+    pub results_topic: String,
+    /// Topic for records that could not be processed.
+    pub dlq_topic: String,
+    /// Extra librdkafka producer properties passed through unchanged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Create the results and DLQ topics at start-up when they are missing.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of a results topic created at start-up.
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+    /// Longest wait for the broker to acknowledge a record, in ms.
+    #[serde(default = "default_delivery_timeout_ms")]
+    pub delivery_timeout_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_topic_partitions() -> i32 {
+    3
+}
+fn default_delivery_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Parquet tables.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Root folder of the tables (`<path>/predictions`, `<path>/dlq`), relative
+    /// to the manifest's folder.
+    pub path: PathBuf,
+    /// Roll (make durable, then commit offsets) after this many rows.
+    #[serde(default = "default_roll_max_rows")]
+    pub roll_max_rows: usize,
+    /// Roll at least this often while data flows, in ms.
+    #[serde(default = "default_roll_interval_ms")]
+    pub roll_interval_ms: u64,
+}
+
+fn default_roll_max_rows() -> usize {
+    100_000
+}
+fn default_roll_interval_ms() -> u64 {
+    5_000
+}
+
+impl SinksConfig {
+    /// Reports every problem under `path`.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.parquet.is_none() {
+            problems.push(
+                format!("{path}.parquet"),
+                "a parquet sink is required: offsets are committed when results are durable in it",
+            );
+        }
+        if let Some(k) = &self.kafka {
+            let topic_ok = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !topic_ok(&k.results_topic) {
+                problems.push(
+                    format!("{path}.kafka.results_topic"),
+                    format!("`{}` is not a valid topic name", k.results_topic),
+                );
+            }
+            if !topic_ok(&k.dlq_topic) {
+                problems
+                    .push(format!("{path}.kafka.dlq_topic"), format!("`{}` is not a valid topic name", k.dlq_topic));
+            }
+            if k.results_topic == k.dlq_topic {
+                problems.push(format!("{path}.kafka.dlq_topic"), "must differ from results_topic");
+            }
+        }
+        if let Some(p) = &self.parquet {
+            if p.path.as_os_str().is_empty() {
+                problems.push(format!("{path}.parquet.path"), "must not be empty");
+            }
+            if p.roll_max_rows == 0 {
+                problems.push(format!("{path}.parquet.roll_max_rows"), "must be at least 1");
+            }
+            if p.roll_interval_ms == 0 {
+                problems.push(format!("{path}.parquet.roll_interval_ms"), "must be at least 1");
+            }
+        }
+    }
+}

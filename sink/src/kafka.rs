@@ -1,0 +1,158 @@
+//! Results and DLQ records to Kafka.
+
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use switchyard_schemas::{headers as h, DlqRecord, Prediction};
+
+use crate::{Error, KafkaSinkConfig, Result};
+
+/// Kafka Connect's dead-letter header names, reused so existing tooling reads our DLQ.
+pub mod dlq_headers {
+    /// Source topic.
+    pub const TOPIC: &str = "__connect.errors.topic";
+    /// Source partition.
+    pub const PARTITION: &str = "__connect.errors.partition";
+    /// Source offset.
+    pub const OFFSET: &str = "__connect.errors.offset";
+    /// Pipeline name (Connect: connector name).
+    pub const CONNECTOR: &str = "__connect.errors.connector.name";
+    /// Stage that failed.
+    pub const STAGE: &str = "__connect.errors.stage";
+    /// Error class.
+    pub const CLASS: &str = "__connect.errors.class.name";
+    /// Error message.
+    pub const MESSAGE: &str = "__connect.errors.exception.message";
+}
+
+/// Producer for the results and DLQ topics.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    results_topic: String,
+    dlq_topic: String,
+    timeout: Duration,
+}
+
+impl KafkaSink {
+    /// Creates the producer (idempotent, so broker retries add no duplicates).
+    pub fn new(config: &KafkaSinkConfig, default_bootstrap: &str) -> Result<Self> {
+        let mut c = ClientConfig::new();
+        c.set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
+        for (k, v) in &config.properties {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", config.bootstrap_servers.as_deref().unwrap_or(default_bootstrap));
+        Ok(Self {
+            producer: c.create()?,
+            results_topic: config.results_topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
+            timeout: Duration::from_millis(config.delivery_timeout_ms),
+        })
+    }
+
+    /// Sends the results and waits until the broker has acknowledged all of them.
+    pub async fn send_predictions(&self, rows: &[Prediction]) -> Result<()> {
+        let mut pending = Vec::with_capacity(rows.len());
+        for p in rows {
+            let body = serde_json::to_vec(p)?;
+            let l = &p.lineage;
+            let source = format!("{}/{}/{}", l.source_topic, l.source_partition, l.source_offset);
+            let model = format!("{}/{}", l.model.name, l.model.version);
+            let headers = OwnedHeaders::new_with_capacity(10)
+                .insert(hdr(h::LINEAGE_ID, &l.lineage_id))
+                .insert(hdr(h::PIPELINE, &l.pipeline))
+                .insert(hdr(h::MANIFEST_HASH, &l.manifest_hash))
+                .insert(hdr(h::SOURCE, &source))
+                .insert(hdr(h::POLICY_VERSION, &l.route.policy_version))
+                .insert(hdr(h::RULE_ID, &l.route.rule_id))
+                .insert(hdr(h::MODEL, &model))
+                .insert(hdr(h::MODEL_SHA256, &l.model.sha256))
+                .insert(hdr(h::PREPROCESS_HASH, &l.preprocess_hash))
+                .insert(hdr(h::TRACEPARENT, &l.traceparent));
+            let record = FutureRecord::to(&self.results_topic).key(p.key.as_bytes()).payload(&body).headers(headers);
+            pending.push(self.enqueue(record).await?);
+        }
+        self.await_all(pending).await
+    }
+
+    /// Sends DLQ records (original key and value, context in headers) and
+    /// waits for their acknowledgement.
+    pub async fn send_dlq(&self, rows: &[DlqRecord]) -> Result<()> {
+        let mut pending = Vec::with_capacity(rows.len());
+        for r in rows {
+            let partition = r.source_partition.to_string();
+            let offset = r.source_offset.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 8);
+            for (k, v) in &r.headers {
+                headers = headers.insert(hdr(k, v));
+            }
+            let headers = headers
+                .insert(hdr(dlq_headers::TOPIC, &r.source_topic))
+                .insert(hdr(dlq_headers::PARTITION, &partition))
+                .insert(hdr(dlq_headers::OFFSET, &offset))
+                .insert(hdr(dlq_headers::CONNECTOR, &r.pipeline))
+                .insert(hdr(dlq_headers::STAGE, r.stage.as_str()))
+                .insert(hdr(dlq_headers::CLASS, r.error_class.as_str()))
+                .insert(hdr(dlq_headers::MESSAGE, &r.message))
+                .insert(hdr(h::LINEAGE_ID, &r.lineage_id));
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic).headers(headers);
+            if let Some(k) = &r.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &r.payload {
+                record = record.payload(p.as_slice());
+            }
+            pending.push(self.enqueue(record).await?);
+        }
+        self.await_all(pending).await
+    }
+
+    /// Enqueues a record, waiting while librdkafka's queue is full.
+    async fn enqueue<'a, K, P>(&self, mut record: FutureRecord<'a, K, P>) -> Result<DeliveryFuture>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match self.producer.send_result(record) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)));
+                    }
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn await_all(&self, pending: Vec<DeliveryFuture>) -> Result<()> {
+        let results =
+            try_join_all(pending).await.map_err(|_| Error::Internal("producer dropped a delivery report".into()))?;
+        for r in results {
+            if let Err((e, _)) = r {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for everything in flight.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        Ok(self.producer.flush(timeout)?)
+    }
+}
+
+fn hdr<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header { key, value: Some(value) }
+}

@@ -1,0 +1,477 @@
+//! Parquet tables with atomic, offset-tracking rolls.
+//!
+//! Rows are appended to open Parquet files named `*.parquet.tmp-<roll>`,
+//! which no reader lists. A roll closes them, writes the roll manifest
+//! `_rolls/<roll>.json` (temp + fsync + rename: the commit point), then renames
+//! each file to its final `.parquet` name. On open, manifests whose renames did
+//! not finish are rolled forward and temp files without a manifest (a crash
+//! before the commit point) are deleted. The manifests record the highest
+//! source offset of every partition they cover, so rows replayed after a
+//! crash (Kafka offsets not yet committed) are recognised and skipped: a
+//! replay adds no duplicate rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use switchyard_schemas::{DlqRecord, Prediction};
+
+use crate::arrow_convert::{dlq_batch, predictions_batch};
+use crate::{Error, Result};
+
+/// Highest offset per `(topic, partition)`.
+pub type Offsets = HashMap<(String, i32), i64>;
+
+/// Table folder names under the sink root.
+pub const PREDICTIONS: &str = "predictions";
+/// DLQ table folder.
+pub const DLQ: &str = "dlq";
+const ROLLS: &str = "_rolls";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RollManifest {
+    roll_id: String,
+    created_us: i64,
+    files: Vec<String>,
+    offsets: Vec<RollOffset>,
+    rows: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RollOffset {
+    topic: String,
+    partition: i32,
+    max_offset: i64,
+}
+
+struct OpenFile {
+    tmp: PathBuf,
+    final_rel: String,
+    writer: ArrowWriter<File>,
+}
+
+/// What a roll made durable.
+#[derive(Debug, Default, Clone)]
+pub struct RollSummary {
+    /// Rows written.
+    pub rows: u64,
+    /// Files written.
+    pub files: usize,
+    /// Highest offset per partition covered by this roll.
+    pub offsets: Offsets,
+}
+
+/// Writer of the `predictions` and `dlq` tables.
+pub struct ParquetSink {
+    root: PathBuf,
+    roll_max_rows: usize,
+    roll_interval: std::time::Duration,
+    durable: Offsets,
+    roll_id: String,
+    open: BTreeMap<String, OpenFile>,
+    pending_offsets: Offsets,
+    pending_rows: u64,
+    roll_started: Option<Instant>,
+    seq: u64,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn new_roll_id() -> String {
+    // Sortable by time, unique across workers.
+    format!("{:016}-{}", now_us(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn date_of(ts_ms: Option<i64>, fallback_us: i64) -> String {
+    let ms = ts_ms.unwrap_or(fallback_us / 1000);
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+/// Makes a partition value safe as a directory name.
+fn path_safe(v: &str) -> String {
+    v.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+fn sync_dir(dir: &Path) {
+    // Directory fsync makes the rename durable; not all filesystems allow it.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl ParquetSink {
+    /// Opens (creating) the tables under `root`, finishing or discarding any
+    /// roll a crash interrupted.
+    pub fn open(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
+        for d in [PREDICTIONS, DLQ, ROLLS] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let mut sink = Self {
+            root: root.to_path_buf(),
+            roll_max_rows: roll_max_rows.max(1),
+            roll_interval,
+            durable: Offsets::new(),
+            roll_id: new_roll_id(),
+            open: BTreeMap::new(),
+            pending_offsets: Offsets::new(),
+            pending_rows: 0,
+            roll_started: None,
+            seq: 0,
+        };
+        sink.recover()?;
+        Ok(sink)
+    }
+
+    fn recover(&mut self) -> Result<()> {
+        let rolls = self.root.join(ROLLS);
+        let mut committed = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&rolls).map_err(|e| Error::io(&rolls, e))? {
+            let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                // A manifest temp file: the roll never reached its commit point.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let m: RollManifest = serde_json::from_slice(&text)
+                .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))?;
+            for f in &m.files {
+                let fin = self.root.join(f);
+                let tmp = tmp_path(&fin, &m.roll_id);
+                if !fin.exists() && tmp.exists() {
+                    std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&tmp, e))?;
+                    tracing::info!(file = %fin.display(), roll = %m.roll_id, "finished an interrupted roll");
+                } else if !fin.exists() {
+                    tracing::warn!(file = %fin.display(), roll = %m.roll_id, "file of a committed roll is missing");
+                }
+            }
+            for o in m.offsets {
+                let e = self.durable.entry((o.topic, o.partition)).or_insert(o.max_offset);
+                *e = (*e).max(o.max_offset);
+            }
+            committed.insert(m.roll_id);
+        }
+        // Temp files of rolls that never committed hold rows whose offsets were
+        // never committed either: the source replays them, so drop the files.
+        for table in [PREDICTIONS, DLQ] {
+            remove_orphans(&self.root.join(table), &committed)?;
+        }
+        Ok(())
+    }
+
+    /// Highest durable offset per partition, from every committed roll.
+    pub fn durable_offsets(&self) -> &Offsets {
+        &self.durable
+    }
+
+    /// True when the record at these coordinates is already durable (a replay).
+    pub fn is_durable(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        // Avoid allocating a key on the hot path when nothing is durable yet.
+        !self.durable.is_empty() && self.durable.get(&(topic.to_string(), partition)).is_some_and(|&m| offset <= m)
+    }
+
+    /// Records that offsets up to these are covered by the current roll.
+    pub fn note_offsets(&mut self, offsets: &Offsets) {
+        for (k, &v) in offsets {
+            let e = self.pending_offsets.entry(k.clone()).or_insert(v);
+            *e = (*e).max(v);
+        }
+        self.roll_started.get_or_insert_with(Instant::now);
+    }
+
+    fn writer_for(&mut self, rel_dir: String, schema: arrow::datatypes::SchemaRef) -> Result<&mut ArrowWriter<File>> {
+        if !self.open.contains_key(&rel_dir) {
+            let dir = self.root.join(&rel_dir);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            self.seq += 1;
+            let final_rel = format!("{rel_dir}/part-{}-{:04}.parquet", self.roll_id, self.seq);
+            let tmp = tmp_path(&self.root.join(&final_rel), &self.roll_id);
+            let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(64 * 1024))
+                .build();
+            let writer = ArrowWriter::try_new(file, schema, Some(props))?;
+            self.open.insert(rel_dir.clone(), OpenFile { tmp, final_rel, writer });
+        }
+        Ok(&mut self.open.get_mut(&rel_dir).expect("inserted").writer)
+    }
+
+    /// Appends predictions to the current roll (partitioned by date and model version).
+    pub fn write_predictions(&mut self, rows: &[Prediction]) -> Result<()> {
+        let mut parts: BTreeMap<String, Vec<&Prediction>> = BTreeMap::new();
+        for p in rows {
+            let dir = format!(
+                "{PREDICTIONS}/date={}/model_version={}",
+                date_of(p.lineage.kafka_timestamp_ms, p.lineage.ingest_time_us),
+                path_safe(&p.lineage.model.version)
+            );
+            parts.entry(dir).or_default().push(p);
+        }
+        for (dir, rows) in parts {
+            let batch = predictions_batch(&rows)?;
+            self.write_batch(dir, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Appends DLQ records to the current roll (partitioned by date).
+    pub fn write_dlq(&mut self, rows: &[DlqRecord]) -> Result<()> {
+        let mut parts: BTreeMap<String, Vec<&DlqRecord>> = BTreeMap::new();
+        for r in rows {
+            parts.entry(format!("{DLQ}/date={}", date_of(r.kafka_timestamp_ms, r.ingest_time_us))).or_default().push(r);
+        }
+        for (dir, rows) in parts {
+            let batch = dlq_batch(&rows)?;
+            self.write_batch(dir, batch)?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self, dir: String, batch: RecordBatch) -> Result<()> {
+        self.pending_rows += batch.num_rows() as u64;
+        self.roll_started.get_or_insert_with(Instant::now);
+        self.writer_for(dir, batch.schema())?.write(&batch)?;
+        Ok(())
+    }
+
+    /// True when the current roll is due (size or age).
+    pub fn roll_due(&self) -> bool {
+        self.pending_rows >= self.roll_max_rows as u64
+            || self.roll_started.is_some_and(|t| t.elapsed() >= self.roll_interval)
+    }
+
+    /// True when nothing is waiting to be made durable.
+    pub fn is_idle(&self) -> bool {
+        self.pending_rows == 0 && self.pending_offsets.is_empty()
+    }
+
+    /// Makes the current roll durable and returns what it covered. After this
+    /// returns, the covered source offsets may be committed.
+    pub fn roll(&mut self) -> Result<RollSummary> {
+        if self.is_idle() {
+            self.roll_started = None;
+            return Ok(RollSummary::default());
+        }
+        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id());
+        let open = std::mem::take(&mut self.open);
+        let mut files = Vec::with_capacity(open.len());
+        let mut tmps = Vec::with_capacity(open.len());
+        for (_, f) in open {
+            let file = f.writer.into_inner()?;
+            file.sync_all().map_err(|e| Error::io(&f.tmp, e))?;
+            files.push(f.final_rel);
+            tmps.push(f.tmp);
+        }
+        let offsets = std::mem::take(&mut self.pending_offsets);
+        let manifest = RollManifest {
+            roll_id: roll_id.clone(),
+            created_us: now_us(),
+            files: files.clone(),
+            offsets: offsets
+                .iter()
+                .map(|((t, p), o)| RollOffset { topic: t.clone(), partition: *p, max_offset: *o })
+                .collect(),
+            rows: self.pending_rows,
+        };
+        // Commit point: the manifest appears atomically.
+        let rolls = self.root.join(ROLLS);
+        let fin = rolls.join(format!("{roll_id}.json"));
+        let tmp = rolls.join(format!("{roll_id}.json.tmp"));
+        {
+            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            serde_json::to_writer(&mut f, &manifest)?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+        sync_dir(&rolls);
+        for (tmp, rel) in tmps.iter().zip(&files) {
+            let fin = self.root.join(rel);
+            std::fs::rename(tmp, &fin).map_err(|e| Error::io(tmp, e))?;
+            if let Some(dir) = fin.parent() {
+                sync_dir(dir);
+            }
+        }
+        for (k, &v) in &offsets {
+            let e = self.durable.entry(k.clone()).or_insert(v);
+            *e = (*e).max(v);
+        }
+        let summary = RollSummary { rows: self.pending_rows, files: files.len(), offsets };
+        self.pending_rows = 0;
+        self.roll_started = None;
+        Ok(summary)
+    }
+}
+
+fn tmp_path(fin: &Path, roll_id: &str) -> PathBuf {
+    let mut s = fin.as_os_str().to_owned();
+    s.push(format!(".tmp-{roll_id}"));
+    PathBuf::from(s)
+}
+
+fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in rd {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            remove_orphans(&path, committed)?;
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some((_, roll)) = name.split_once(".tmp-") {
+            if !committed.contains(roll) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                tracing::info!(file = %path.display(), "removed a file of an uncommitted roll");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_schemas::{ErrorClass, Lineage, ModelRef, Stage};
+
+    fn pred(offset: i64, version: &str) -> Prediction {
+        Prediction {
+            key: format!("k{offset}"),
+            score: 0.25,
+            label: 0,
+            features: vec![1.0, 2.0],
+            latency_us: 10,
+            lineage: Lineage {
+                lineage_id: format!("l{offset}"),
+                source_topic: "tx".into(),
+                source_offset: offset,
+                kafka_timestamp_ms: Some(1_767_225_600_000),
+                model: ModelRef { name: "m".into(), version: version.into(), ..Default::default() },
+                ..Default::default()
+            },
+        }
+    }
+
+    fn parquet_files(root: &Path) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out)
+                } else {
+                    out.push(p)
+                }
+            }
+        }
+        let mut v = vec![];
+        walk(root, &mut v);
+        v.sort();
+        v
+    }
+
+    fn offsets(max: i64) -> Offsets {
+        [(("tx".to_string(), 0), max)].into_iter().collect()
+    }
+
+    #[test]
+    fn roll_writes_partitioned_files_and_records_offsets() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        s.write_predictions(&[pred(0, "1"), pred(1, "2")]).unwrap();
+        s.write_dlq(&[DlqRecord {
+            lineage_id: "d".into(),
+            source_topic: "tx".into(),
+            source_partition: 0,
+            source_offset: 2,
+            kafka_timestamp_ms: None,
+            ingest_time_us: 1_767_225_600_000_000,
+            key: None,
+            payload: Some(b"{".to_vec()),
+            headers: vec![],
+            stage: Stage::Decode,
+            error_class: ErrorClass::InvalidJson,
+            message: "bad".into(),
+            pipeline: "p".into(),
+        }])
+        .unwrap();
+        s.note_offsets(&offsets(2));
+        assert!(!s.is_durable("tx", 0, 2));
+        let r = s.roll().unwrap();
+        assert_eq!((r.rows, r.files), (3, 3));
+        assert!(s.is_durable("tx", 0, 2) && !s.is_durable("tx", 0, 3));
+        let names: Vec<String> = parquet_files(t.path())
+            .iter()
+            .map(|p| p.strip_prefix(t.path()).unwrap().to_string_lossy().into_owned())
+            .filter(|p| p.ends_with(".parquet"))
+            .map(|p| p.rsplit_once('/').unwrap().0.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "dlq/date=2026-01-01",
+                "predictions/date=2026-01-01/model_version=1",
+                "predictions/date=2026-01-01/model_version=2"
+            ]
+        );
+        // A reopened sink knows what is durable.
+        let s2 = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        assert!(s2.is_durable("tx", 0, 1));
+    }
+
+    #[test]
+    fn crash_before_commit_point_discards_and_after_it_rolls_forward() {
+        let t = tempfile::tempdir().unwrap();
+        // Crash before the manifest: temp files are orphans.
+        {
+            let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+            s.write_predictions(&[pred(0, "1")]).unwrap();
+            s.note_offsets(&offsets(0));
+            for f in s.open.values_mut() {
+                f.writer.flush().unwrap();
+            }
+            std::mem::forget(s); // no roll, no cleanup: as if killed
+        }
+        assert!(parquet_files(t.path()).iter().any(|p| p.to_string_lossy().contains(".tmp-")));
+        let s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        assert!(!s.is_durable("tx", 0, 0));
+        assert!(parquet_files(t.path()).iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "orphans removed");
+        drop(s);
+
+        // Crash after the manifest but before the renames: rolled forward.
+        let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        s.write_predictions(&[pred(5, "1")]).unwrap();
+        s.note_offsets(&offsets(5));
+        s.roll().unwrap();
+        let fin = parquet_files(t.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+        let roll = std::fs::read_dir(t.path().join(ROLLS)).unwrap().next().unwrap().unwrap().path();
+        let roll_id = roll.file_stem().unwrap().to_string_lossy().into_owned();
+        std::fs::rename(&fin, tmp_path(&fin, &roll_id)).unwrap();
+        let s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        assert!(fin.exists(), "rename finished on open");
+        assert!(s.is_durable("tx", 0, 5));
+    }
+
+    #[test]
+    fn roll_is_due_by_rows_or_age() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = ParquetSink::open(t.path(), 2, std::time::Duration::from_millis(30)).unwrap();
+        assert!(!s.roll_due());
+        s.write_predictions(&[pred(0, "1")]).unwrap();
+        assert!(!s.roll_due());
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert!(s.roll_due(), "by age");
+        s.roll().unwrap();
+        s.write_predictions(&[pred(1, "1"), pred(2, "1")]).unwrap();
+        assert!(s.roll_due(), "by rows");
+    }
+}

@@ -1,0 +1,84 @@
+//! Small Kafka helpers for the CLI: topic creation and bulk producing.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::generate::GenRecord;
+
+/// Creates `topics` (name, partitions) on a real broker; existing topics are fine.
+pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(&new, &opts).await.context("creating topics")? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating topic `{t}` on {bootstrap}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Produces `records` to `topic` and waits for every acknowledgement.
+pub async fn produce(bootstrap: &str, topic: &str, records: impl Iterator<Item = GenRecord>) -> anyhow::Result<u64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .context("creating Kafka producer")?;
+    let mut pending = Vec::new();
+    let mut n = 0u64;
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let mut rec = FutureRecord::to(topic).key(r.key.as_bytes()).headers(headers);
+        if !r.payload.is_empty() {
+            rec = rec.payload(&r.payload);
+        }
+        loop {
+            match producer.send_result(rec) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+        n += 1;
+        if pending.len() >= 10_000 {
+            check(join_all(pending.drain(..)).await)?;
+        }
+    }
+    check(join_all(pending).await)?;
+    Ok(n)
+}
+
+fn check(
+    results: Vec<Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>>,
+) -> anyhow::Result<()> {
+    for r in results {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => anyhow::bail!("delivery failed: {e}"),
+            Err(_) => anyhow::bail!("producer dropped a delivery report"),
+        }
+    }
+    Ok(())
+}

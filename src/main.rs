@@ -1,0 +1,215 @@
+//! `switchyard`: a stream-processing worker for hybrid ML inference.
+//!
+//! The binary wires the stage crates together (see `pipeline`): it owns the
+//! CLI, manifest loading and validation, and nothing else of substance.
+
+mod demo;
+mod generate;
+mod kafka_util;
+mod manifest;
+mod pipeline;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Stream-processing worker for hybrid ML inference: Kafka in, local ONNX
+/// models, Kafka and Parquet out, SQL over the results.
+#[derive(Parser)]
+#[command(name = "switchyard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline manifest and report every problem with its path.
+    Validate {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+    },
+    /// Run a streaming pipeline until Ctrl-C (or until idle with --idle-exit-ms).
+    Run {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+        /// Override the manifest's Kafka bootstrap servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Override the manifest's table folder.
+        #[arg(long)]
+        tables: Option<PathBuf>,
+        /// Stop after this many ms without a new record.
+        #[arg(long)]
+        idle_exit_ms: Option<u64>,
+        /// Read records from a JSON Lines file instead of Kafka.
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Do not write results to Kafka (Parquet only).
+        #[arg(long)]
+        no_kafka_sink: bool,
+        /// Print progress every N seconds (0: never).
+        #[arg(long, default_value_t = 5)]
+        progress_secs: u64,
+    },
+    /// Run a SQL query over the result tables (predictions, dlq).
+    Sql {
+        /// The query, e.g. "SELECT route, count(*) FROM predictions GROUP BY route".
+        query: String,
+        /// Table folder.
+        #[arg(long, default_value = "data/tables")]
+        tables: PathBuf,
+    },
+    /// Produce synthetic transactions, run the pipeline on them, print a summary.
+    Demo {
+        /// Events to produce.
+        #[arg(long, default_value_t = 50_000)]
+        events: u64,
+        /// `mock` (embedded librdkafka mock cluster) or a real broker's host:port.
+        #[arg(long, default_value = "mock")]
+        broker: String,
+        /// Manifest to run.
+        #[arg(long, default_value = "pipelines/fraud.yaml")]
+        manifest: PathBuf,
+        /// Table folder for the demo's results (emptied first).
+        #[arg(long, default_value = "data/demo")]
+        tables: PathBuf,
+    },
+    /// Generate synthetic transactions to a Kafka topic or a JSON Lines file.
+    Generate {
+        /// Number of events.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Write to this JSON Lines file (malformed records are kept, one per line).
+        #[arg(long, conflicts_with = "topic")]
+        out: Option<PathBuf>,
+        /// Produce to this topic (created if missing).
+        #[arg(long, requires = "bootstrap_servers")]
+        topic: Option<String>,
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Partitions when creating the topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// RNG seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Share of malformed records.
+        #[arg(long, default_value_t = 0.01)]
+        malformed_rate: f64,
+        /// Share of records carrying personal data.
+        #[arg(long, default_value_t = 0.10)]
+        pii_rate: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { manifest } => {
+            let loaded = manifest::load(&manifest)?;
+            let problems = loaded.validate();
+            if problems.is_empty() {
+                println!("{}: ok", manifest.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprint!("{}: {} problem(s)\n{problems}", manifest.display(), problems.items().len());
+                Ok(ExitCode::from(2))
+            }
+        }
+        Command::Run {
+            manifest,
+            bootstrap_servers,
+            tables,
+            idle_exit_ms,
+            input_file,
+            no_kafka_sink,
+            progress_secs,
+        } => {
+            let loaded = manifest::load(&manifest)?;
+            let summary = pipeline::run(
+                &loaded,
+                pipeline::RunOptions {
+                    idle_exit: idle_exit_ms.map(Duration::from_millis),
+                    startup_timeout: None,
+                    bootstrap_servers,
+                    tables,
+                    input_file,
+                    no_kafka_sink,
+                    progress_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
+                },
+            )
+            .await?;
+            println!("{}", report::summary(&summary));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql { query, tables } => {
+            if !tables.exists() {
+                anyhow::bail!("no tables at {} (run a pipeline first, or pass --tables)", tables.display());
+            }
+            let ctx = switchyard_sink::catalog::open(&tables).await?;
+            let batches = switchyard_sink::catalog::query(&ctx, &query).await?;
+            println!("{}", switchyard_sink::catalog::format(&batches)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { events, broker, manifest, tables } => {
+            demo::run(demo::DemoOptions { events, broker, manifest, tables }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate { events, out, topic, bootstrap_servers, partitions, seed, malformed_rate, pii_rate } => {
+            let mut gen =
+                generate::Generator::new(generate::GenOptions { seed, malformed_rate, pii_rate, ..Default::default() });
+            match (out, topic, bootstrap_servers) {
+                (Some(path), _, _) => {
+                    use std::io::Write as _;
+                    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    for _ in 0..events {
+                        let r = gen.next_record();
+                        // Newlines inside a payload would split it; generated payloads have none.
+                        w.write_all(&r.payload)?;
+                        w.write_all(b"\n")?;
+                    }
+                    w.flush()?;
+                    eprintln!("wrote {events} records to {}", path.display());
+                }
+                (None, Some(topic), Some(bootstrap)) => {
+                    kafka_util::create_topics(&bootstrap, &[(topic.as_str(), partitions)]).await?;
+                    let n = kafka_util::produce(&bootstrap, &topic, (0..events).map(|_| gen.next_record())).await?;
+                    eprintln!("produced {n} records to {topic} at {bootstrap}");
+                }
+                _ => anyhow::bail!("give --out FILE, or --topic and --bootstrap-servers"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The streaming pipeline: wires `ingest → router → workers → sink`.
+//!
+//! ```text
+//!  source ──chunk──▶ prepare: decode, validate, pre-process, route ──▶ infer (batcher threads)
+//!                                                                          │ answers, in chunk order
+//!                    commit offsets ◀── roll Parquet ◀── results + DLQ to Kafka ◀┘
+//! ```
+//!
+//! Chunks flow through bounded channels, so a slow model or sink pauses the
+//! Kafka consumer. Offsets are committed only after a Parquet roll made the
+//! rows before them durable (and Kafka acknowledged their results), so a
+//! crash loses nothing; rows already durable are recognised on replay and
+//! skipped, so a crash adds no duplicates either.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use switchyard_ingest::{Decoder, FileSource, KafkaCommitter, KafkaSource, LineageContext, Preprocessor};
+use switchyard_router::Router;
+use switchyard_schemas::{DlqRecord, ErrorClass, Event, Prediction, RawRecord, Stage};
+use switchyard_sink::{KafkaSink, Offsets, ParquetSink};
+use switchyard_workers::{init_runtime, OnnxWorker, Scores, WorkerConfig};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::manifest::{Loaded, SourceConfig};
+
+/// How to run a manifest.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop once no record has arrived for this long (bounded runs, tests, demo).
+    pub idle_exit: Option<Duration>,
+    /// With `idle_exit`: how long to wait for the very first record.
+    pub startup_timeout: Option<Duration>,
+    /// Replace the manifest's bootstrap servers (source and sinks).
+    pub bootstrap_servers: Option<String>,
+    /// Replace the manifest's table root.
+    pub tables: Option<PathBuf>,
+    /// Read records from this JSON Lines file instead of the manifest's source.
+    pub input_file: Option<PathBuf>,
+    /// Skip the Kafka sink (results only to Parquet).
+    pub no_kafka_sink: bool,
+    /// Print a progress line this often (none when `None`).
+    pub progress_every: Option<Duration>,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Summary {
+    /// Records read from the source.
+    pub records: u64,
+    /// Results written.
+    pub predictions: u64,
+    /// Records sent to the DLQ.
+    pub dlq: u64,
+    /// Records skipped because their results were already durable (replay).
+    pub replayed: u64,
+    /// Results per route (worker).
+    pub by_route: BTreeMap<String, u64>,
+    /// Results per policy rule.
+    pub by_rule: BTreeMap<String, u64>,
+    /// DLQ records per error class.
+    pub dlq_by_class: BTreeMap<String, u64>,
+    /// Receipt → results acknowledged, in µs.
+    pub latency_us: hdrhistogram::Histogram<u64>,
+    /// From the first record to the last result.
+    pub elapsed: Duration,
+    /// Model executions and rows, per worker.
+    pub batches: BTreeMap<String, (u64, u64)>,
+    /// Times the consumer paused for backpressure.
+    pub pauses: u64,
+    /// Parquet rolls (each followed by an offset commit).
+    pub rolls: u64,
+    /// Where the tables are.
+    pub tables: PathBuf,
+}
+
+impl Summary {
+    /// Records per second over the run.
+    pub fn rate(&self) -> f64 {
+        self.records.saturating_sub(self.replayed) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+enum Source {
+    Kafka(KafkaSource),
+    File(FileSource),
+}
+
+impl Source {
+    async fn next_chunk(&mut self) -> Option<Vec<RawRecord>> {
+        match self {
+            Source::Kafka(k) => k.next_chunk().await,
+            Source::File(f) => f.next_chunk(),
+        }
+    }
+}
+
+/// The stateless per-chunk work: decode, validate, pre-process, route.
+struct Stages {
+    decoder: Decoder,
+    pre: Preprocessor,
+    router: Router,
+    workers: Vec<(String, Arc<OnnxWorker>)>,
+    worker_index: HashMap<String, usize>,
+}
+
+/// A chunk on its way to the sink: events waiting for their answers.
+struct Pending {
+    chunk: Vec<RawRecord>,
+    /// (index into chunk, event, worker, row in that worker's request)
+    events: Vec<(usize, Event, usize, usize)>,
+    features: Vec<Vec<f32>>,
+    answers: Vec<Option<JoinHandle<switchyard_workers::Result<Scores>>>>,
+    dlq: Vec<DlqRecord>,
+    offsets: Offsets,
+    replayed: u64,
+}
+
+impl Stages {
+    fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets) -> Pending {
+        let n_workers = self.workers.len();
+        let mut features: Vec<Vec<f32>> = vec![Vec::new(); n_workers];
+        let mut rows = vec![0usize; n_workers];
+        let mut events = Vec::with_capacity(chunk.len());
+        let mut dlq = Vec::new();
+        let mut offsets = Offsets::new();
+        let mut replayed = 0;
+        for (i, raw) in chunk.iter().enumerate() {
+            let max = offsets.entry((raw.topic.clone(), raw.partition)).or_insert(raw.offset);
+            *max = (*max).max(raw.offset);
+            if durable.get(&(raw.topic.clone(), raw.partition)).is_some_and(|&d| raw.offset <= d) {
+                replayed += 1;
+                continue;
+            }
+            let mut event = match self.decoder.decode(raw) {
+                Ok(e) => e,
+                Err(d) => {
+                    dlq.push(*d);
+                    continue;
+                }
+            };
+            let route = match self.router.route(&event) {
+                Ok(r) => r,
+                Err(no_route) => {
+                    let id = event.lineage.lineage_id.clone();
+                    dlq.push(self.decoder.reject(raw, id, Stage::Route, ErrorClass::NoRoute, no_route.to_string()));
+                    continue;
+                }
+            };
+            let Some(&w) = self.worker_index.get(&route.route) else {
+                let id = event.lineage.lineage_id.clone();
+                let msg = format!("route `{}` names no running worker", route.route);
+                dlq.push(self.decoder.reject(raw, id, Stage::Route, ErrorClass::NoRoute, msg));
+                continue;
+            };
+            if let Err(msg) = self.pre.features_into(&event, &mut features[w]) {
+                let id = event.lineage.lineage_id.clone();
+                dlq.push(self.decoder.reject(raw, id, Stage::Preprocess, ErrorClass::FeatureError, msg));
+                continue;
+            }
+            event.lineage.route = route;
+            events.push((i, event, w, rows[w]));
+            rows[w] += 1;
+        }
+        let answers = (0..n_workers)
+            .map(|w| {
+                (rows[w] > 0).then(|| {
+                    let worker = self.workers[w].1.clone();
+                    let input = features[w].clone();
+                    let n = rows[w];
+                    tokio::spawn(async move { worker.infer(input, n).await })
+                })
+            })
+            .collect();
+        Pending { chunk, events, features, answers, dlq, offsets, replayed }
+    }
+}
+
+/// Runs the pipeline of `loaded` until the source ends (bounded runs) or
+/// Ctrl-C / SIGTERM, then makes everything durable and returns a summary.
+pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
+    let problems = loaded.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("{}: invalid manifest:\n{problems}", loaded.path.display());
+    }
+    let m = &loaded.manifest;
+    let schema = Arc::new(m.schema.clone());
+    let pre = Preprocessor::build(&m.preprocess, &schema)?;
+    let router = m.routing.build(&schema, &loaded.route_kinds())?;
+    let decoder = Decoder::new(
+        schema.clone(),
+        LineageContext {
+            pipeline: m.name.clone(),
+            manifest_hash: loaded.hash.clone(),
+            preprocess_hash: pre.spec_hash().to_string(),
+        },
+    );
+
+    init_runtime(None)?;
+    let mut workers = Vec::new();
+    for (name, w) in &m.workers {
+        if let WorkerConfig::Onnx(c) = w {
+            let worker = OnnxWorker::start(name, c, &loaded.base, pre.feature_names())
+                .with_context(|| format!("starting worker `{name}`"))?;
+            workers.push((name.clone(), Arc::new(worker)));
+        }
+    }
+    let worker_index = workers.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+    let stages = Stages { decoder, pre, router, workers, worker_index };
+
+    let SourceConfig::Kafka(kcfg) = &m.source;
+    let mut kcfg = kcfg.clone();
+    if let Some(b) = &opts.bootstrap_servers {
+        kcfg.bootstrap_servers = b.clone();
+    }
+    let pq = m.sinks.parquet.as_ref().context("sinks.parquet is required")?;
+    let tables = opts.tables.clone().or_else(|| loaded.tables_root()).context("sinks.parquet.path is required")?;
+    let parquet = ParquetSink::open(&tables, pq.roll_max_rows, Duration::from_millis(pq.roll_interval_ms))
+        .with_context(|| format!("opening tables at {}", tables.display()))?;
+    let durable = parquet.durable_offsets().clone();
+    let kafka_sink = match (&m.sinks.kafka, opts.no_kafka_sink) {
+        (Some(k), false) => {
+            let bootstrap = k.bootstrap_servers.as_deref().unwrap_or(&kcfg.bootstrap_servers);
+            if k.create_topics {
+                // Like Kafka Connect's DLQ: create missing output topics, but a
+                // broker that refuses (no admin rights, mock cluster) is not fatal.
+                let topics = [(k.results_topic.as_str(), k.topic_partitions), (k.dlq_topic.as_str(), 1)];
+                let created =
+                    tokio::time::timeout(Duration::from_secs(10), crate::kafka_util::create_topics(bootstrap, &topics))
+                        .await;
+                match created {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %format!("{e:#}"), "could not create output topics; assuming they exist")
+                    }
+                    Err(_) => tracing::warn!("creating output topics timed out; assuming they exist"),
+                }
+            }
+            Some(KafkaSink::new(k, &kcfg.bootstrap_servers)?)
+        }
+        _ => None,
+    };
+
+    let (mut source, committer, source_stats) = match &opts.input_file {
+        Some(path) => (Source::File(FileSource::open(path, kcfg.chunk_size)?), None, None),
+        None => {
+            let startup = opts.startup_timeout.unwrap_or(Duration::from_secs(60));
+            let k = KafkaSource::start(&kcfg, opts.idle_exit, startup)?;
+            let (c, s) = (k.committer(), k.stats());
+            (Source::Kafka(k), Some(c), Some(s))
+        }
+    };
+
+    let (tx, rx) = mpsc::channel::<Pending>(kcfg.max_queued_chunks.max(1));
+    let sink = SinkStage {
+        kafka: kafka_sink,
+        parquet,
+        committer,
+        workers: stages.workers.clone(),
+        width: stages.pre.width(),
+        summary: Summary {
+            records: 0,
+            predictions: 0,
+            dlq: 0,
+            replayed: 0,
+            by_route: BTreeMap::new(),
+            by_rule: BTreeMap::new(),
+            dlq_by_class: BTreeMap::new(),
+            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+            elapsed: Duration::ZERO,
+            batches: BTreeMap::new(),
+            pauses: 0,
+            rolls: 0,
+            tables,
+        },
+        first: None,
+        progress_every: opts.progress_every,
+        last_progress: Instant::now(),
+    };
+    let sink_task = tokio::spawn(sink.run(rx, Duration::from_millis(pq.roll_interval_ms.clamp(50, 1000))));
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let chunk = tokio::select! {
+            c = source.next_chunk() => c,
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: finishing in-flight records");
+                None
+            }
+        };
+        let Some(chunk) = chunk else { break };
+        let pending = stages.prepare(chunk, &durable);
+        if tx.send(pending).await.is_err() {
+            break; // the sink stage failed; its error is reported below
+        }
+    }
+    drop(tx);
+    let mut summary = sink_task.await.context("sink stage panicked")??;
+    if let Some(s) = source_stats {
+        summary.pauses = s.pauses.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    for (name, w) in &stages.workers {
+        let s = w.stats();
+        summary.batches.insert(
+            name.clone(),
+            (s.batches.load(std::sync::atomic::Ordering::Relaxed), s.rows.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+    }
+    if let Source::Kafka(k) = source {
+        k.stop().await?;
+    }
+    Ok(summary)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+struct SinkStage {
+    kafka: Option<KafkaSink>,
+    parquet: ParquetSink,
+    committer: Option<KafkaCommitter>,
+    workers: Vec<(String, Arc<OnnxWorker>)>,
+    width: usize,
+    summary: Summary,
+    first: Option<i64>,
+    progress_every: Option<Duration>,
+    last_progress: Instant,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl SinkStage {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, tick_every: Duration) -> anyhow::Result<Summary> {
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => self.handle(p).await?,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if self.parquet.roll_due() {
+                        self.roll_and_commit()?;
+                    }
+                    self.progress();
+                }
+            }
+        }
+        self.roll_and_commit()?;
+        if let Some(first) = self.first {
+            self.summary.elapsed = Duration::from_micros((now_us() - first).max(1) as u64);
+        }
+        Ok(self.summary)
+    }
+
+    fn progress(&mut self) {
+        let Some(every) = self.progress_every else { return };
+        if self.last_progress.elapsed() >= every {
+            self.last_progress = Instant::now();
+            let s = &self.summary;
+            let secs = self.first.map_or(0.0, |f| (now_us() - f) as f64 / 1e6);
+            eprintln!(
+                "[{secs:7.1}s] records {:>9}  results {:>9}  dlq {:>6}  {:>9.0} rec/s",
+                s.records,
+                s.predictions,
+                s.dlq,
+                s.records as f64 / secs.max(1e-9)
+            );
+        }
+    }
+
+    async fn handle(&mut self, p: Pending) -> anyhow::Result<()> {
+        let Pending { chunk, events, features, answers, mut dlq, offsets, replayed } = p;
+        if self.first.is_none() {
+            self.first = chunk.iter().map(|r| r.received_us).min();
+        }
+        self.summary.records += chunk.len() as u64;
+        self.summary.replayed += replayed;
+        let mut scores: Vec<Option<Result<Scores, String>>> = Vec::with_capacity(answers.len());
+        for a in answers {
+            scores.push(match a {
+                None => None,
+                Some(h) => Some(match h.await {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("worker task failed: {e}")),
+                }),
+            });
+        }
+        let answered_us = now_us();
+        let mut preds = Vec::with_capacity(events.len());
+        for (i, event, w, row) in events {
+            match &scores[w] {
+                Some(Ok(s)) => {
+                    let mut lineage = event.lineage;
+                    lineage.model = self.workers[w].1.model().clone();
+                    preds.push(Prediction {
+                        key: event.key,
+                        score: f64::from(s.score[row]),
+                        label: s.label[row],
+                        features: features[w][row * self.width..(row + 1) * self.width].to_vec(),
+                        latency_us: answered_us - lineage.ingest_time_us,
+                        lineage,
+                    });
+                }
+                Some(Err(msg)) => {
+                    let raw = &chunk[i];
+                    let msg = format!("worker `{}` failed: {msg}", self.workers[w].0);
+                    dlq.push(DlqRecord {
+                        lineage_id: event.lineage.lineage_id,
+                        source_topic: raw.topic.clone(),
+                        source_partition: raw.partition,
+                        source_offset: raw.offset,
+                        kafka_timestamp_ms: raw.timestamp_ms,
+                        ingest_time_us: raw.received_us,
+                        key: raw.key.clone(),
+                        payload: raw.payload.clone(),
+                        headers: raw.headers.clone(),
+                        stage: Stage::Infer,
+                        error_class: ErrorClass::InferenceFailed,
+                        message: msg,
+                        pipeline: event.lineage.pipeline,
+                    });
+                }
+                None => anyhow::bail!("internal error: event routed to worker {w} without a request"),
+            }
+        }
+        if let Some(k) = &self.kafka {
+            k.send_predictions(&preds).await.context("writing results to Kafka")?;
+            k.send_dlq(&dlq).await.context("writing to the DLQ topic")?;
+        }
+        let acked = now_us();
+        for p in &preds {
+            let _ = self.summary.latency_us.record((acked - p.lineage.ingest_time_us).max(1) as u64);
+            *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
+            *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;
+        }
+        for d in &dlq {
+            *self.summary.dlq_by_class.entry(d.error_class.as_str().to_string()).or_default() += 1;
+        }
+        self.summary.predictions += preds.len() as u64;
+        self.summary.dlq += dlq.len() as u64;
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            self.parquet.write_predictions(&preds)?;
+            self.parquet.write_dlq(&dlq)?;
+            Ok(())
+        })?;
+        self.parquet.note_offsets(&offsets);
+        if self.parquet.roll_due() {
+            self.roll_and_commit()?;
+        }
+        self.progress();
+        Ok(())
+    }
+
+    fn roll_and_commit(&mut self) -> anyhow::Result<()> {
+        let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;
+        if roll.offsets.is_empty() {
+            return Ok(());
+        }
+        self.summary.rolls += 1;
+        if let Some(c) = &self.committer {
+            let next: HashMap<(String, i32), i64> = roll.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
+            // A failed commit loses nothing: the records are replayed and
+            // recognised as durable. Log and go on.
+            if let Err(e) = tokio::task::block_in_place(|| c.commit(&next)) {
+                tracing::warn!(error = %e, "offset commit failed; the next roll commits again");
+            }
+        }
+        Ok(())
+    }
+}

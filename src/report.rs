@@ -1,0 +1,55 @@
+//! Human-readable run summaries.
+
+use std::fmt::Write as _;
+
+use crate::pipeline::Summary;
+
+/// The end-of-run summary: throughput, routes, DLQ, latency.
+pub fn summary(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n── switchyard run summary ─────────────────────────────");
+    let _ = writeln!(
+        out,
+        "records        {:>10}   ({:.0} events/s over {:.2} s)",
+        s.records,
+        s.rate(),
+        s.elapsed.as_secs_f64()
+    );
+    let _ = writeln!(out, "results        {:>10}", s.predictions);
+    let _ = writeln!(out, "dlq            {:>10}", s.dlq);
+    if s.replayed > 0 {
+        let _ = writeln!(out, "replayed       {:>10}   (already durable, skipped)", s.replayed);
+    }
+    for (route, n) in &s.by_route {
+        let _ = writeln!(out, "route {route:<10} {n:>9}");
+    }
+    for (rule, n) in &s.by_rule {
+        let _ = writeln!(out, "  rule {rule:<20} {n:>9}");
+    }
+    for (class, n) in &s.dlq_by_class {
+        let _ = writeln!(out, "  dlq {class:<21} {n:>9}");
+    }
+    if !s.latency_us.is_empty() {
+        let ms = |q: f64| s.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "latency ms     p50 {:.1}   p95 {:.1}   p99 {:.1}   max {:.1}",
+            ms(0.5),
+            ms(0.95),
+            ms(0.99),
+            s.latency_us.max() as f64 / 1000.0
+        );
+    }
+    for (w, (batches, rows)) in &s.batches {
+        if *batches > 0 {
+            let _ = writeln!(
+                out,
+                "worker {w:<9} {batches:>6} model runs, {:.0} rows per run",
+                *rows as f64 / *batches as f64
+            );
+        }
+    }
+    let _ = writeln!(out, "consumer pauses {:>9}   (backpressure)", s.pauses);
+    let _ = writeln!(out, "parquet rolls  {:>10}   tables at {}", s.rolls, s.tables.display());
+    out
+}

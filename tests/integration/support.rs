@@ -1,0 +1,192 @@
+//! Helpers shared by the test modules.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn switchyard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running switchyard")
+}
+
+pub struct Topics {
+    pub input: String,
+    pub results: String,
+    pub dlq: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub fn new(test: &str) -> Self {
+        Self {
+            input: unique(&format!("{test}-in")),
+            results: unique(&format!("{test}-results")),
+            dlq: unique(&format!("{test}-dlq")),
+            group: unique(&format!("{test}-group")),
+        }
+    }
+}
+
+/// The shipped fraud manifest, pointed at the test's topics, broker and tables.
+pub fn write_manifest(dir: &Path, t: &Topics, bootstrap: &str, tables: &Path, roll_max_rows: usize) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("pipelines/fraud.yaml")).unwrap();
+    let text = text
+        .replace("bootstrap_servers: 127.0.0.1:9092", &format!("bootstrap_servers: {bootstrap}"))
+        .replace("topics: [transactions]", &format!("topics: [{}]", t.input))
+        .replace("group_id: switchyard-fraud", &format!("group_id: {}", t.group))
+        .replace("registry: models", &format!("registry: {}", repo().join("pipelines/models").display()))
+        .replace("results_topic: predictions", &format!("results_topic: {}", t.results))
+        .replace("dlq_topic: transactions-dlq", &format!("dlq_topic: {}", t.dlq))
+        .replace("path: ../data/tables", &format!("path: {}", tables.display()))
+        .replace("roll_max_rows: 50000", &format!("roll_max_rows: {roll_max_rows}"))
+        .replace("roll_interval_ms: 2000", "roll_interval_ms: 300");
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let new: Vec<_> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new())).unwrap() {
+        r.unwrap();
+    }
+}
+
+/// Valid synthetic events (from `switchyard generate`) with known-bad
+/// payloads at known places. Returns (payloads, number of bad ones).
+pub fn mixed_input(dir: &Path, valid: usize) -> (Vec<Vec<u8>>, usize) {
+    let file = dir.join("valid.jsonl");
+    let out = switchyard(&[
+        "generate",
+        "--events",
+        &valid.to_string(),
+        "--out",
+        file.to_str().unwrap(),
+        "--malformed-rate",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let good: Vec<Vec<u8>> =
+        std::fs::read(&file).unwrap().split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    assert_eq!(good.len(), valid);
+    let bad: Vec<Vec<u8>> = vec![
+        b"{not json".to_vec(),
+        b"[1,2,3]".to_vec(),
+        br#"{"txn_id":"x1","hour":3}"#.to_vec(),
+        br#"{"txn_id":"x2","amount":"lots","hour":3}"#.to_vec(),
+        br#"{"txn_id":"x3","amount":12.5,"hour":"noon"}"#.to_vec(),
+        Vec::new(),
+    ];
+    let mut all = Vec::with_capacity(valid + bad.len());
+    let step = valid / bad.len();
+    let mut bad_iter = bad.iter();
+    for (i, g) in good.into_iter().enumerate() {
+        if i % step == step / 2 {
+            if let Some(b) = bad_iter.next() {
+                all.push(b.clone());
+            }
+        }
+        all.push(g);
+    }
+    let n_bad = all.len() - valid;
+    (all, n_bad)
+}
+
+pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys: Vec<String> = (0..payloads.len()).map(|i| format!("k{i}")).collect();
+    rt.block_on(async {
+        let mut futs = Vec::new();
+        for (p, key) in payloads.iter().zip(&keys) {
+            let mut rec = FutureRecord::to(topic).key(key);
+            if !p.is_empty() {
+                rec = rec.payload(p);
+            }
+            futs.push(producer.send(rec, Duration::from_secs(10)));
+            if futs.len() == 5000 {
+                for f in futures::future::join_all(futs.drain(..)).await {
+                    f.unwrap();
+                }
+            }
+        }
+        for f in futures::future::join_all(futs).await {
+            f.unwrap();
+        }
+    });
+}
+
+/// Sum of high watermarks of `topic` (records in it, nothing being deleted).
+pub fn topic_size(bootstrap: &str, topic: &str) -> (i64, HashMap<i32, i64>) {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut per = HashMap::new();
+    for p in md.topics()[0].partitions() {
+        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+        per.insert(p.id(), hi - lo);
+    }
+    (per.values().sum(), per)
+}
+
+/// Committed offsets of `group` on `topic`, per partition.
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a SQL query over the tables and returns the single i64 it yields.
+pub fn sql_i64(tables: &Path, sql: &str) -> i64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = switchyard_sink::catalog::open(tables).await.unwrap();
+        let b = switchyard_sink::catalog::query(&ctx, sql).await.unwrap();
+        let col = b[0].column(0);
+        assert_eq!(col.len(), 1);
+        col.as_primitive::<Int64Type>().value(0)
+    })
+}
+
+pub fn python() -> PathBuf {
+    let p = repo().join(".venv/bin/python");
+    assert!(p.exists(), "Python environment missing: run `make setup`");
+    p
+}

@@ -1,0 +1,328 @@
+//! Dynamic batching on dedicated threads.
+//!
+//! Requests (each a block of rows) queue on a bounded channel. A batch starts
+//! with the oldest request and closes when it holds `max_batch_size` rows or
+//! `max_queue_delay` has passed since that request was queued — Triton's
+//! dynamic batcher. A batch larger than `max_batch_size` (one big request) is
+//! run in slices of at most `max_batch_size` rows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::{Error, Result};
+
+/// The model's answers for a block of rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scores {
+    /// Positive-class probability per row.
+    pub score: Vec<f32>,
+    /// Predicted class per row.
+    pub label: Vec<i64>,
+}
+
+/// A model the batcher can run: a row-major block of `rows × width` floats in,
+/// one score and label per row out.
+pub trait BatchModel: Send + 'static {
+    /// Features per row.
+    fn width(&self) -> usize;
+    /// Runs the model on `rows` rows.
+    fn run(&mut self, input: &[f32], rows: usize) -> Result<Scores>;
+}
+
+/// Counters of a batcher, shared with its threads.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Model executions.
+    pub batches: AtomicU64,
+    /// Rows run.
+    pub rows: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+}
+
+impl BatchStats {
+    /// Mean rows per model execution so far.
+    pub fn mean_batch_rows(&self) -> f64 {
+        let b = self.batches.load(Ordering::Relaxed);
+        if b == 0 {
+            0.0
+        } else {
+            self.rows.load(Ordering::Relaxed) as f64 / b as f64
+        }
+    }
+}
+
+struct Job {
+    features: Vec<f32>,
+    rows: usize,
+    queued: Instant,
+    reply: oneshot::Sender<Result<Scores>>,
+}
+
+/// A queue in front of one or more model instances, each on its own thread.
+pub struct Batcher {
+    name: String,
+    tx: Option<flume::Sender<Job>>,
+    width: usize,
+    stats: Arc<BatchStats>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Batcher {
+    /// Starts one thread per model in `models` (all must have the same width).
+    pub fn start<M: BatchModel>(
+        name: &str,
+        models: Vec<M>,
+        max_batch_size: usize,
+        max_queue_delay: Duration,
+        max_queued_requests: usize,
+    ) -> Result<Self> {
+        let width =
+            models.first().map(BatchModel::width).ok_or_else(|| Error::Internal("batcher needs a model".into()))?;
+        let (tx, rx) = flume::bounded::<Job>(max_queued_requests.max(1));
+        let stats = Arc::new(BatchStats::default());
+        let threads = models
+            .into_iter()
+            .enumerate()
+            .map(|(i, model)| {
+                let rx = rx.clone();
+                let stats = stats.clone();
+                std::thread::Builder::new()
+                    .name(format!("sy-{name}-{i}"))
+                    .spawn(move || batch_loop(rx, model, max_batch_size.max(1), max_queue_delay, &stats))
+                    .map_err(|e| Error::Internal(format!("cannot start worker thread: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { name: name.to_string(), tx: Some(tx), width, stats, threads })
+    }
+
+    /// Features per row the model expects.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<BatchStats> {
+        self.stats.clone()
+    }
+
+    /// Queues `rows` rows (row-major, `rows × width` floats) and waits for
+    /// their answers. Waits for queue space when the model is behind.
+    pub async fn infer(&self, features: Vec<f32>, rows: usize) -> Result<Scores> {
+        if features.len() != rows * self.width {
+            return Err(Error::Internal(format!("{} floats for {rows} rows of width {}", features.len(), self.width)));
+        }
+        if rows == 0 {
+            return Ok(Scores::default());
+        }
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| Error::Stopped(self.name.clone()))?;
+        tx.send_async(Job { features, rows, queued: Instant::now(), reply })
+            .await
+            .map_err(|_| Error::Stopped(self.name.clone()))?;
+        answer.await.map_err(|_| Error::Stopped(self.name.clone()))?
+    }
+
+    /// Stops accepting requests, lets queued ones finish and joins the threads.
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn batch_loop<M: BatchModel>(
+    rx: flume::Receiver<Job>,
+    mut model: M,
+    max_batch: usize,
+    max_delay: Duration,
+    stats: &BatchStats,
+) {
+    let width = model.width();
+    let mut input: Vec<f32> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let deadline = first.queued + max_delay;
+        let mut rows = first.rows;
+        let mut jobs = vec![first];
+        while rows < max_batch {
+            match rx.recv_deadline(deadline) {
+                Ok(j) => {
+                    rows += j.rows;
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = if jobs.len() == 1 {
+            run_sliced(&mut model, &jobs[0].features, rows, width, max_batch, stats)
+        } else {
+            input.clear();
+            for j in &jobs {
+                input.extend_from_slice(&j.features);
+            }
+            run_sliced(&mut model, &input, rows, width, max_batch, stats)
+        };
+        stats.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        match result {
+            Ok(scores) => {
+                let mut at = 0;
+                for j in jobs {
+                    let part = Scores {
+                        score: scores.score[at..at + j.rows].to_vec(),
+                        label: scores.label[at..at + j.rows].to_vec(),
+                    };
+                    at += j.rows;
+                    let _ = j.reply.send(Ok(part));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j.reply.send(Err(Error::Ort(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn run_sliced<M: BatchModel>(
+    model: &mut M,
+    input: &[f32],
+    rows: usize,
+    width: usize,
+    max_batch: usize,
+    stats: &BatchStats,
+) -> Result<Scores> {
+    let mut out = Scores { score: Vec::with_capacity(rows), label: Vec::with_capacity(rows) };
+    let mut start = 0;
+    while start < rows {
+        let n = (rows - start).min(max_batch);
+        let s = model.run(&input[start * width..(start + n) * width], n)?;
+        if s.score.len() != n || s.label.len() != n {
+            return Err(Error::Internal(format!("model returned {} scores for {n} rows", s.score.len())));
+        }
+        out.score.extend_from_slice(&s.score);
+        out.label.extend_from_slice(&s.label);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.rows.fetch_add(n as u64, Ordering::Relaxed);
+        start += n;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Scores each row with the sum of its features; records batch sizes.
+    struct SumModel {
+        width: usize,
+        batches: Arc<Mutex<Vec<usize>>>,
+        delay: Duration,
+    }
+
+    impl BatchModel for SumModel {
+        fn width(&self) -> usize {
+            self.width
+        }
+        fn run(&mut self, input: &[f32], rows: usize) -> Result<Scores> {
+            self.batches.lock().unwrap().push(rows);
+            std::thread::sleep(self.delay);
+            let score: Vec<f32> = input.chunks(self.width).map(|r| r.iter().sum()).collect();
+            let label = score.iter().map(|s| i64::from(*s > 0.0)).collect();
+            Ok(Scores { score, label })
+        }
+    }
+
+    fn batcher(max_batch: usize, delay_ms: u64, run_delay_ms: u64) -> (Batcher, Arc<Mutex<Vec<usize>>>) {
+        let batches = Arc::new(Mutex::new(vec![]));
+        let m = SumModel { width: 2, batches: batches.clone(), delay: Duration::from_millis(run_delay_ms) };
+        (Batcher::start("t", vec![m], max_batch, Duration::from_millis(delay_ms), 1024).unwrap(), batches)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_coalesced_and_answers_routed_back() {
+        // A long queue delay: 8 single-row requests must meet in one batch.
+        let (b, batches) = batcher(8, 2_000, 0);
+        let b = Arc::new(b);
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(vec![i as f32, 1.0], 1).await.unwrap() })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().score, vec![i as f32 + 1.0]);
+        }
+        assert_eq!(*batches.lock().unwrap(), vec![8], "one full batch, closed by size not by delay");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_request_waits_at_most_the_queue_delay() {
+        let (b, batches) = batcher(1024, 30, 0);
+        let t = Instant::now();
+        assert_eq!(b.infer(vec![1.0, 2.0], 1).await.unwrap().score, vec![3.0]);
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(30), "{waited:?}");
+        assert!(waited < Duration::from_millis(1_000), "{waited:?}");
+        assert_eq!(*batches.lock().unwrap(), vec![1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn big_requests_are_sliced_to_max_batch_size() {
+        let (b, batches) = batcher(4, 0, 0);
+        let rows = 10;
+        let input: Vec<f32> = (0..rows * 2).map(|i| i as f32).collect();
+        let s = b.infer(input, rows).await.unwrap();
+        assert_eq!(s.score.len(), rows);
+        assert_eq!(s.score[9], 18.0 + 19.0);
+        assert_eq!(*batches.lock().unwrap(), vec![4, 4, 2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn width_mismatch_is_an_error_not_a_panic() {
+        let (b, _) = batcher(4, 0, 0);
+        assert!(matches!(b.infer(vec![1.0; 3], 1).await, Err(Error::Internal(_))));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Whatever the request sizes and batch limits, every row gets its own
+        /// answer and no model execution exceeds max_batch_size.
+        #[test]
+        fn every_row_answered_once(sizes in proptest::collection::vec(1usize..40, 1..12), max_batch in 1usize..64) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let (b, batches) = batcher(max_batch, 1, 0);
+            let b = Arc::new(b);
+            rt.block_on(async {
+                let mut hs = vec![];
+                for (k, n) in sizes.iter().copied().enumerate() {
+                    let b = b.clone();
+                    hs.push(tokio::spawn(async move {
+                        let input: Vec<f32> = (0..n).flat_map(|r| [k as f32 * 1000.0 + r as f32, 0.0]).collect();
+                        (k, n, b.infer(input, n).await.unwrap())
+                    }));
+                }
+                for h in hs {
+                    let (k, n, s) = h.await.unwrap();
+                    let want: Vec<f32> = (0..n).map(|r| k as f32 * 1000.0 + r as f32).collect();
+                    assert_eq!(s.score, want);
+                }
+            });
+            let bs = batches.lock().unwrap();
+            proptest::prop_assert!(bs.iter().all(|&n| n <= max_batch));
+            proptest::prop_assert_eq!(bs.iter().sum::<usize>(), sizes.iter().sum::<usize>());
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! # switchyard-workers
+//!
+//! The third stage of `ingest → router → workers → sink`: the workers that
+//! answer events the router sent them.
+//!
+//! * [`WorkerConfig`] — the `workers:` entries of a manifest (`type: onnx`;
+//!   cloud types are recognised and reported as not available in this version);
+//! * [`registry`] — the model registry folder (`name/version/model.onnx` +
+//!   `metadata.json`), checked against the ONNX file at start-up;
+//! * [`Batcher`] — the dynamic batcher (Triton's model: a batch closes at
+//!   `max_batch_size` rows or `max_queue_delay_ms` after its first request),
+//!   running a [`BatchModel`] on dedicated threads, never on the async runtime;
+//! * [`OnnxWorker`] — ONNX Runtime through `ort` behind a [`Batcher`].
+//!
+//! Depends only on `switchyard-schemas`.
+
+mod batcher;
+mod config;
+mod error;
+mod onnx;
+pub mod registry;
+
+pub use batcher::{BatchModel, BatchStats, Batcher, Scores};
+pub use config::{ExecutionProviderKind, OnnxWorkerConfig, WorkerConfig};
+pub use error::{Error, Result};
+pub use onnx::{init_runtime, OnnxModel, OnnxWorker};
