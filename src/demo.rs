@@ -72,6 +72,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             bootstrap_servers: Some(bootstrap),
             tables: Some(opts.tables.clone()),
             progress_every: Some(Duration::from_secs(2)),
+            // The demo created every topic already; the mock cluster has no admin API.
+            skip_topic_creation: opts.broker == "mock",
             ..RunOptions::default()
         },
     )

@@ -52,6 +52,9 @@ enum Command {
         /// Do not write results to Kafka (Parquet only).
         #[arg(long)]
         no_kafka_sink: bool,
+        /// Do not create missing results/DLQ topics at start-up.
+        #[arg(long)]
+        no_create_topics: bool,
         /// Print progress every N seconds (0: never).
         #[arg(long, default_value_t = 5)]
         progress_secs: u64,
@@ -153,6 +156,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             idle_exit_ms,
             input_file,
             no_kafka_sink,
+            no_create_topics,
             progress_secs,
         } => {
             let loaded = manifest::load(&manifest)?;
@@ -165,6 +169,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     tables,
                     input_file,
                     no_kafka_sink,
+                    skip_topic_creation: no_create_topics,
                     progress_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
                 },
             )

@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub input_file: Option<PathBuf>,
     /// Skip the Kafka sink (results only to Parquet).
     pub no_kafka_sink: bool,
+    /// Do not try to create missing output topics (brokers without the admin API).
+    pub skip_topic_creation: bool,
     /// Print a progress line this often (none when `None`).
     pub progress_every: Option<Duration>,
 }
@@ -64,8 +66,11 @@ pub struct Summary {
     pub by_rule: BTreeMap<String, u64>,
     /// DLQ records per error class.
     pub dlq_by_class: BTreeMap<String, u64>,
-    /// Receipt → results acknowledged, in µs.
+    /// Receipt → results durable (acknowledged by Kafka), in µs.
     pub latency_us: hdrhistogram::Histogram<u64>,
+    /// Kafka message timestamp → results durable, in µs (includes time spent
+    /// in the topic before switchyard read it).
+    pub event_latency_us: hdrhistogram::Histogram<u64>,
     /// From the first record to the last result.
     pub elapsed: Duration,
     /// Model executions and rows, per worker.
@@ -225,7 +230,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     let kafka_sink = match (&m.sinks.kafka, opts.no_kafka_sink) {
         (Some(k), false) => {
             let bootstrap = k.bootstrap_servers.as_deref().unwrap_or(&kcfg.bootstrap_servers);
-            if k.create_topics {
+            if k.create_topics && !opts.skip_topic_creation {
                 // Like Kafka Connect's DLQ: create missing output topics, but a
                 // broker that refuses (no admin rights, mock cluster) is not fatal.
                 let topics = [(k.results_topic.as_str(), k.topic_partitions), (k.dlq_topic.as_str(), 1)];
@@ -258,6 +263,8 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     let (tx, rx) = mpsc::channel::<Pending>(kcfg.max_queued_chunks.max(1));
     let sink = SinkStage {
         kafka: kafka_sink,
+        inflight: Default::default(),
+        latency: Arc::new(std::sync::Mutex::new((histogram(), histogram()))),
         parquet,
         committer,
         workers: stages.workers.clone(),
@@ -270,7 +277,8 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             by_route: BTreeMap::new(),
             by_rule: BTreeMap::new(),
             dlq_by_class: BTreeMap::new(),
-            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+            latency_us: histogram(),
+            event_latency_us: histogram(),
             elapsed: Duration::ZERO,
             batches: BTreeMap::new(),
             pauses: 0,
@@ -334,8 +342,32 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Chunks whose Kafka acknowledgements may be outstanding at once.
+const MAX_INFLIGHT_CHUNKS: usize = 64;
+
+type Latencies = Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>;
+
+/// Records, for rows made durable now, receipt → now and Kafka timestamp → now.
+fn record_latency(latency: &Latencies, rows: &[(i64, Option<i64>)]) {
+    let now = now_us();
+    if let Ok(mut h) = latency.lock() {
+        for &(received, kafka_ms) in rows {
+            let _ = h.0.record((now - received).max(1) as u64);
+            if let Some(ms) = kafka_ms {
+                let _ = h.1.record((now - ms * 1000).max(1) as u64);
+            }
+        }
+    }
+}
+
+fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
 struct SinkStage {
     kafka: Option<KafkaSink>,
+    inflight: std::collections::VecDeque<JoinHandle<anyhow::Result<()>>>,
+    latency: Latencies,
     parquet: ParquetSink,
     committer: Option<KafkaCommitter>,
     workers: Vec<(String, Arc<OnnxWorker>)>,
@@ -362,13 +394,19 @@ impl SinkStage {
                 },
                 _ = tick.tick() => {
                     if self.parquet.roll_due() {
-                        self.roll_and_commit()?;
+                        self.roll_and_commit().await?;
                     }
                     self.progress();
                 }
             }
         }
-        self.roll_and_commit()?;
+        self.roll_and_commit().await?;
+        let (latency, event_latency) = {
+            let h = self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
+            h.clone()
+        };
+        self.summary.latency_us = latency;
+        self.summary.event_latency_us = event_latency;
         if let Some(first) = self.first {
             self.summary.elapsed = Duration::from_micros((now_us() - first).max(1) as u64);
         }
@@ -447,15 +485,30 @@ impl SinkStage {
                 None => anyhow::bail!("internal error: event routed to worker {w} without a request"),
             }
         }
-        if let Some(k) = &self.kafka {
-            k.send_predictions(&preds).await.context("writing results to Kafka")?;
-            k.send_dlq(&dlq).await.context("writing to the DLQ topic")?;
-        }
-        let acked = now_us();
+        let ingest_us: Vec<(i64, Option<i64>)> =
+            preds.iter().map(|p| (p.lineage.ingest_time_us, p.lineage.kafka_timestamp_ms)).collect();
         for p in &preds {
-            let _ = self.summary.latency_us.record((acked - p.lineage.ingest_time_us).max(1) as u64);
             *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
             *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;
+        }
+        match &self.kafka {
+            Some(k) => {
+                // Acknowledgements are awaited off the hot path; every one must
+                // have arrived before the next offset commit (see `roll_and_commit`).
+                let results = k.send_predictions(&preds).await.context("writing results to Kafka")?;
+                let dead = k.send_dlq(&dlq).await.context("writing to the DLQ topic")?;
+                let latency = self.latency.clone();
+                self.inflight.push_back(tokio::spawn(async move {
+                    results.wait().await.context("results topic did not acknowledge")?;
+                    dead.wait().await.context("DLQ topic did not acknowledge")?;
+                    record_latency(&latency, &ingest_us);
+                    Ok(())
+                }));
+                while self.inflight.len() > MAX_INFLIGHT_CHUNKS {
+                    self.await_oldest().await?;
+                }
+            }
+            None => record_latency(&self.latency, &ingest_us),
         }
         for d in &dlq {
             *self.summary.dlq_by_class.entry(d.error_class.as_str().to_string()).or_default() += 1;
@@ -469,13 +522,25 @@ impl SinkStage {
         })?;
         self.parquet.note_offsets(&offsets);
         if self.parquet.roll_due() {
-            self.roll_and_commit()?;
+            self.roll_and_commit().await?;
         }
         self.progress();
         Ok(())
     }
 
-    fn roll_and_commit(&mut self) -> anyhow::Result<()> {
+    async fn await_oldest(&mut self) -> anyhow::Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            h.await.context("delivery task panicked")??;
+        }
+        Ok(())
+    }
+
+    async fn roll_and_commit(&mut self) -> anyhow::Result<()> {
+        // Results of everything in this roll must be acknowledged by Kafka
+        // before the roll's offsets may be committed.
+        while !self.inflight.is_empty() {
+            self.await_oldest().await?;
+        }
         let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;
         if roll.offsets.is_empty() {
             return Ok(());

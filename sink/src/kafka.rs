@@ -29,6 +29,34 @@ pub mod dlq_headers {
     pub const MESSAGE: &str = "__connect.errors.exception.message";
 }
 
+/// Acknowledgements still to come for a group of records.
+#[must_use = "records are durable in Kafka only once their deliveries resolve"]
+pub struct Deliveries(Vec<DeliveryFuture>);
+
+impl Deliveries {
+    /// Waits for every acknowledgement; fails with the first delivery error.
+    pub async fn wait(self) -> Result<()> {
+        let results =
+            try_join_all(self.0).await.map_err(|_| Error::Internal("producer dropped a delivery report".into()))?;
+        for r in results {
+            if let Err((e, _)) = r {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Producer for the results and DLQ topics.
 pub struct KafkaSink {
     producer: FutureProducer,
@@ -57,8 +85,9 @@ impl KafkaSink {
         })
     }
 
-    /// Sends the results and waits until the broker has acknowledged all of them.
-    pub async fn send_predictions(&self, rows: &[Prediction]) -> Result<()> {
+    /// Queues the results for sending; the returned [`Deliveries`] resolve
+    /// when the broker has acknowledged every one of them.
+    pub async fn send_predictions(&self, rows: &[Prediction]) -> Result<Deliveries> {
         let mut pending = Vec::with_capacity(rows.len());
         for p in rows {
             let body = serde_json::to_vec(p)?;
@@ -79,12 +108,12 @@ impl KafkaSink {
             let record = FutureRecord::to(&self.results_topic).key(p.key.as_bytes()).payload(&body).headers(headers);
             pending.push(self.enqueue(record).await?);
         }
-        self.await_all(pending).await
+        Ok(Deliveries(pending))
     }
 
-    /// Sends DLQ records (original key and value, context in headers) and
-    /// waits for their acknowledgement.
-    pub async fn send_dlq(&self, rows: &[DlqRecord]) -> Result<()> {
+    /// Queues DLQ records (original key and value, context in headers); the
+    /// returned [`Deliveries`] resolve when the broker has acknowledged them.
+    pub async fn send_dlq(&self, rows: &[DlqRecord]) -> Result<Deliveries> {
         let mut pending = Vec::with_capacity(rows.len());
         for r in rows {
             let partition = r.source_partition.to_string();
@@ -111,7 +140,7 @@ impl KafkaSink {
             }
             pending.push(self.enqueue(record).await?);
         }
-        self.await_all(pending).await
+        Ok(Deliveries(pending))
     }
 
     /// Enqueues a record, waiting while librdkafka's queue is full.
@@ -134,17 +163,6 @@ impl KafkaSink {
                 Err((e, _)) => return Err(e.into()),
             }
         }
-    }
-
-    async fn await_all(&self, pending: Vec<DeliveryFuture>) -> Result<()> {
-        let results =
-            try_join_all(pending).await.map_err(|_| Error::Internal("producer dropped a delivery report".into()))?;
-        for r in results {
-            if let Err((e, _)) = r {
-                return Err(e.into());
-            }
-        }
-        Ok(())
     }
 
     /// Waits for everything in flight.

@@ -24,5 +24,5 @@ mod parquet_sink;
 pub use arrow_convert::{dlq_batch, predictions_batch};
 pub use config::{KafkaSinkConfig, ParquetSinkConfig, SinksConfig};
 pub use error::{Error, Result};
-pub use kafka::KafkaSink;
+pub use kafka::{Deliveries, KafkaSink};
 pub use parquet_sink::{Offsets, ParquetSink, RollSummary};
