@@ -29,14 +29,23 @@ pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::R
 }
 
 /// Produces `records` to `topic` and waits for every acknowledgement.
-pub async fn produce(bootstrap: &str, topic: &str, records: impl Iterator<Item = GenRecord>) -> anyhow::Result<u64> {
-    let producer: FutureProducer = ClientConfig::new()
+/// `properties` are passed to librdkafka after switchyard's defaults.
+pub async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: impl Iterator<Item = GenRecord>,
+    properties: &[(String, String)],
+) -> anyhow::Result<u64> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
-        .set("queue.buffering.max.messages", "500000")
-        .create()
-        .context("creating Kafka producer")?;
+        .set("queue.buffering.max.messages", "500000");
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    let producer: FutureProducer = config.create().context("creating Kafka producer")?;
     let mut pending = Vec::new();
     let mut n = 0u64;
     for r in records {

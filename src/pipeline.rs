@@ -265,6 +265,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
         kafka: kafka_sink,
         inflight: Default::default(),
         latency: Arc::new(std::sync::Mutex::new((histogram(), histogram()))),
+        written: durable.clone(),
         parquet,
         committer,
         workers: stages.workers.clone(),
@@ -286,6 +287,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             tables,
         },
         first: None,
+        last: None,
         progress_every: opts.progress_every,
         last_progress: Instant::now(),
     };
@@ -369,11 +371,16 @@ struct SinkStage {
     inflight: std::collections::VecDeque<JoinHandle<anyhow::Result<()>>>,
     latency: Latencies,
     parquet: ParquetSink,
+    /// Highest offset written (durable or in the open roll) per partition.
+    written: Offsets,
     committer: Option<KafkaCommitter>,
     workers: Vec<(String, Arc<OnnxWorker>)>,
     width: usize,
     summary: Summary,
     first: Option<i64>,
+    /// When the last chunk's results were written (idle time after it is not
+    /// part of the measured run).
+    last: Option<i64>,
     progress_every: Option<Duration>,
     last_progress: Instant,
 }
@@ -407,8 +414,8 @@ impl SinkStage {
         };
         self.summary.latency_us = latency;
         self.summary.event_latency_us = event_latency;
-        if let Some(first) = self.first {
-            self.summary.elapsed = Duration::from_micros((now_us() - first).max(1) as u64);
+        if let (Some(first), Some(last)) = (self.first, self.last) {
+            self.summary.elapsed = Duration::from_micros((last - first).max(1) as u64);
         }
         Ok(self.summary)
     }
@@ -485,6 +492,19 @@ impl SinkStage {
                 None => anyhow::bail!("internal error: event routed to worker {w} without a request"),
             }
         }
+        // A rebalance can hand this process records it already wrote (the
+        // group replays from the last commit): keep only records past the
+        // highest offset written per partition, so a replay adds no rows.
+        let before = preds.len() + dlq.len();
+        let written = &self.written;
+        let fresh = |t: &str, p: i32, o: i64| written.get(&(t.to_string(), p)).is_none_or(|&high| o > high);
+        preds.retain(|p| fresh(&p.lineage.source_topic, p.lineage.source_partition, p.lineage.source_offset));
+        dlq.retain(|d| fresh(&d.source_topic, d.source_partition, d.source_offset));
+        self.summary.replayed += (before - preds.len() - dlq.len()) as u64;
+        for (k, &o) in &offsets {
+            let high = self.written.entry(k.clone()).or_insert(o);
+            *high = (*high).max(o);
+        }
         let ingest_us: Vec<(i64, Option<i64>)> =
             preds.iter().map(|p| (p.lineage.ingest_time_us, p.lineage.kafka_timestamp_ms)).collect();
         for p in &preds {
@@ -524,6 +544,7 @@ impl SinkStage {
         if self.parquet.roll_due() {
             self.roll_and_commit().await?;
         }
+        self.last = Some(now_us());
         self.progress();
         Ok(())
     }

@@ -42,7 +42,13 @@ pub fn summary(s: &Summary) -> String {
     }
     if !s.event_latency_us.is_empty() {
         let ms = |q: f64| s.event_latency_us.value_at_quantile(q) as f64 / 1000.0;
-        let _ = writeln!(out, "event age ms   p50 {:.1}   p95 {:.1}   p99 {:.1}   (Kafka timestamp → durable)", ms(0.5), ms(0.95), ms(0.99));
+        let _ = writeln!(
+            out,
+            "event age ms   p50 {:.1}   p95 {:.1}   p99 {:.1}   (Kafka timestamp → durable)",
+            ms(0.5),
+            ms(0.95),
+            ms(0.99)
+        );
     }
     for (w, (batches, rows)) in &s.batches {
         if *batches > 0 {

@@ -36,10 +36,16 @@ pub struct KafkaSourceConfig {
     /// Longest wait to fill a chunk once its first record arrived, in ms.
     #[serde(default = "default_chunk_max_wait_ms")]
     pub chunk_max_wait_ms: u64,
-    /// Chunks buffered between the consumer and processing; when full the
-    /// consumer pauses its partitions instead of buffering more.
+    /// Chunks buffered between the consumer and processing. When they are
+    /// all taken the consumer stops reading; librdkafka's own prefetch is
+    /// bounded by `queued.max.messages.kbytes` (16 MiB unless set).
     #[serde(default = "default_max_queued_chunks")]
     pub max_queued_chunks: usize,
+    /// When processing has been behind for this long, pause the partitions
+    /// (stop fetching, release the prefetch buffer) until it catches up, in ms.
+    /// Short stalls are absorbed without pausing: a resume costs a fetch round trip.
+    #[serde(default = "default_pause_after_ms")]
+    pub pause_after_ms: u64,
 }
 
 fn default_chunk_size() -> usize {
@@ -51,6 +57,12 @@ fn default_chunk_max_wait_ms() -> u64 {
 fn default_max_queued_chunks() -> usize {
     4
 }
+fn default_pause_after_ms() -> u64 {
+    500
+}
+
+/// Longest single wait on the consumer's queue before polling it again.
+const POLL_SLICE: Duration = Duration::from_millis(100);
 
 /// Properties switchyard owns: overriding them would break delivery guarantees.
 const RESERVED: &[&str] = &["group.id", "bootstrap.servers", "enable.auto.commit"];
@@ -138,15 +150,14 @@ impl KafkaSource {
         let consumer = Arc::new(consumer);
         let (tx, rx) = mpsc::channel(config.max_queued_chunks.max(1));
         let stats = Arc::new(SourceStats::default());
-        let task = tokio::spawn(fetch_loop(
-            consumer.clone(),
-            tx,
-            stats.clone(),
-            config.chunk_size.max(1),
-            Duration::from_millis(config.chunk_max_wait_ms),
+        let settings = FetchSettings {
+            chunk_size: config.chunk_size.max(1),
+            chunk_wait: Duration::from_millis(config.chunk_max_wait_ms),
+            pause_after: Duration::from_millis(config.pause_after_ms),
             idle_timeout,
             startup_timeout,
-        ));
+        };
+        let task = tokio::spawn(fetch_loop(consumer.clone(), tx, stats.clone(), settings));
         Ok(Self { consumer, rx, stats, task })
     }
 
@@ -238,23 +249,33 @@ fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRec
     }
 }
 
+struct FetchSettings {
+    chunk_size: usize,
+    chunk_wait: Duration,
+    pause_after: Duration,
+    idle_timeout: Option<Duration>,
+    startup_timeout: Duration,
+}
+
 async fn fetch_loop(
     consumer: Arc<StreamConsumer>,
     tx: mpsc::Sender<Vec<RawRecord>>,
     stats: Arc<SourceStats>,
-    chunk_size: usize,
-    chunk_wait: Duration,
-    idle_timeout: Option<Duration>,
-    startup_timeout: Duration,
+    settings: FetchSettings,
 ) -> Result<()> {
+    let FetchSettings { chunk_size, chunk_wait, pause_after, idle_timeout, startup_timeout } = settings;
     let mut seen_any = false;
     loop {
-        // Wait for the first record of a chunk.
-        let first = match idle_timeout {
-            None => Some(consumer.recv().await),
-            Some(idle) => {
-                let limit = if seen_any { idle } else { startup_timeout };
-                tokio::time::timeout(limit, consumer.recv()).await.ok()
+        // Wait for the first record of a chunk. The wait is cut into short
+        // slices, each polling the queue afresh: after a pause/resume the
+        // stream's wake-up can be missed, and a fresh poll finds the records.
+        let limit = if seen_any { idle_timeout } else { idle_timeout.map(|_| startup_timeout) };
+        let waiting = Instant::now();
+        let first = loop {
+            match tokio::time::timeout(POLL_SLICE, consumer.recv()).await {
+                Ok(r) => break Some(r),
+                Err(_) if limit.is_some_and(|l| waiting.elapsed() >= l) => break None,
+                Err(_) => {}
             }
         };
         let Some(first) = first else {
@@ -295,18 +316,23 @@ async fn fetch_loop(
         let permit = match tx.try_reserve() {
             Ok(p) => p,
             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // Processing is behind: pause fetching rather than buffer more.
-                stats.pauses.fetch_add(1, Ordering::Relaxed);
-                let assignment = consumer.assignment()?;
-                consumer.pause(&assignment)?;
-                let permit = tx.reserve().await;
-                consumer.resume(&assignment)?;
-                match permit {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => match tokio::time::timeout(pause_after, tx.reserve()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => {
+                    // Processing is well behind: pause fetching rather than buffer more.
+                    stats.pauses.fetch_add(1, Ordering::Relaxed);
+                    let assignment = consumer.assignment()?;
+                    consumer.pause(&assignment)?;
+                    tracing::debug!(partitions = assignment.count(), "consumer paused: processing is behind");
+                    let permit = tx.reserve().await;
+                    consumer.resume(&assignment)?;
+                    match permit {
+                        Ok(p) => p,
+                        Err(_) => return Ok(()),
+                    }
                 }
-            }
+            },
         };
         permit.send(chunk);
     }

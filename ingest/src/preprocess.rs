@@ -7,7 +7,7 @@
 //! byte-identical features (no hidden state, no statistics learned at run time).
 
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{Event, EventSchema, FieldType, Problems, Value};
+use switchyard_schemas::{Event, EventSchema, Problems, Value};
 
 use crate::{Error, Result};
 
@@ -195,10 +195,6 @@ impl PreprocessConfig {
                     }
                 }
                 None => {
-                    if field.ty == FieldType::String && f.impute.is_none() && !field.required {
-                        // Text fields are coerced at run time; that is fine, but the
-                        // missing-value rule below still applies.
-                    }
                     if f.impute.is_none() && !field.required {
                         problems.push(
                             format!("{p}.impute"),
@@ -215,7 +211,7 @@ impl PreprocessConfig {
                     }
                     for (j, s) in f.steps.iter().enumerate() {
                         match s {
-                            Step::Standardize { std, .. } if !(*std > 0.0) => {
+                            Step::Standardize { std, .. } if *std <= 0.0 || std.is_nan() => {
                                 problems.push(format!("{p}.steps[{j}].standardize.std"), "must be > 0")
                             }
                             Step::Clip { min, max } if min > max => {
@@ -373,7 +369,7 @@ fn push_feature(f: &Compiled, value: &Value, out: &mut Vec<f32>) -> std::result:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_schemas::{FieldSpec, Lineage};
+    use switchyard_schemas::{FieldSpec, FieldType, Lineage};
 
     fn schema() -> EventSchema {
         let f = |name: &str, ty, required| FieldSpec { name: name.into(), ty, required, sensitivity: None };

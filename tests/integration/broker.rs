@@ -46,7 +46,8 @@ fn start_tansu() -> String {
         log = log.display(),
         me = std::process::id(),
     );
-    Command::new("sh")
+    // The watchdog shell outlives this function on purpose; it is never waited on.
+    let _watchdog = Command::new("sh")
         .arg("-c")
         .arg(script)
         .stdin(Stdio::null())
@@ -54,6 +55,7 @@ fn start_tansu() -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting tansu");
+    std::mem::forget(_watchdog);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30 s; see {}", log.display());

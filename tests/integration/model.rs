@@ -48,8 +48,8 @@ fn rust_features_and_scores_match_the_training_script() {
     let rows = want_scores.len();
     assert!(rows >= 64);
     let got = model.run(&features, rows).unwrap();
-    for i in 0..rows {
-        assert!((got.score[i] - want_scores[i]).abs() <= 1e-5, "event {i}: {} vs {}", got.score[i], want_scores[i]);
+    for (i, (score, want)) in got.score.iter().zip(&want_scores).enumerate() {
+        assert!((score - want).abs() <= 1e-5, "event {i}: {score} vs {want}");
     }
     assert_eq!(got.label, want_labels);
     assert_eq!(model.provider(), "cpu");

@@ -58,6 +58,8 @@ pub fn write_manifest(dir: &Path, t: &Topics, bootstrap: &str, tables: &Path, ro
         .replace("bootstrap_servers: 127.0.0.1:9092", &format!("bootstrap_servers: {bootstrap}"))
         .replace("topics: [transactions]", &format!("topics: [{}]", t.input))
         .replace("group_id: switchyard-fraud", &format!("group_id: {}", t.group))
+        // tansu 0.6 evicts a killed member only after its rebalance timeout.
+        .replace("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\"\n    max.poll.interval.ms: \"10000\"")
         .replace("registry: models", &format!("registry: {}", repo().join("pipelines/models").display()))
         .replace("results_topic: predictions", &format!("results_topic: {}", t.results))
         .replace("dlq_topic: transactions-dlq", &format!("dlq_topic: {}", t.dlq))
@@ -143,16 +145,63 @@ pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) {
     });
 }
 
-/// Sum of high watermarks of `topic` (records in it, nothing being deleted).
-pub fn topic_size(bootstrap: &str, topic: &str) -> (i64, HashMap<i32, i64>) {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let mut per = HashMap::new();
-    for p in md.topics()[0].partitions() {
-        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
-        per.insert(p.id(), hi - lo);
+/// What a topic holds, read back with a fresh consumer group.
+pub struct TopicContents {
+    /// Records read.
+    pub records: usize,
+    /// Next offset after the last record, per partition.
+    pub end_offsets: HashMap<i32, i64>,
+    /// Distinct message keys.
+    pub keys: std::collections::HashSet<Vec<u8>>,
+    /// Headers of the first record.
+    pub first_headers: Vec<(String, String)>,
+}
+
+/// Reads `topic` from the start until nothing arrives for 3 s. (Counting by
+/// reading, not by watermarks: tansu 0.6 reports the base offset of the last
+/// batch as the high watermark.)
+pub fn read_topic(bootstrap: &str, topic: &str) -> TopicContents {
+    use rdkafka::message::{Headers, Message};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out =
+        TopicContents { records: 0, end_offsets: HashMap::new(), keys: Default::default(), first_headers: vec![] };
+    let start = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    while last.elapsed() < Duration::from_secs(3) || (out.records == 0 && start.elapsed() < Duration::from_secs(30)) {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last = std::time::Instant::now();
+                if out.records == 0 {
+                    out.first_headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                }
+                out.records += 1;
+                out.end_offsets.insert(m.partition(), m.offset() + 1);
+                out.keys.insert(m.key().unwrap_or_default().to_vec());
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
     }
-    (per.values().sum(), per)
+    out
 }
 
 /// Committed offsets of `group` on `topic`, per partition.
