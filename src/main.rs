@@ -3,6 +3,7 @@
 //! The binary wires the stage crates together (see `pipeline`): it owns the
 //! CLI, manifest loading and validation, and nothing else of substance.
 
+mod bench;
 mod demo;
 mod generate;
 mod kafka_util;
@@ -57,6 +58,9 @@ enum Command {
         /// Do not write results to Kafka (Parquet only).
         #[arg(long)]
         no_kafka_sink: bool,
+        /// Also write the run summary as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
         /// Do not create missing results/DLQ topics at start-up.
         #[arg(long)]
         no_create_topics: bool,
@@ -87,6 +91,9 @@ enum Command {
         #[arg(long, default_value = "data/demo")]
         tables: PathBuf,
     },
+    /// Measure baselines: raw ONNX Runtime throughput, raw Kafka consume rate.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Generate synthetic transactions to a Kafka topic or a JSON Lines file.
     Generate {
         /// Number of events.
@@ -113,9 +120,46 @@ enum Command {
         /// Share of records carrying personal data.
         #[arg(long, default_value_t = 0.10)]
         pii_rate: f64,
+        /// Produce at most this many events per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
         /// Extra librdkafka producer property, `key=value` (repeatable).
         #[arg(long = "producer-property", value_parser = parse_key_value)]
         producer_properties: Vec<(String, String)>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Rows/s of one ONNX Runtime session at a fixed batch size (no pipeline).
+    Ort {
+        /// Model registry folder.
+        #[arg(long, default_value = "pipelines/models")]
+        registry: PathBuf,
+        /// Model name (latest version).
+        #[arg(long, default_value = "fraud")]
+        model: String,
+        /// Rows per run.
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// How long to measure.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Messages/s of a consumer that only counts (no decoding, no processing).
+    Consume {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        bootstrap_servers: String,
+        /// Topic to read from the start.
+        #[arg(long)]
+        topic: String,
+        /// Consumer group (use a fresh one per run).
+        #[arg(long)]
+        group: String,
+        /// Stop after this many ms without a message.
+        #[arg(long, default_value_t = 3000)]
+        idle_exit_ms: u64,
     },
 }
 
@@ -173,6 +217,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             no_kafka_sink,
             no_create_topics,
             progress_secs,
+            summary_json,
         } => {
             let loaded = manifest::load(&manifest)?;
             let summary = pipeline::run(
@@ -190,6 +235,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             )
             .await?;
             println!("{}", report::summary(&summary));
+            if let Some(path) = summary_json {
+                std::fs::write(&path, report::json(&summary).to_string())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { query, tables } => {
@@ -199,6 +248,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let ctx = switchyard_sink::catalog::open(&tables).await?;
             let batches = switchyard_sink::catalog::query(&ctx, &query).await?;
             println!("{}", switchyard_sink::catalog::format(&batches)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Ort { registry, model, batch, seconds }) => {
+            let rate = tokio::task::spawn_blocking(move || bench::ort(&registry, &model, batch, seconds)).await??;
+            println!("{}", serde_json::json!({"bench": "ort", "batch": batch, "rows_per_s": rate}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Consume { bootstrap_servers, topic, group, idle_exit_ms }) => {
+            let (n, secs) = tokio::task::spawn_blocking(move || {
+                bench::consume(&bootstrap_servers, &topic, &group, Duration::from_millis(idle_exit_ms))
+            })
+            .await??;
+            let rate = n as f64 / secs.max(1e-9);
+            println!("{}", serde_json::json!({"bench": "consume", "messages": n, "seconds": secs, "rows_per_s": rate}));
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { events, broker, manifest, tables } => {
@@ -215,6 +278,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             malformed_rate,
             pii_rate,
             producer_properties,
+            rate,
         } => {
             let mut gen =
                 generate::Generator::new(generate::GenOptions { seed, malformed_rate, pii_rate, ..Default::default() });
@@ -234,7 +298,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 (None, Some(topic), Some(bootstrap)) => {
                     kafka_util::create_topics(&bootstrap, &[(topic.as_str(), partitions)]).await?;
-                    let records = (0..events).map(|_| gen.next_record());
+                    let started = std::time::Instant::now();
+                    let records = (0..events).map(|i| {
+                        if rate > 0.0 {
+                            // Paced production for latency measurements.
+                            let due = started + Duration::from_secs_f64(i as f64 / rate);
+                            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        gen.next_record()
+                    });
                     let n = kafka_util::produce(&bootstrap, &topic, records, &producer_properties).await?;
                     eprintln!("produced {n} records to {topic} at {bootstrap}");
                 }

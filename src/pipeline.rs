@@ -126,7 +126,7 @@ struct Pending {
 }
 
 impl Stages {
-    fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets) -> Pending {
+    fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets) -> Pending {
         let n_workers = self.workers.len();
         let mut features: Vec<Vec<f32>> = vec![Vec::new(); n_workers];
         let mut rows = vec![0usize; n_workers];
@@ -141,6 +141,15 @@ impl Stages {
                 replayed += 1;
                 continue;
             }
+            // Offsets only grow within a partition; a record at or below one
+            // already handled is a replay (rebalance) or a broker repeating
+            // itself, and is handled once only.
+            let last = seen.entry((raw.topic.clone(), raw.partition)).or_insert(-1);
+            if raw.offset <= *last {
+                replayed += 1;
+                continue;
+            }
+            *last = raw.offset;
             let mut event = match self.decoder.decode(raw) {
                 Ok(e) => e,
                 Err(d) => {
@@ -295,6 +304,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut seen = Offsets::new();
     loop {
         let chunk = tokio::select! {
             c = source.next_chunk() => c,
@@ -304,7 +314,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             }
         };
         let Some(chunk) = chunk else { break };
-        let pending = stages.prepare(chunk, &durable);
+        let pending = stages.prepare(chunk, &durable, &mut seen);
         if tx.send(pending).await.is_err() {
             break; // the sink stage failed; its error is reported below
         }

@@ -63,3 +63,29 @@ pub fn summary(s: &Summary) -> String {
     let _ = writeln!(out, "parquet rolls  {:>10}   tables at {}", s.rolls, s.tables.display());
     out
 }
+
+/// The summary as JSON, for benchmarks and automation.
+pub fn json(s: &Summary) -> serde_json::Value {
+    let q = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            None
+        } else {
+            Some(h.value_at_quantile(q) as f64 / 1000.0)
+        }
+    };
+    serde_json::json!({
+        "records": s.records,
+        "results": s.predictions,
+        "dlq": s.dlq,
+        "replayed": s.replayed,
+        "seconds": s.elapsed.as_secs_f64(),
+        "events_per_s": s.rate(),
+        "latency_ms": {"p50": q(&s.latency_us, 0.5), "p95": q(&s.latency_us, 0.95), "p99": q(&s.latency_us, 0.99)},
+        "event_age_ms": {"p50": q(&s.event_latency_us, 0.5), "p95": q(&s.event_latency_us, 0.95), "p99": q(&s.event_latency_us, 0.99)},
+        "by_route": s.by_route,
+        "by_rule": s.by_rule,
+        "dlq_by_class": s.dlq_by_class,
+        "pauses": s.pauses,
+        "rolls": s.rolls,
+    })
+}

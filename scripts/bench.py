@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""switchyard benchmarks: the pipeline and its baselines, measured in one run.
+
+Writes docs/BENCHMARKS.md. Every figure is reported next to a baseline taken
+in the same run, as a ratio, because absolute numbers drift on shared machines.
+
+  (a) Kafka path: pipeline events/s through a tansu broker vs the raw consume
+      rate of the same topic on the same broker (and a Python worker).
+  (b) Capacity without the broker: pipeline over a pre-loaded JSON Lines file
+      vs raw ONNX Runtime batch throughput of the same model, and vs a
+      vectorised Python batch job doing the same work.
+  (c) Latency at half of the maximum Kafka throughput.
+
+Usage: .venv/bin/python scripts/bench.py [--events N] [--file-events N]
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv/bin/python")
+
+
+def binary() -> str:
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
+    return str(Path(target) / "debug/switchyard")
+
+
+def run(cmd, **kw):
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, cwd=ROOT, **kw)
+
+
+def last_json(out: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError(f"no JSON line in output:\n{out}")
+
+
+def start_tansu():
+    tansu = shutil.which("tansu") or str(Path.home() / ".cargo/bin/tansu")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(tempfile.gettempdir() + f"/bench-tansu-{port}.log", "w")
+    proc = subprocess.Popen(
+        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=log)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("tansu did not start")
+
+
+def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path) -> Path:
+    text = (ROOT / "pipelines/fraud.yaml").read_text()
+    text = (text.replace("bootstrap_servers: 127.0.0.1:9092", f"bootstrap_servers: {bootstrap}")
+            .replace("topics: [transactions]", f"topics: [{topic}]")
+            .replace("group_id: switchyard-fraud", f"group_id: {group}")
+            .replace("registry: models", f"registry: {ROOT / 'pipelines/models'}")
+            .replace("results_topic: predictions", f"results_topic: {topic}-results")
+            .replace("dlq_topic: transactions-dlq", f"dlq_topic: {topic}-dlq")
+            .replace("path: ../data/tables", f"path: {tables}"))
+    path = tmp / f"{group}.yaml"
+    path.write_text(text)
+    return path
+
+
+def pipeline(manifest: Path, tmp: Path, *extra) -> dict:
+    summary = tmp / f"summary-{time.monotonic_ns()}.json"
+    run([binary(), "run", str(manifest), "--idle-exit-ms", "3000", "--progress-secs", "0",
+         "--summary-json", str(summary), *extra])
+    return json.loads(summary.read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=300_000, help="events through the broker")
+    ap.add_argument("--file-events", type=int, default=1_000_000, help="events for the file benchmark")
+    ap.add_argument("--out", default=str(ROOT / "docs/BENCHMARKS.md"))
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    res = {}
+
+    # (b) capacity without the broker
+    events_file = tmp / "events.jsonl"
+    run([binary(), "generate", "--out", str(events_file), "--events", str(args.file_events)])
+    res["ort"] = last_json(run([binary(), "bench", "ort", "--batch", "1024", "--seconds", "5"]).stdout)
+    res["file_pipeline"] = pipeline(ROOT / "pipelines/fraud.yaml", tmp, "--input-file", str(events_file),
+                                    "--no-kafka-sink", "--tables", str(tmp / "file-tables"))
+    res["file_python"] = last_json(run([PY, "scripts/bench_python.py", "batch", "--input", str(events_file),
+                                        "--out", str(tmp / "py-batch")]).stdout)
+
+    # (a) the Kafka path, and (c) latency at half of the maximum rate
+    proc, bootstrap = start_tansu()
+    try:
+        topic = f"bench-{os.getpid()}"
+        run([binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--events", str(args.events),
+             "--partitions", "3"])
+        res["kafka_raw"] = last_json(run([binary(), "bench", "consume", "--bootstrap-servers", bootstrap,
+                                          "--topic", topic, "--group", f"{topic}-raw"]).stdout)
+        res["kafka_pipeline"] = pipeline(manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / "k-tables"), tmp)
+        res["kafka_python_raw"] = last_json(run([PY, "scripts/bench_python.py", "kafka-raw", "--bootstrap", bootstrap,
+                                                 "--topic", topic, "--group", f"{topic}-pyraw"]).stdout)
+        res["kafka_python"] = last_json(run([PY, "scripts/bench_python.py", "kafka", "--bootstrap", bootstrap,
+                                             "--topic", topic, "--group", f"{topic}-py", "--out", str(tmp / "py-k"),
+                                             "--results-topic", f"{topic}-pyresults", "--flush-each-batch"]).stdout)
+
+        # (c): produce at half the pipeline's Kafka rate while it runs.
+        half = max(1000.0, res["kafka_pipeline"]["events_per_s"] / 2)
+        lat_topic = f"{topic}-lat"
+        n = int(half * 20)
+        run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", "1",
+             "--partitions", "3"])
+        m = manifest_for(tmp, bootstrap, lat_topic, f"{lat_topic}-pipe", tmp / "lat-tables")
+        out = {}
+        t = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
+        t.start()
+        time.sleep(8)  # let the group settle before load starts
+        run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", str(n),
+             "--rate", f"{half:.0f}", "--seed", "7", "--producer-property", "linger.ms=0"])
+        t.join()
+        res["latency"] = {"rate": half, "events": n, **out}
+    finally:
+        proc.kill()
+
+    write_report(res, args)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(res, indent=1))
+
+
+def write_report(r: dict, args):
+    ort = r["ort"]["rows_per_s"]
+    fp = r["file_pipeline"]["events_per_s"]
+    py = r["file_python"]["rows_per_s"]
+    raw = r["kafka_raw"]["rows_per_s"]
+    kp = r["kafka_pipeline"]["events_per_s"]
+    kpy = r["kafka_python"]["rows_per_s"]
+    kpyraw = r["kafka_python_raw"]["rows_per_s"]
+    lat = r["latency"]
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`scripts/bench.py`); every ratio compares figures measured in the same run.",
+        f"Machine: {os.cpu_count()} cores ({cpu}), {time.strftime('%Y-%m-%d')}. Build: the optimised dev profile "
+        "(`opt-level = 2`, debug assertions on). Broker: tansu 0.6 (memory storage) on the same machine.",
+        "",
+        "| | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| (a) Kafka → results topic + Parquet, events/s | {kp:,.0f} | raw consume of the same topic: {raw:,.0f} | "
+        f"**{kp / raw:.0%}** | ≥ 90 % |",
+        f"| (a) Python worker (confluent-kafka, numpy, onnxruntime, pyarrow), events/s | {kpy:,.0f} | raw consume: "
+        f"{raw:,.0f} | {kpy / raw:.0%} | (reference: ~55 %) |",
+        f"| (b) pipeline over a pre-loaded file (Parquet sink), events/s | {fp:,.0f} | raw ONNX Runtime, batch 1024: "
+        f"{ort:,.0f} rows/s | **{fp / ort:.1%}** | ≥ 50 % |",
+        f"| (b) same pipeline vs a vectorised Python batch job | {fp:,.0f} | Python: {py:,.0f} rows/s | "
+        f"**{fp / py:.2f}×** | ≥ 2× |",
+        "",
+        f"(c) Latency at half of the pipeline's Kafka throughput ({lat['rate']:,.0f} events/s offered for "
+        f"{lat['events']:,} events): Kafka timestamp → results acknowledged, "
+        f"p50 **{lat['event_age_ms']['p50']:.1f} ms**, p95 {lat['event_age_ms']['p95']:.1f} ms, "
+        f"p99 **{lat['event_age_ms']['p99']:.1f} ms**; receipt → acknowledged p50 {lat['latency_ms']['p50']:.1f} ms, "
+        f"p99 {lat['latency_ms']['p99']:.1f} ms.",
+        "",
+        f"Python's own raw consume rate on the same topic: {kpyraw:,.0f} msg/s.",
+        "",
+        "Details: " + f"file run {r['file_pipeline']['records']:,} records in {r['file_pipeline']['seconds']:.2f} s; "
+        f"Kafka run {r['kafka_pipeline']['records']:,} records in {r['kafka_pipeline']['seconds']:.2f} s "
+        f"({r['kafka_pipeline']['dlq']:,} to the DLQ, {r['kafka_pipeline']['pauses']} pauses); "
+        f"Python batch {r['file_python']['rows']:,} rows in {r['file_python']['seconds']:.2f} s.",
+        "",
+        "What the baselines do and don't do: the Python jobs decode, validate, compute lineage ids, pre-process "
+        "(vectorised), run the same ONNX model in batches of 1024 and write Parquet (and, on Kafka, produce results "
+        "and commit after acknowledgement). They do not scan text for PII, route, or write switchyard's full lineage "
+        "columns and headers, so they do less work per event than the pipeline.",
+        "",
+        "Re-run: `make bench` (needs `make setup-broker`). Sizes: `scripts/bench.py --events N --file-events N`.",
+    ]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
