@@ -25,8 +25,9 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: setup-broker  ## benchmarks; writes docs/BENCHMARKS.md
-	scripts/bench.sh
+bench: setup-broker  ## benchmarks (pipeline and baselines in one run); writes docs/BENCHMARKS.md
+	$(CARGO) build --quiet
+	.venv/bin/python scripts/bench.py
 
 clean:
 	rm -rf data target/tmp

@@ -37,7 +37,11 @@ def binary() -> str:
 
 def run(cmd, **kw):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, cwd=ROOT, **kw)
+    p = subprocess.run(cmd, text=True, capture_output=True, cwd=ROOT, **kw)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout[-4000:] + p.stderr[-4000:])
+        raise SystemExit(f"bench: command failed ({p.returncode}): {' '.join(cmd)}")
+    return p
 
 
 def last_json(out: str) -> dict:
@@ -118,6 +122,8 @@ def main():
         res["kafka_raw"] = last_json(run([binary(), "bench", "consume", "--bootstrap-servers", bootstrap,
                                           "--topic", topic, "--group", f"{topic}-raw"]).stdout)
         res["kafka_pipeline"] = pipeline(manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / "k-tables"), tmp)
+        # tansu does not create topics on first use.
+        run([binary(), "generate", "--topic", f"{topic}-pyresults", "--bootstrap-servers", bootstrap, "--events", "0"])
         res["kafka_python_raw"] = last_json(run([PY, "scripts/bench_python.py", "kafka-raw", "--bootstrap", bootstrap,
                                                  "--topic", topic, "--group", f"{topic}-pyraw"]).stdout)
         res["kafka_python"] = last_json(run([PY, "scripts/bench_python.py", "kafka", "--bootstrap", bootstrap,
@@ -128,13 +134,13 @@ def main():
         half = max(1000.0, res["kafka_pipeline"]["events_per_s"] / 2)
         lat_topic = f"{topic}-lat"
         n = int(half * 20)
-        run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", "1",
+        run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", "0",
              "--partitions", "3"])
         m = manifest_for(tmp, bootstrap, lat_topic, f"{lat_topic}-pipe", tmp / "lat-tables")
         out = {}
         t = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
         t.start()
-        time.sleep(8)  # let the group settle before load starts
+        time.sleep(5)  # let the group settle before load starts (the run waits for the first record)
         run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", str(n),
              "--rate", f"{half:.0f}", "--seed", "7", "--producer-property", "linger.ms=0"])
         t.join()

@@ -79,6 +79,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
     println!("{}", report::summary(&summary));
+    let accounted = summary.predictions + summary.dlq;
+    if accounted == opts.events {
+        println!(
+            "all {} produced events accounted for: {} results + {} in the DLQ\n",
+            opts.events, summary.predictions, summary.dlq
+        );
+    } else {
+        println!("warning: produced {} events but {} were accounted for\n", opts.events, accounted);
+    }
 
     let sql = "SELECT route, rule_id, sensitivity, count(*) AS events, round(avg(score), 4) AS avg_score, \
                sum(label) AS flagged FROM predictions GROUP BY route, rule_id, sensitivity ORDER BY events DESC";

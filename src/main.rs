@@ -78,8 +78,8 @@ enum Command {
     },
     /// Produce synthetic transactions, run the pipeline on them, print a summary.
     Demo {
-        /// Events to produce.
-        #[arg(long, default_value_t = 50_000)]
+        /// Events to produce (the embedded mock cluster is meant for tens of thousands).
+        #[arg(long, default_value_t = 20_000)]
         events: u64,
         /// `mock` (embedded librdkafka mock cluster) or a real broker's host:port.
         #[arg(long, default_value = "mock")]
