@@ -29,27 +29,8 @@ pub fn summary(s: &Summary) -> String {
     for (class, n) in &s.dlq_by_class {
         let _ = writeln!(out, "  dlq {class:<21} {n:>9}");
     }
-    if !s.latency_us.is_empty() {
-        let ms = |q: f64| s.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        let _ = writeln!(
-            out,
-            "latency ms     p50 {:.1}   p95 {:.1}   p99 {:.1}   max {:.1}",
-            ms(0.5),
-            ms(0.95),
-            ms(0.99),
-            s.latency_us.max() as f64 / 1000.0
-        );
-    }
-    if !s.event_latency_us.is_empty() {
-        let ms = |q: f64| s.event_latency_us.value_at_quantile(q) as f64 / 1000.0;
-        let _ = writeln!(
-            out,
-            "event age ms   p50 {:.1}   p95 {:.1}   p99 {:.1}   (Kafka timestamp → durable)",
-            ms(0.5),
-            ms(0.95),
-            ms(0.99)
-        );
-    }
+    percentiles(&mut out, "latency ms", &s.latency_us, "receipt → durable");
+    percentiles(&mut out, "event age ms", &s.event_latency_us, "Kafka timestamp → durable");
     for (w, (batches, rows)) in &s.batches {
         if *batches > 0 {
             let _ = writeln!(
@@ -62,6 +43,22 @@ pub fn summary(s: &Summary) -> String {
     let _ = writeln!(out, "consumer pauses {:>9}   (backpressure)", s.pauses);
     let _ = writeln!(out, "parquet rolls  {:>10}   tables at {}", s.rolls, s.tables.display());
     out
+}
+
+/// One line of p50/p95/p99/max in ms for a µs histogram; nothing when empty.
+fn percentiles(out: &mut String, label: &str, h: &hdrhistogram::Histogram<u64>, what: &str) {
+    if h.is_empty() {
+        return;
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "{label:<14} p50 {:.1}   p95 {:.1}   p99 {:.1}   max {:.1}   ({what})",
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        h.max() as f64 / 1000.0
+    );
 }
 
 /// The summary as JSON, for benchmarks and automation.
