@@ -274,7 +274,6 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
         kafka: kafka_sink,
         inflight: Default::default(),
         latency: Arc::new(std::sync::Mutex::new((histogram(), histogram()))),
-        written: durable.clone(),
         parquet,
         committer,
         workers: stages.workers.clone(),
@@ -381,8 +380,6 @@ struct SinkStage {
     inflight: std::collections::VecDeque<JoinHandle<anyhow::Result<()>>>,
     latency: Latencies,
     parquet: ParquetSink,
-    /// Highest offset written (durable or in the open roll) per partition.
-    written: Offsets,
     committer: Option<KafkaCommitter>,
     workers: Vec<(String, Arc<OnnxWorker>)>,
     width: usize,
@@ -501,19 +498,6 @@ impl SinkStage {
                 }
                 None => anyhow::bail!("internal error: event routed to worker {w} without a request"),
             }
-        }
-        // A rebalance can hand this process records it already wrote (the
-        // group replays from the last commit): keep only records past the
-        // highest offset written per partition, so a replay adds no rows.
-        let before = preds.len() + dlq.len();
-        let written = &self.written;
-        let fresh = |t: &str, p: i32, o: i64| written.get(&(t.to_string(), p)).is_none_or(|&high| o > high);
-        preds.retain(|p| fresh(&p.lineage.source_topic, p.lineage.source_partition, p.lineage.source_offset));
-        dlq.retain(|d| fresh(&d.source_topic, d.source_partition, d.source_offset));
-        self.summary.replayed += (before - preds.len() - dlq.len()) as u64;
-        for (k, &o) in &offsets {
-            let high = self.written.entry(k.clone()).or_insert(o);
-            *high = (*high).max(o);
         }
         let ingest_us: Vec<(i64, Option<i64>)> =
             preds.iter().map(|p| (p.lineage.ingest_time_us, p.lineage.kafka_timestamp_ms)).collect();
