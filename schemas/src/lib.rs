@@ -9,6 +9,8 @@
 //! * [`Lineage`], [`ModelRef`] — where a row came from and who answered it;
 //! * [`Prediction`], [`DlqRecord`] — the output records, with their Arrow schemas
 //!   ([`prediction_arrow_schema`], [`dlq_arrow_schema`]);
+//! * [`PiiScanner`] — what finds personal data in text (implemented by the
+//!   router's detectors, used by cloud workers before egress);
 //! * [`Problems`] — the collector for manifest validation, so every stage reports
 //!   *all* of its mistakes with their paths;
 //! * [`Error`] — the crate's error type.
@@ -16,6 +18,7 @@
 mod error;
 mod event;
 mod lineage;
+mod pii;
 mod problems;
 mod record;
 mod schema;
@@ -23,6 +26,7 @@ mod schema;
 pub use error::{Error, Result};
 pub use event::{Event, RawRecord, Value};
 pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sensitivity};
+pub use pii::PiiScanner;
 pub use problems::{Problem, Problems};
 pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
 pub use schema::{EventSchema, FieldSpec, FieldType};

@@ -81,8 +81,12 @@ pub struct ModelRef {
     pub version: String,
     /// SHA-256 of the ONNX file.
     pub sha256: String,
-    /// Who ran it: `local/cpu`, `local/cuda`, or a cloud endpoint.
+    /// Who ran it: `local/cpu`, `local/cuda`, or a cloud endpoint
+    /// (`kserve_v2 http://host:8080`).
     pub provider: String,
+    /// The provider's request id (cloud answers); empty for local models.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// Everything needed to answer "which data, which model, which policy produced

@@ -3,16 +3,19 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::Problems;
 
+use crate::cloud::{CloudWorkerConfig, Protocol};
+
 /// One entry of the manifest's `workers:` map, selected by its `type`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerConfig {
     /// A local ONNX model run by ONNX Runtime.
     Onnx(OnnxWorkerConfig),
-    /// A KServe V2 / Open Inference Protocol endpoint (not available in this version).
-    KserveV2(serde_json::Value),
-    /// An OpenAI-compatible endpoint (not available in this version).
-    Openai(serde_json::Value),
+    /// A KServe V2 / Open Inference Protocol endpoint (Triton, KServe,
+    /// MLServer, `switchyard serve`).
+    KserveV2(CloudWorkerConfig),
+    /// An OpenAI-compatible endpoint (chat completions or embeddings).
+    Openai(CloudWorkerConfig),
 }
 
 impl WorkerConfig {
@@ -30,17 +33,22 @@ impl WorkerConfig {
         }
     }
 
-    /// Reports every problem under `path`.
-    pub fn validate(&self, path: &str, problems: &mut Problems) {
+    /// The cloud settings and protocol, for cloud workers.
+    pub fn cloud(&self) -> Option<(Protocol, &CloudWorkerConfig)> {
+        match self {
+            WorkerConfig::Onnx(_) => None,
+            WorkerConfig::KserveV2(c) => Some((Protocol::KserveV2, c)),
+            WorkerConfig::Openai(c) => Some((Protocol::OpenAi, c)),
+        }
+    }
+
+    /// Reports every problem under `path`; `fields` are the schema's field
+    /// names (templates and redaction name them).
+    pub fn validate(&self, path: &str, fields: &[String], problems: &mut Problems) {
         match self {
             WorkerConfig::Onnx(c) => c.validate(path, problems),
-            other => problems.push(
-                format!("{path}.type"),
-                format!(
-                    "cloud workers (`{}`) are not supported in this version; use a local `onnx` worker",
-                    other.type_name()
-                ),
-            ),
+            WorkerConfig::KserveV2(c) => c.validate(Protocol::KserveV2, path, fields, problems),
+            WorkerConfig::Openai(c) => c.validate(Protocol::OpenAi, path, fields, problems),
         }
     }
 }

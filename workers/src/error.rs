@@ -17,6 +17,17 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A worker setting cannot be used (secret not found, template broken).
+    #[error("{0}")]
+    Config(String),
+    /// An HTTP endpoint failed.
+    #[error("{message}")]
+    Http {
+        /// Whether a retry may help.
+        retriable: bool,
+        /// What failed, naming the endpoint.
+        message: String,
+    },
     /// The worker has stopped; no more requests are accepted.
     #[error("worker `{0}` has stopped")]
     Stopped(String),
@@ -34,7 +45,7 @@ impl<T> From<ort::Error<T>> for Error {
 impl Error {
     /// Whether retrying the request may succeed.
     pub fn is_retriable(&self) -> bool {
-        false
+        matches!(self, Error::Http { retriable: true, .. })
     }
 }
 

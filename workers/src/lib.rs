@@ -3,18 +3,22 @@
 //! The third stage of `ingest → router → workers → sink`: the workers that
 //! answer events the router sent them.
 //!
-//! * [`WorkerConfig`] — the `workers:` entries of a manifest (`type: onnx`;
-//!   cloud types are recognised and reported as not available in this version);
+//! * [`WorkerConfig`] — the `workers:` entries of a manifest (`type: onnx`,
+//!   `kserve_v2`, `openai`);
 //! * [`registry`] — the model registry folder (`name/version/model.onnx` +
 //!   `metadata.json`), checked against the ONNX file at start-up;
 //! * [`Batcher`] — the dynamic batcher (Triton's model: a batch closes at
 //!   `max_batch_size` rows or `max_queue_delay_ms` after its first request),
 //!   running a [`BatchModel`] on dedicated threads, never on the async runtime;
-//! * [`OnnxWorker`] — ONNX Runtime through `ort` behind a [`Batcher`].
+//! * [`OnnxWorker`] — ONNX Runtime through `ort` behind a [`Batcher`];
+//! * [`cloud`] — cloud API workers: KServe V2 and OpenAI-compatible clients
+//!   with coalescing, rate limits, retries, circuit breakers, budgets,
+//!   secrets and redaction ([`cloud::CloudWorker`]).
 //!
 //! Depends only on `switchyard-schemas`.
 
 mod batcher;
+pub mod cloud;
 mod config;
 mod error;
 mod onnx;

@@ -221,6 +221,7 @@ impl OnnxWorker {
             version: entry.metadata.version.clone(),
             sha256: entry.metadata.sha256.to_lowercase(),
             provider: format!("local/{provider}"),
+            request_id: String::new(),
         };
         let batcher = Batcher::start(
             name,

@@ -1,0 +1,174 @@
+//! Rate limits of one endpoint: requests per second and tokens per minute,
+//! GCRA through `governor`, on an injected clock. One limiter is shared by
+//! every request to the endpoint. Cells are taken before a request is sent,
+//! so the limit is never exceeded; waiting for a cell is what turns excess
+//! demand into backpressure.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use crate::cloud::config::RateLimitConfig;
+
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Requests-per-second and tokens-per-minute limiters of one endpoint.
+pub struct EndpointLimiter<C: Clock> {
+    requests: Option<Direct<C>>,
+    tokens: Option<(Direct<C>, u32)>,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for EndpointLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointLimiter")
+            .field("requests", &self.requests.is_some())
+            .field("tokens", &self.tokens.as_ref().map(|t| t.1))
+            .finish()
+    }
+}
+
+impl<C: Clock + Clone> EndpointLimiter<C> {
+    /// The limiters `config` asks for (validated: positive values).
+    pub fn new(config: &RateLimitConfig, clock: C) -> Self {
+        let requests = config.requests_per_second.filter(|r| *r > 0.0 && r.is_finite()).map(|rps| {
+            let burst = NonZeroU32::new(config.burst.unwrap_or(1).max(1)).unwrap_or(NonZeroU32::MIN);
+            let period = Duration::from_secs_f64(1.0 / rps).max(Duration::from_nanos(1));
+            let quota = Quota::with_period(period).unwrap_or(Quota::per_second(NonZeroU32::MAX)).allow_burst(burst);
+            RateLimiter::direct_with_clock(quota, clock.clone())
+        });
+        let tokens = config.tokens_per_minute.and_then(NonZeroU32::new).map(|tpm| {
+            // OpenAI's token limits are per-minute buckets: a minute's worth
+            // may be spent at once.
+            (RateLimiter::direct_with_clock(Quota::per_minute(tpm), clock.clone()), tpm.get())
+        });
+        EndpointLimiter { requests, tokens, clock }
+    }
+
+    /// Takes `tokens` token cells now, or says how long until they could be
+    /// taken. A request larger than a minute's tokens is let through alone
+    /// (as the whole bucket).
+    pub fn try_tokens(&self, tokens: u32) -> Result<(), Duration> {
+        let Some((limiter, per_minute)) = &self.tokens else { return Ok(()) };
+        let n = NonZeroU32::new(tokens.clamp(1, *per_minute)).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            Err(_) => Ok(()), // n ≤ burst by construction
+        }
+    }
+
+    /// Takes one request cell now, or says how long until one is free.
+    pub fn try_request(&self) -> Result<(), Duration> {
+        let Some(limiter) = &self.requests else { return Ok(()) };
+        limiter.check().map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+impl<C: Clock + Clone> EndpointLimiter<C> {
+    /// Waits (real time) until `tokens` tokens and one request may go, and
+    /// takes them.
+    pub async fn acquire(&self, tokens: u32) {
+        while let Err(wait) = self.try_tokens(tokens) {
+            tokio::time::sleep(wait.max(Duration::from_micros(50))).await;
+        }
+        while let Err(wait) = self.try_request() {
+            tokio::time::sleep(wait.max(Duration::from_micros(50))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    /// Simulates a caller with unlimited demand on a fake clock: it sends
+    /// whenever the limiter lets it, else advances the clock by the wait
+    /// the limiter names. Returns send times in ns.
+    fn saturate(
+        limiter: &EndpointLimiter<FakeRelativeClock>,
+        clock: &FakeRelativeClock,
+        horizon: Duration,
+    ) -> Vec<u64> {
+        let mut sent = Vec::new();
+        let start = clock.now();
+        loop {
+            let now: Duration = clock.now().duration_since(start).into();
+            if now >= horizon {
+                return sent;
+            }
+            match limiter.try_request() {
+                Ok(()) => sent.push(now.as_nanos() as u64),
+                Err(wait) => clock.advance(wait.max(Duration::from_nanos(1))),
+            }
+        }
+    }
+
+    use governor::clock::Reference;
+
+    #[test]
+    fn under_excess_demand_the_limit_is_used_and_never_exceeded() {
+        for rps in [1.0, 7.5, 50.0, 333.0, 2_000.0] {
+            let clock = FakeRelativeClock::default();
+            let cfg = RateLimitConfig { requests_per_second: Some(rps), burst: None, tokens_per_minute: None };
+            let limiter = EndpointLimiter::new(&cfg, clock.clone());
+            let horizon = Duration::from_secs(20);
+            let sent = saturate(&limiter, &clock, horizon);
+            let allowed = rps * horizon.as_secs_f64();
+            let used = sent.len() as f64 / allowed;
+            assert!(used >= 0.95, "rps {rps}: used {used:.3} of the limit");
+            // Every window of one second holds at most its share plus the
+            // one request a window may start with.
+            let per_window = rps.floor() as usize + 1;
+            for (i, &t) in sent.iter().enumerate() {
+                let in_window = sent[i..].iter().take_while(|&&u| u < t + 1_000_000_000).count();
+                assert!(in_window <= per_window, "rps {rps}: {in_window} requests in 1 s from {t} ns");
+            }
+        }
+    }
+
+    #[test]
+    fn burst_lets_that_many_go_at_once_then_paces() {
+        let clock = FakeRelativeClock::default();
+        let cfg = RateLimitConfig { requests_per_second: Some(10.0), burst: Some(5), tokens_per_minute: None };
+        let limiter = EndpointLimiter::new(&cfg, clock.clone());
+        for _ in 0..5 {
+            assert!(limiter.try_request().is_ok());
+        }
+        let wait = limiter.try_request().unwrap_err();
+        assert!(wait <= Duration::from_millis(100) && wait > Duration::from_millis(90), "{wait:?}");
+    }
+
+    #[test]
+    fn tokens_per_minute_are_spent_and_refilled() {
+        let clock = FakeRelativeClock::default();
+        let cfg = RateLimitConfig { requests_per_second: None, burst: None, tokens_per_minute: Some(600) };
+        let limiter = EndpointLimiter::new(&cfg, clock.clone());
+        assert!(limiter.try_tokens(500).is_ok());
+        let wait = limiter.try_tokens(200).unwrap_err();
+        // 100 tokens short at 10 tokens/s.
+        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
+        clock.advance(wait);
+        assert!(limiter.try_tokens(200).is_ok());
+        // A request bigger than the bucket goes alone, as the whole bucket.
+        clock.advance(Duration::from_secs(60));
+        assert!(limiter.try_tokens(10_000).is_ok());
+        assert!(limiter.try_tokens(1).is_err());
+    }
+
+    #[test]
+    fn no_limits_configured_means_no_waiting() {
+        let clock = FakeRelativeClock::default();
+        let limiter = EndpointLimiter::new(&RateLimitConfig::default(), clock);
+        for _ in 0..10_000 {
+            assert!(limiter.try_request().is_ok());
+            assert!(limiter.try_tokens(1_000_000).is_ok());
+        }
+    }
+}
