@@ -99,9 +99,10 @@ impl Loaded {
             problems.push("workers", "define at least one worker");
         }
         let features: Vec<String> = m.preprocess.features.iter().flat_map(|f| f.output_names()).collect();
+        let fields: Vec<String> = m.schema.fields.iter().map(|f| f.name.clone()).collect();
         for (name, w) in &m.workers {
             let path = format!("workers.{name}");
-            w.validate(&path, &mut problems);
+            w.validate(&path, &fields, &mut problems);
             if let WorkerConfig::Onnx(c) = w {
                 if c.model.trim().is_empty() {
                     continue;

@@ -33,7 +33,7 @@
 //!
 //! The hard guarantee: an event whose class the policy's `egress` denies is
 //! never routed to a [`RouteKind::Cloud`] worker. Validation refuses cloud
-//! rules that name such a class (and, in this version, every cloud rule);
+//! rules that name such a class (a caller may refuse cloud rules altogether);
 //! the evaluator passes over a cloud rule for such an event whatever the
 //! policy says, and the reason records it. Reasons and errors name fields and
 //! detectors, never the values they matched.

@@ -3,9 +3,9 @@
 //!
 //! Validation reports every problem at once, each with its dotted path in the
 //! manifest (`routing.rules[2].route: unknown worker `frod` (known: fraud)`).
-//! It also enforces the egress guarantee before anything runs: in this
-//! version no rule may route to a cloud worker at all, and with cloud routes
-//! enabled no rule may name a class that may not leave the trusted boundary.
+//! It also enforces the egress guarantee before anything runs: no rule that
+//! routes to a cloud worker may name a class that may not leave the trusted
+//! boundary (and a caller may refuse cloud routes altogether).
 //! The evaluator enforces the same guarantee again per event.
 
 use std::collections::{HashMap, HashSet};
@@ -47,12 +47,12 @@ impl PolicyConfig {
         routes: &HashMap<String, RouteKind>,
         problems: &mut Problems,
     ) {
-        self.validate_with(path, schema, routes, false, problems);
+        self.validate_with(path, schema, routes, true, problems);
     }
 
-    /// [`PolicyConfig::validate`], with cloud routes accepted when
-    /// `allow_cloud` is true (for the version that enables cloud workers, and
-    /// for tests of the egress guarantee). A cloud rule must then not name,
+    /// [`PolicyConfig::validate`], with cloud routes refused when
+    /// `allow_cloud` is false (a deployment that must not use cloud workers
+    /// at all). A cloud rule must not name,
     /// in `when.sensitivity`, a class that `egress` denies.
     pub fn validate_with(
         &self,
@@ -71,7 +71,7 @@ impl PolicyConfig {
     /// is in the [`Error::InvalidPolicy`] it returns, under the path
     /// `routing`.
     pub fn build(&self, schema: &EventSchema, routes: &HashMap<String, RouteKind>) -> Result<Router> {
-        self.build_with(schema, routes, false)
+        self.build_with(schema, routes, true)
     }
 
     /// [`PolicyConfig::build`] with cloud routes accepted when `allow_cloud`
@@ -407,7 +407,7 @@ impl Validator<'_> {
             self.problems.push(
                 format!("{at}.route"),
                 format!(
-                    "`{}` is a cloud worker: cloud workers are not supported in this version; route `{}` to a local worker{local}",
+                    "`{}` is a cloud worker: cloud workers are not allowed here; route `{}` to a local worker{local}",
                     rule.route, rule.id
                 ),
             );

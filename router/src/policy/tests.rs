@@ -11,7 +11,7 @@ fn problems_with(yaml: &str, allow_cloud: bool) -> Vec<String> {
 }
 
 fn problems(yaml: &str) -> Vec<String> {
-    problems_with(yaml, false)
+    problems_with(yaml, true)
 }
 
 /// The paths of the problems, for tests that pin where, not what.
@@ -141,20 +141,21 @@ fn unknown_worker_when_none_are_defined() {
 }
 
 #[test]
-fn cloud_routes_are_refused_in_this_version() {
+fn cloud_routes_can_be_refused_altogether() {
     let yaml = "routing:\n  version: v1\n  rules:\n    - { id: summarize-public, when: { sensitivity: [public] }, route: gpt }\n    - { id: rest, route: fraud }\n";
     assert_eq!(
-        problems(yaml),
+        problems_with(yaml, false),
         vec![
-            "routing.rules[0].route: `gpt` is a cloud worker: cloud workers are not supported in this version; \
+            "routing.rules[0].route: `gpt` is a cloud worker: cloud workers are not allowed here; \
              route `summarize-public` to a local worker (local workers: fraud, fraud_cpu)"
         ]
     );
-    let err = policy(yaml).build(&schema(), &routes()).unwrap_err();
+    let err = policy(yaml).build_with(&schema(), &routes(), false).unwrap_err();
     assert!(matches!(err, Error::InvalidPolicy(_)));
-    assert!(err.to_string().contains("cloud workers are not supported in this version"), "{err}");
-    // The next version enables them.
-    assert_eq!(problems_with(yaml, true), Vec::<String>::new());
+    assert!(err.to_string().contains("cloud workers are not allowed here"), "{err}");
+    // By default they are allowed.
+    assert_eq!(problems(yaml), Vec::<String>::new());
+    assert!(policy(yaml).build(&schema(), &routes()).is_ok());
 }
 
 #[test]
@@ -368,7 +369,6 @@ routing:
             "routing.scan_fields[0]",
             "routing.rules[0].route",
             "routing.rules[1].id",
-            "routing.rules[1].route",
             "routing.rules[1].when.attributes[0].field",
         ]
     );

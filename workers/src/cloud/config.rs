@@ -417,7 +417,7 @@ impl CloudWorkerConfig {
                     Err(e) => problems.push(format!("{path}.template"), e),
                     Ok(names) => {
                         for n in names {
-                            if !fields.iter().any(|f| *f == n) {
+                            if !fields.contains(&n) {
                                 problems.push(format!("{path}.template"), format!("`{{{n}}}`: no field `{n}` in the schema"));
                             }
                         }
@@ -483,7 +483,7 @@ impl CloudWorkerConfig {
         }
         for (i, r) in self.redact.iter().enumerate() {
             let at = format!("{path}.redact[{i}]");
-            if !fields.iter().any(|f| *f == r.field) {
+            if !fields.contains(&r.field) {
                 problems.push(format!("{at}.field"), format!("no field `{}` in the schema", r.field));
             }
             if r.op == RedactOp::Hash && r.key_env.is_none() {
