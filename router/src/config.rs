@@ -25,6 +25,7 @@
 //!       reason: "PII stays on premises"
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Visitor};
@@ -209,6 +210,11 @@ pub struct LatencyTierConfig {
     /// The tier names that exist. Default: `[realtime, standard, batch]`.
     #[serde(default = "default_tiers")]
     pub tiers: Vec<String>,
+    /// Latency budget per tier, in milliseconds (`{realtime: 50}`). A cloud
+    /// worker whose recent latency exceeds the event's budget is passed
+    /// over for the rule's fallback chain. Tiers not listed have no budget.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deadlines_ms: BTreeMap<String, u64>,
 }
 
 /// The header read for the tier when `latency_tier.header` is not given.
@@ -233,6 +239,7 @@ impl Default for LatencyTierConfig {
             header: default_tier_header(),
             default: default_tier(),
             tiers: default_tiers(),
+            deadlines_ms: BTreeMap::new(),
         }
     }
 }
@@ -255,6 +262,37 @@ pub struct RuleConfig {
     /// matched`.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Workers tried in order when `route` cannot serve the event: its
+    /// circuit is open, its budget is spent, it is too slow for the event's
+    /// latency tier (see `latency_tier.deadlines_ms`), or it failed. A cloud
+    /// worker in the chain is skipped for events that may not leave the
+    /// trusted boundary. Default: none (the event waits, bounded, then goes
+    /// to the DLQ).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+    /// Send a sample of the events this rule routes to a second worker as
+    /// well, and record both answers. Only events that may go to the shadow
+    /// worker are sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// A rule's shadow path: a second worker that answers a sample of the
+/// rule's events for comparison; its answers are recorded with
+/// `shadow = true` and never replace the primary answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Name of the worker that gets the copies.
+    pub route: String,
+    /// Fraction of the rule's events copied, in (0, 1]. The choice is a hash
+    /// of the lineage id, so a replay samples the same events. Default: 1.
+    #[serde(default = "default_sample")]
+    pub sample: f64,
+}
+
+fn default_sample() -> f64 {
+    1.0
 }
 
 /// Conditions of a rule. Each key that is given must hold; a key that is

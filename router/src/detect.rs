@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::Sensitivity;
+use switchyard_schemas::{PiiScanner, Sensitivity};
 
 #[cfg(test)]
 mod tests;
@@ -149,6 +149,17 @@ pub struct Match {
     pub detector: Detector,
     /// Byte range of the matched text.
     pub range: Range<usize>,
+}
+
+/// A set of detectors as a [`PiiScanner`]: what cloud workers run over
+/// outgoing payloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectorSet(pub Vec<Detector>);
+
+impl PiiScanner for DetectorSet {
+    fn find(&self, text: &str) -> Vec<(Range<usize>, &'static str)> {
+        scan_with(&self.0, text).into_iter().map(|m| (m.range, m.detector.as_str())).collect()
+    }
 }
 
 /// Runs every detector over `text`. Matches are ordered by start (then end,

@@ -23,7 +23,7 @@
 //! * [`PolicyConfig`] and its parts ([`RuleConfig`], [`WhenConfig`],
 //!   [`AttributeCondition`], [`EgressConfig`], [`LatencyTierConfig`]) — the
 //!   `routing:` section of a manifest as serde data;
-//! * [`Router`] — the compiled policy: [`Router::classify`] and
+//! * [`Router`] — the compiled policy: [`Router::classify`], [`Router::plan`] (fallback chain, shadow, latency budget) and
 //!   [`Router::route`], giving a [`RouteInfo`](switchyard_schemas::RouteInfo)
 //!   or a [`NoRoute`] with its reason;
 //! * [`RouteKind`] — whether a worker is local or in the cloud;
@@ -45,12 +45,13 @@ mod policy;
 mod route;
 
 pub use config::{
-    AttributeCondition, Egress, EgressConfig, LatencyTierConfig, PolicyConfig, RuleConfig, Scalar, WhenConfig,
+    AttributeCondition, Egress, EgressConfig, LatencyTierConfig, PolicyConfig, RuleConfig, Scalar, ShadowConfig,
+    WhenConfig,
 };
-pub use detect::{iban_valid, luhn_valid, mod97, scan, scan_with, Detector, Match};
+pub use detect::{iban_valid, luhn_valid, mod97, scan, scan_with, Detector, DetectorSet, Match};
 pub use error::{Error, Result};
 pub use policy::RouteKind;
-pub use route::{Classification, Hit, NoRoute, Router};
+pub use route::{Classification, Hit, NoRoute, Plan, Router};
 
 #[cfg(test)]
 mod testutil;

@@ -9,6 +9,7 @@
 //! The evaluator enforces the same guarantee again per event.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::{EventSchema, FieldType, Problems, Sensitivity};
@@ -126,6 +127,13 @@ impl PolicyConfig {
             header: self.latency_tier.header.clone(),
             default: tier_index(&self.latency_tier.default)?,
             tiers: tiers.clone(),
+            deadlines: tiers
+                .iter()
+                .map(|t| self.latency_tier.deadlines_ms.get(t).map(|&ms| Duration::from_millis(ms)))
+                .collect(),
+        };
+        let kind_of = |name: &str| {
+            routes.get(name).copied().ok_or_else(|| Error::Internal(format!("worker `{name}` is not defined")))
         };
 
         let mut rules = Vec::with_capacity(self.rules.len());
@@ -156,6 +164,12 @@ impl PolicyConfig {
                     .map(|names| names.iter().map(|n| tier_index(n)).collect::<Result<Vec<_>>>())
                     .transpose()?,
                 conditions,
+                fallback: rule.fallback.iter().map(|n| Ok((n.clone(), kind_of(n)?))).collect::<Result<Vec<_>>>()?,
+                shadow: rule
+                    .shadow
+                    .as_ref()
+                    .map(|sh| kind_of(&sh.route).map(|k| (sh.route.clone(), k, sh.sample)))
+                    .transpose()?,
             });
         }
 
@@ -326,6 +340,16 @@ impl Validator<'_> {
             }
             seen.push(lower);
         }
+        for (tier, ms) in &cfg.deadlines_ms {
+            if !cfg.tiers.contains(tier) {
+                self.problems.push(
+                    format!("{p}.deadlines_ms.{tier}"),
+                    format!("unknown tier `{tier}` (known: {})", self.tier_list()),
+                );
+            } else if *ms == 0 {
+                self.problems.push(format!("{p}.deadlines_ms.{tier}"), "must be at least 1 ms");
+            }
+        }
         if !cfg.tiers.contains(&cfg.default) {
             self.problems.push(
                 format!("{p}.default"),
@@ -373,6 +397,7 @@ impl Validator<'_> {
             }
             let kind = self.route(&at, rule);
             self.when(&at, rule, kind);
+            self.fallback_and_shadow(&at, rule);
             let matches_all = rule.when.is_empty()
                 && match kind {
                     Some(RouteKind::Local) => true,
@@ -388,14 +413,7 @@ impl Validator<'_> {
     /// Checks the rule's route; returns where the worker runs when it exists.
     fn route(&mut self, at: &str, rule: &RuleConfig) -> Option<RouteKind> {
         let Some(&kind) = self.routes.get(&rule.route) else {
-            let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            let known = if known.is_empty() {
-                "no workers are defined".to_string()
-            } else {
-                format!("known: {}", known.join(", "))
-            };
-            self.problems.push(format!("{at}.route"), format!("unknown worker `{}` ({known})", rule.route));
+            self.problems.push(format!("{at}.route"), self.unknown_worker(&rule.route));
             return None;
         };
         if kind == RouteKind::Cloud && !self.allow_cloud {
@@ -413,6 +431,48 @@ impl Validator<'_> {
             );
         }
         Some(kind)
+    }
+
+    /// `unknown worker` text with the known names, for route-like fields.
+    fn unknown_worker(&self, name: &str) -> String {
+        let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        if known.is_empty() {
+            format!("unknown worker `{name}` (no workers are defined)")
+        } else {
+            format!("unknown worker `{name}` (known: {})", known.join(", "))
+        }
+    }
+
+    /// Checks a worker named by `fallback` or `shadow`.
+    fn other_worker(&mut self, at: String, name: &str, rule: &RuleConfig) {
+        match self.routes.get(name) {
+            None => self.problems.push(at, self.unknown_worker(name)),
+            Some(_) if name == rule.route => {
+                self.problems.push(at, format!("`{name}` is already the rule's route"));
+            }
+            Some(RouteKind::Cloud) if !self.allow_cloud => {
+                self.problems.push(at, format!("`{name}` is a cloud worker: cloud workers are not allowed here"));
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn fallback_and_shadow(&mut self, at: &str, rule: &RuleConfig) {
+        for (k, name) in rule.fallback.iter().enumerate() {
+            let here = format!("{at}.fallback[{k}]");
+            if rule.fallback[..k].contains(name) {
+                self.problems.push(here, format!("duplicate worker `{name}`"));
+            } else {
+                self.other_worker(here, name, rule);
+            }
+        }
+        if let Some(shadow) = &rule.shadow {
+            self.other_worker(format!("{at}.shadow.route"), &shadow.route, rule);
+            if !(shadow.sample > 0.0 && shadow.sample <= 1.0) {
+                self.problems.push(format!("{at}.shadow.sample"), "must lie in (0, 1]");
+            }
+        }
     }
 
     fn when(&mut self, at: &str, rule: &RuleConfig, kind: Option<RouteKind>) {

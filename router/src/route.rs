@@ -5,6 +5,7 @@
 //! result.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use switchyard_schemas::{Event, RouteInfo, Sensitivity, Value};
 
@@ -42,6 +43,8 @@ pub(crate) struct TierSource {
     /// Index into `tiers`.
     pub(crate) default: usize,
     pub(crate) tiers: Vec<String>,
+    /// Latency budget per tier, by index.
+    pub(crate) deadlines: Vec<Option<Duration>>,
 }
 
 /// A rule with its conditions compiled.
@@ -56,6 +59,28 @@ pub(crate) struct Rule {
     /// Indices into the tier list.
     pub(crate) tiers: Option<Vec<usize>>,
     pub(crate) conditions: Vec<Condition>,
+    /// Fallback workers, in order, with where they run.
+    pub(crate) fallback: Vec<(String, RouteKind)>,
+    /// Shadow worker, where it runs, and the sampled fraction.
+    pub(crate) shadow: Option<(String, RouteKind, f64)>,
+}
+
+/// What a routed event may use beyond its primary worker; see
+/// [`Router::plan`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Workers to try, in order, when the primary cannot serve the event.
+    /// Cloud workers are already left out when the event may not leave the
+    /// trusted boundary.
+    pub fallbacks: Vec<String>,
+    /// Worker that answers a copy of the event for comparison, when the
+    /// rule has a shadow, the event was sampled and may go there.
+    pub shadow: Option<String>,
+    /// The event's latency budget (from `latency_tier.deadlines_ms`).
+    pub deadline: Option<Duration>,
+    /// Cloud workers of the chain or shadow passed over because the event
+    /// may not leave, for the reason text.
+    pub withheld: Vec<String>,
 }
 
 /// A compiled attribute condition.
@@ -164,6 +189,18 @@ impl Router {
         &self.detectors
     }
 
+    /// The policy's detectors as a [`PiiScanner`](switchyard_schemas::PiiScanner),
+    /// for cloud workers' masking and last check before egress. With
+    /// detection turned off (`detectors: []`) the last check still runs
+    /// every detector: what leaves the boundary is always scanned.
+    pub fn scanner(&self) -> detect::DetectorSet {
+        if self.detectors.is_empty() {
+            detect::DetectorSet(Detector::ALL.to_vec())
+        } else {
+            detect::DetectorSet(self.detectors.clone())
+        }
+    }
+
     /// Names of the string fields the detectors scan, in schema order.
     pub fn scan_fields(&self) -> impl Iterator<Item = &str> + '_ {
         self.scan.iter().map(|&i| self.field_names[i].as_str())
@@ -266,6 +303,40 @@ impl Router {
         }
     }
 
+    /// The fallback chain, shadow and latency budget of a routed event:
+    /// what the rule that decided `info` allows beyond its route. Every
+    /// worker in it passed [`Router::may_send`] for the event's class. The
+    /// shadow sample is a hash of `lineage_id`, so replays sample the same
+    /// events. An unknown rule id (a `RouteInfo` from another policy) gives
+    /// an empty plan.
+    pub fn plan(&self, info: &RouteInfo, lineage_id: &str) -> Plan {
+        let deadline = self
+            .tier
+            .tiers
+            .iter()
+            .position(|t| *t == info.latency_tier)
+            .and_then(|i| self.tier.deadlines.get(i).copied().flatten());
+        let Some(rule) = self.rules.iter().find(|r| r.id == info.rule_id) else {
+            return Plan { deadline, ..Plan::default() };
+        };
+        let mut plan = Plan { deadline, ..Plan::default() };
+        for (name, kind) in &rule.fallback {
+            if self.may_send(info.sensitivity, *kind) {
+                plan.fallbacks.push(name.clone());
+            } else {
+                plan.withheld.push(name.clone());
+            }
+        }
+        if let Some((name, kind, sample)) = &rule.shadow {
+            if !self.may_send(info.sensitivity, *kind) {
+                plan.withheld.push(name.clone());
+            } else if sampled(lineage_id, *sample) {
+                plan.shadow = Some(name.clone());
+            }
+        }
+        plan
+    }
+
     fn matches(&self, rule: &Rule, class: Sensitivity, tier: usize, event: &Event) -> bool {
         rule.sensitivity.is_none_or(|mask| mask & class_bit(class) != 0)
             && rule.tiers.as_ref().is_none_or(|tiers| tiers.contains(&tier))
@@ -310,4 +381,25 @@ impl Router {
 /// null rather than panicking in the hot path.
 fn value_at(event: &Event, index: usize) -> &Value {
     event.values.get(index).unwrap_or(&Value::Null)
+}
+
+/// Whether the event with `lineage_id` is in a sample of `fraction`: FNV-1a
+/// over the id, compared with the fraction of the 64-bit range. Stable
+/// across runs and machines.
+fn sampled(lineage_id: &str, fraction: f64) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in lineage_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Finalise (splitmix64) so ids differing in the last byte spread out.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h as f64) < fraction * (u64::MAX as f64)
 }

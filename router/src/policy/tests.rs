@@ -421,3 +421,47 @@ fn build_reports_all_problems_in_one_error() {
         "invalid routing policy (2 problem(s)):\nrouting.version: must not be empty\nrouting.rules: at least one rule is required\n"
     );
 }
+
+#[test]
+fn fallback_shadow_and_deadlines_are_checked() {
+    let yaml = r#"
+routing:
+  version: v1
+  latency_tier: { deadlines_ms: { realtime: 50, fast: 10, batch: 0 } }
+  rules:
+    - id: a
+      route: gpt
+      fallback: [fraud, frod, gpt, fraud]
+      shadow: { route: summarise, sample: 0 }
+    - id: b
+      route: fraud
+      shadow: { route: fraud }
+"#;
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "routing.latency_tier.deadlines_ms.batch: must be at least 1 ms",
+            "routing.latency_tier.deadlines_ms.fast: unknown tier `fast` (known: realtime, standard, batch)",
+            "routing.rules[0].fallback[1]: unknown worker `frod` (known: fraud, fraud_cpu, gpt, summarize)",
+            "routing.rules[0].fallback[2]: `gpt` is already the rule's route",
+            "routing.rules[0].fallback[3]: duplicate worker `fraud`",
+            "routing.rules[0].shadow.route: unknown worker `summarise` (known: fraud, fraud_cpu, gpt, summarize)",
+            "routing.rules[0].shadow.sample: must lie in (0, 1]",
+            "routing.rules[1].shadow.route: `fraud` is already the rule's route",
+        ]
+    );
+    let refused = "routing:\n  version: v1\n  rules: [{ id: a, route: fraud, fallback: [gpt] }]\n";
+    assert_eq!(
+        problems_with(refused, false),
+        vec!["routing.rules[0].fallback[0]: `gpt` is a cloud worker: cloud workers are not allowed here"]
+    );
+}
+
+#[test]
+fn absent_fallback_and_shadow_leave_the_spec_hash_unchanged() {
+    let plain = policy("routing:\n  version: v1\n  rules: [{ id: a, route: fraud }]\n");
+    let explicit = policy("routing:\n  version: v1\n  rules: [{ id: a, route: fraud, fallback: [] }]\n");
+    assert_eq!(plain.spec_hash().unwrap(), explicit.spec_hash().unwrap());
+    let with = policy("routing:\n  version: v1\n  rules: [{ id: a, route: fraud, fallback: [fraud_cpu] }]\n");
+    assert_ne!(plain.spec_hash().unwrap(), with.spec_hash().unwrap());
+}

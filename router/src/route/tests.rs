@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use switchyard_schemas::{headers, Value};
 
 use super::*;
-use crate::config::{AttributeCondition, Egress, RuleConfig, Scalar, WhenConfig};
+use crate::config::{AttributeCondition, Egress, RuleConfig, Scalar, ShadowConfig, WhenConfig};
 use crate::testutil::{event, policy, router, routes, s, schema};
 
 const PII_SAMPLES: [&str; 6] = [
@@ -427,16 +427,23 @@ fn arb_rule(i: usize) -> impl Strategy<Value = RuleConfig> {
     let sensitivity = prop::option::of(prop::collection::vec(arb_class(), 0..3));
     let tiers = prop::option::of(prop::sample::subsequence(vec!["realtime", "standard", "batch"], 0..3));
     let attributes = prop::collection::vec(arb_condition(), 0..3);
-    (route, sensitivity, tiers, attributes).prop_map(move |(route, sensitivity, tiers, attributes)| RuleConfig {
-        id: format!("r{i}"),
-        when: WhenConfig {
-            sensitivity,
-            latency_tier: tiers.map(|t| t.into_iter().map(String::from).collect()),
-            attributes,
+    let workers = vec!["fraud", "fraud_cpu", "gpt", "summarize"];
+    let fallback = prop::sample::subsequence(workers.clone(), 0..4).prop_shuffle();
+    let shadow = prop::option::of((prop::sample::select(workers), 0.01..=1.0f64));
+    (route, sensitivity, tiers, attributes, fallback, shadow).prop_map(
+        move |(route, sensitivity, tiers, attributes, fallback, shadow)| RuleConfig {
+            id: format!("r{i}"),
+            when: WhenConfig {
+                sensitivity,
+                latency_tier: tiers.map(|t| t.into_iter().map(String::from).collect()),
+                attributes,
+            },
+            route: route.to_string(),
+            reason: None,
+            fallback: fallback.into_iter().map(String::from).collect(),
+            shadow: shadow.map(|(route, sample)| ShadowConfig { route: route.to_string(), sample }),
         },
-        route: route.to_string(),
-        reason: None,
-    })
+    )
 }
 
 /// Any policy over the test schema, cloud routes and non-monotonic egress
@@ -542,6 +549,13 @@ proptest! {
                     if kinds[&info.route] == RouteKind::Cloud {
                         prop_assert!(p.egress.allows(class), "{:?} event sent to cloud worker {}", class, info.route);
                     }
+                    // Nor is it ever offered one as a fallback or shadow.
+                    let plan = r.plan(&info, &format!("{:?}", e.values));
+                    for w in plan.fallbacks.iter().chain(plan.shadow.iter()) {
+                        if kinds[w] == RouteKind::Cloud {
+                            prop_assert!(p.egress.allows(class), "{:?} event offered cloud worker {}", class, w);
+                        }
+                    }
                 }
                 Err(no) => prop_assert_eq!(no.sensitivity, class),
             }
@@ -580,4 +594,103 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- fallback and shadow plans
+
+const HYBRID: &str = r#"
+routing:
+  version: "hybrid/1"
+  scan_fields: [note]
+  latency_tier: { field: latency_tier, deadlines_ms: { realtime: 40 } }
+  rules:
+    - id: sensitive
+      when: { sensitivity: [pii, regulated] }
+      route: fraud
+      fallback: [gpt, fraud_cpu]
+      shadow: { route: summarize, sample: 1.0 }
+    - id: cloud-first
+      when: { sensitivity: [public, internal] }
+      route: gpt
+      fallback: [summarize, fraud]
+      shadow: { route: fraud_cpu, sample: 0.25 }
+"#;
+
+#[test]
+fn fallback_chains_keep_their_order_and_drop_cloud_workers_for_sensitive_events() {
+    let r = router(HYBRID, true);
+    let e = event(&[("note", s("write to a@b.io"))]);
+    let info = r.route(&e).unwrap();
+    assert_eq!((info.rule_id.as_str(), info.route.as_str()), ("sensitive", "fraud"));
+    let plan = r.plan(&info, "lin-1");
+    // gpt is a cloud worker and the event is pii: never in the chain, never a shadow.
+    assert_eq!(plan.fallbacks, vec!["fraud_cpu".to_string()]);
+    assert_eq!(plan.shadow, None);
+    assert_eq!(plan.withheld, vec!["gpt".to_string(), "summarize".to_string()]);
+
+    let info = r.route(&event(&[("note", s("all good"))])).unwrap();
+    assert_eq!(info.route, "gpt");
+    let plan = r.plan(&info, "lin-1");
+    assert_eq!(plan.fallbacks, vec!["summarize".to_string(), "fraud".to_string()]);
+    assert!(plan.withheld.is_empty());
+}
+
+#[test]
+fn every_worker_of_a_plan_may_receive_the_event() {
+    let r = router(HYBRID, true);
+    let kinds = routes();
+    for note in PII_SAMPLES.iter().copied().chain(["nothing here", "order 42"]) {
+        for tier in ["realtime", "standard", "batch"] {
+            let e = event(&[("note", s(note)), ("latency_tier", s(tier))]);
+            let info = r.route(&e).unwrap();
+            for id in ["a", "b", "c", "d"] {
+                let plan = r.plan(&info, id);
+                for w in plan.fallbacks.iter().chain(plan.shadow.iter()) {
+                    assert!(r.may_send(info.sensitivity, kinds[w]), "{w} for {note:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shadow_sampling_is_deterministic_and_close_to_the_fraction() {
+    let r = router(HYBRID, true);
+    let info = r.route(&event(&[("note", s("fine"))])).unwrap();
+    let ids: Vec<String> = (0..20_000).map(|i| format!("lineage-{i}")).collect();
+    let picked: Vec<bool> = ids.iter().map(|id| r.plan(&info, id).shadow.is_some()).collect();
+    let again: Vec<bool> = ids.iter().map(|id| r.plan(&info, id).shadow.is_some()).collect();
+    assert_eq!(picked, again);
+    let share = picked.iter().filter(|p| **p).count() as f64 / ids.len() as f64;
+    assert!((share - 0.25).abs() < 0.02, "share {share}");
+}
+
+#[test]
+fn the_plan_carries_the_tier_deadline() {
+    let r = router(HYBRID, true);
+    let info = r.route(&event(&[("note", s("fine")), ("latency_tier", s("realtime"))])).unwrap();
+    assert_eq!(r.plan(&info, "x").deadline, Some(std::time::Duration::from_millis(40)));
+    let info = r.route(&event(&[("note", s("fine"))])).unwrap();
+    assert_eq!(r.plan(&info, "x").deadline, None);
+}
+
+#[test]
+fn a_route_from_another_policy_gets_an_empty_plan() {
+    let r = router(HYBRID, true);
+    let info = RouteInfo { rule_id: "gone".into(), latency_tier: "batch".into(), ..RouteInfo::default() };
+    assert_eq!(r.plan(&info, "x"), Plan::default());
+}
+
+#[test]
+fn the_scanner_finds_what_the_detectors_find() {
+    use switchyard_schemas::PiiScanner;
+    let r = router(HYBRID, true);
+    let text = "mail a@b.io, card 4111 1111 1111 1111";
+    let found = r.scanner().find(text);
+    let names: Vec<&str> = found.iter().map(|(_, d)| *d).collect();
+    assert_eq!(names, vec!["email", "payment_card"]);
+    assert_eq!(&text[found[0].0.clone()], "a@b.io");
+    // Detection off in the policy: the last check still runs every detector.
+    let off = router("routing:\n  version: v1\n  detectors: []\n  rules: [{ id: a, route: fraud }]\n", true);
+    assert_eq!(off.scanner().find(text).len(), 2);
 }
