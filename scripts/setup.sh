@@ -5,14 +5,18 @@
 #     shared library comes from the onnxruntime wheel; model training; test peers)
 #   - with --broker: the tansu Kafka broker (cargo install, ~20 min on 2 cores
 #     the first time; cached in ~/.cargo/bin afterwards)
+#   - with --peers: .venv-peers, the MLServer and LiteLLM processes the cloud
+#     worker tests talk to (tests/peers/requirements.txt + constraints.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_broker=0
+want_peers=0
 for a in "$@"; do
   case "$a" in
     --broker) want_broker=1 ;;
-    *) echo "usage: $0 [--broker]" >&2; exit 2 ;;
+    --peers) want_peers=1 ;;
+    *) echo "usage: $0 [--broker] [--peers]" >&2; exit 2 ;;
   esac
 done
 
@@ -42,5 +46,23 @@ if [ "$want_broker" = 1 ]; then
   else
     echo "setup: building the tansu $TANSU_VERSION broker (first time only, ~20 minutes on 2 cores)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+  fi
+fi
+
+if [ "$want_peers" = 1 ]; then
+  # Re-installed only when the requirement or constraint files change.
+  peers_stamp=.venv-peers/.requirements.sha256
+  peers_hash=$(cat tests/peers/requirements.txt tests/peers/constraints.txt | sha256sum | cut -d' ' -f1)
+  if [ ! -x .venv-peers/bin/python ] || [ "$(cat "$peers_stamp" 2>/dev/null)" != "$peers_hash" ]; then
+    echo "setup: installing the cloud test peers (MLServer, LiteLLM proxy) into .venv-peers"
+    echo "setup:   tests/peers/requirements.txt, pinned by tests/peers/constraints.txt (~150 packages; a few minutes the first time)"
+    started=$(date +%s)
+    [ -x .venv-peers/bin/python ] || "$PY" -m venv .venv-peers
+    .venv-peers/bin/pip install --quiet --disable-pip-version-check \
+      -r tests/peers/requirements.txt -c tests/peers/constraints.txt
+    echo "$peers_hash" > "$peers_stamp"
+    echo "setup: .venv-peers installed in $(( $(date +%s) - started )) s"
+  else
+    echo "setup: .venv-peers up to date"
   fi
 fi
