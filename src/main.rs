@@ -10,6 +10,7 @@ mod kafka_util;
 mod manifest;
 mod pipeline;
 mod report;
+mod resolve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

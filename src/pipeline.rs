@@ -1,10 +1,15 @@
 //! The streaming pipeline: wires `ingest → router → workers → sink`.
 //!
 //! ```text
-//!  source ──chunk──▶ prepare: decode, validate, pre-process, route ──▶ infer (batcher threads)
-//!                                                                          │ answers, in chunk order
+//!  source ──chunk──▶ prepare: decode, validate, pre-process, route, plan ──▶ resolve (one task per chunk):
+//!                                                local batchers / cloud endpoints, fallbacks, shadows
+//!                                                                          │ outcomes, in chunk order
 //!                    commit offsets ◀── roll Parquet ◀── results + DLQ to Kafka ◀┘
 //! ```
+//!
+//! Each event's plan (primary worker, fallback chain, shadow) comes from the
+//! routing policy; [`crate::resolve`] finds the worker that answers it or the
+//! reason none could, which sends it to the DLQ.
 //!
 //! Chunks flow through bounded channels, so a slow model or sink pauses the
 //! Kafka consumer. Offsets are committed only after a Parquet roll made the
@@ -22,11 +27,13 @@ use switchyard_ingest::{Decoder, FileSource, KafkaCommitter, KafkaSource, Lineag
 use switchyard_router::Router;
 use switchyard_schemas::{DlqRecord, ErrorClass, Event, Prediction, RawRecord, Stage};
 use switchyard_sink::{KafkaSink, Offsets, ParquetSink};
-use switchyard_workers::{init_runtime, OnnxWorker, Scores, WorkerConfig};
+use switchyard_workers::cloud::{CloudSnapshot, CloudWorker};
+use switchyard_workers::{init_runtime, OnnxWorker, WorkerConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::manifest::{Loaded, SourceConfig};
+use crate::resolve::{self, Job, Outcome, Resolved, Worker, Workers};
 
 /// How to run a manifest.
 #[derive(Debug, Clone, Default)]
@@ -60,8 +67,17 @@ pub struct Summary {
     pub dlq: u64,
     /// Records skipped because their results were already durable (replay).
     pub replayed: u64,
-    /// Results per route (worker).
+    /// Results per route: the worker that answered (shadow answers not
+    /// included).
     pub by_route: BTreeMap<String, u64>,
+    /// Results a fallback worker answered, per worker.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Shadow answers recorded (Parquet only), per worker.
+    pub shadows: BTreeMap<String, u64>,
+    /// Shadow requests that got no answer.
+    pub shadow_failed: u64,
+    /// Cloud workers' counters and circuit state at the end of the run.
+    pub cloud: BTreeMap<String, CloudSnapshot>,
     /// Results per policy rule.
     pub by_rule: BTreeMap<String, u64>,
     /// DLQ records per error class.
@@ -104,22 +120,22 @@ impl Source {
     }
 }
 
-/// The stateless per-chunk work: decode, validate, pre-process, route.
+/// The stateless per-chunk work: decode, validate, pre-process, route, plan.
 struct Stages {
     decoder: Decoder,
     pre: Preprocessor,
     router: Router,
-    workers: Vec<(String, Arc<OnnxWorker>)>,
-    worker_index: HashMap<String, usize>,
+    workers: Arc<Workers>,
 }
 
 /// A chunk on its way to the sink: events waiting for their answers.
 struct Pending {
     chunk: Vec<RawRecord>,
-    /// (index into chunk, event, worker, row in that worker's request)
-    events: Vec<(usize, Event, usize, usize)>,
-    features: Vec<Vec<f32>>,
-    answers: Vec<Option<JoinHandle<switchyard_workers::Result<Scores>>>>,
+    /// (index into chunk, event), in the order of the resolver's jobs.
+    events: Vec<(usize, Event)>,
+    /// `width` features per event.
+    features: Arc<Vec<f32>>,
+    answers: Option<JoinHandle<Resolved>>,
     dlq: Vec<DlqRecord>,
     offsets: Offsets,
     replayed: u64,
@@ -127,9 +143,8 @@ struct Pending {
 
 impl Stages {
     fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets) -> Pending {
-        let n_workers = self.workers.len();
-        let mut features: Vec<Vec<f32>> = vec![Vec::new(); n_workers];
-        let mut rows = vec![0usize; n_workers];
+        let mut features: Vec<f32> = Vec::with_capacity(chunk.len() * self.pre.width());
+        let mut jobs = Vec::with_capacity(chunk.len());
         let mut events = Vec::with_capacity(chunk.len());
         let mut dlq = Vec::new();
         let mut offsets = Offsets::new();
@@ -165,31 +180,36 @@ impl Stages {
                     continue;
                 }
             };
-            let Some(&w) = self.worker_index.get(&route.route) else {
+            let Some(w) = self.workers.index(&route.route) else {
                 let id = event.lineage.lineage_id.clone();
                 let msg = format!("route `{}` names no running worker", route.route);
                 dlq.push(self.decoder.reject(raw, id, Stage::Route, ErrorClass::NoRoute, msg));
                 continue;
             };
-            if let Err(msg) = self.pre.features_into(&event, &mut features[w]) {
+            if let Err(msg) = self.pre.features_into(&event, &mut features) {
                 let id = event.lineage.lineage_id.clone();
                 dlq.push(self.decoder.reject(raw, id, Stage::Preprocess, ErrorClass::FeatureError, msg));
                 continue;
             }
+            let plan = self.router.plan(&route, &event.lineage.lineage_id);
+            let mut chain = vec![w];
+            chain.extend(plan.fallbacks.iter().filter_map(|f| self.workers.index(f)));
+            let shadow = plan.shadow.as_deref().and_then(|s| self.workers.index(s));
+            let cloud = chain.iter().chain(shadow.iter()).any(|&w| self.workers.is_cloud(w));
+            jobs.push(Job {
+                id: event.lineage.lineage_id.clone(),
+                values: if cloud { event.values.clone() } else { Vec::new() },
+                chain,
+                shadow,
+                deadline: plan.deadline,
+                withheld: plan.withheld,
+            });
             event.lineage.route = route;
-            events.push((i, event, w, rows[w]));
-            rows[w] += 1;
+            events.push((i, event));
         }
-        let answers = (0..n_workers)
-            .map(|w| {
-                (rows[w] > 0).then(|| {
-                    let worker = self.workers[w].1.clone();
-                    let input = features[w].clone();
-                    let n = rows[w];
-                    tokio::spawn(async move { worker.infer(input, n).await })
-                })
-            })
-            .collect();
+        let features = Arc::new(features);
+        let answers = (!jobs.is_empty())
+            .then(|| tokio::spawn(resolve::resolve(self.workers.clone(), jobs, features.clone(), self.pre.width())));
         Pending { chunk, events, features, answers, dlq, offsets, replayed }
     }
 }
@@ -214,17 +234,34 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
         },
     );
 
-    init_runtime(None)?;
+    if m.workers.values().any(|w| matches!(w, WorkerConfig::Onnx(_))) {
+        init_runtime(None)?;
+    }
+    let scanner = Arc::new(router.scanner());
+    let field_names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
     let mut workers = Vec::new();
     for (name, w) in &m.workers {
-        if let WorkerConfig::Onnx(c) = w {
-            let worker = OnnxWorker::start(name, c, &loaded.base, pre.feature_names())
-                .with_context(|| format!("starting worker `{name}`"))?;
-            workers.push((name.clone(), Arc::new(worker)));
-        }
+        let worker = match w {
+            WorkerConfig::Onnx(c) => Worker::Local(Arc::new(
+                OnnxWorker::start(name, c, &loaded.base, pre.feature_names())
+                    .with_context(|| format!("starting worker `{name}`"))?,
+            )),
+            other => {
+                let (protocol, c) = other.cloud().context("a non-local worker has cloud settings")?;
+                let worker =
+                    CloudWorker::start(name, protocol, c, &loaded.base, &field_names, pre.width(), scanner.clone())
+                        .with_context(|| format!("starting worker `{name}`"))?;
+                // An unreachable endpoint is not fatal (its events take their
+                // fallbacks, or wait), but it is said at once.
+                if let Err(e) = worker.check_ready().await {
+                    tracing::warn!(worker = %name, "cloud endpoint not ready: {e}");
+                }
+                Worker::Cloud(Arc::new(worker))
+            }
+        };
+        workers.push((name.clone(), worker));
     }
-    let worker_index = workers.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
-    let stages = Stages { decoder, pre, router, workers, worker_index };
+    let stages = Stages { decoder, pre, router, workers: Arc::new(Workers { list: workers }) };
 
     let SourceConfig::Kafka(kcfg) = &m.source;
     let mut kcfg = kcfg.clone();
@@ -284,6 +321,10 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             dlq: 0,
             replayed: 0,
             by_route: BTreeMap::new(),
+            fallbacks: BTreeMap::new(),
+            shadows: BTreeMap::new(),
+            shadow_failed: 0,
+            cloud: BTreeMap::new(),
             by_rule: BTreeMap::new(),
             dlq_by_class: BTreeMap::new(),
             latency_us: histogram(),
@@ -323,12 +364,17 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     if let Some(s) = source_stats {
         summary.pauses = s.pauses.load(std::sync::atomic::Ordering::Relaxed);
     }
-    for (name, w) in &stages.workers {
-        let s = w.stats();
-        summary.batches.insert(
-            name.clone(),
-            (s.batches.load(std::sync::atomic::Ordering::Relaxed), s.rows.load(std::sync::atomic::Ordering::Relaxed)),
-        );
+    for (name, w) in &stages.workers.list {
+        match w {
+            Worker::Local(w) => {
+                let s = w.stats();
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                summary.batches.insert(name.clone(), (load(&s.batches), load(&s.rows)));
+            }
+            Worker::Cloud(c) => {
+                summary.cloud.insert(name.clone(), c.snapshot());
+            }
+        }
     }
     if let Source::Kafka(k) = source {
         k.stop().await?;
@@ -381,7 +427,7 @@ struct SinkStage {
     latency: Latencies,
     parquet: ParquetSink,
     committer: Option<KafkaCommitter>,
-    workers: Vec<(String, Arc<OnnxWorker>)>,
+    workers: Arc<Workers>,
     width: usize,
     summary: Summary,
     first: Option<i64>,
@@ -450,36 +496,44 @@ impl SinkStage {
         }
         self.summary.records += chunk.len() as u64;
         self.summary.replayed += replayed;
-        let mut scores: Vec<Option<Result<Scores, String>>> = Vec::with_capacity(answers.len());
-        for a in answers {
-            scores.push(match a {
-                None => None,
-                Some(h) => Some(match h.await {
-                    Ok(Ok(s)) => Ok(s),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("worker task failed: {e}")),
-                }),
-            });
-        }
+        let resolved = match answers {
+            None => Resolved { outcomes: Vec::new(), shadows: Vec::new(), shadow_failed: 0 },
+            Some(h) => h.await.context("resolver task failed")?,
+        };
+        anyhow::ensure!(resolved.outcomes.len() == events.len(), "internal error: an event without an outcome");
         let answered_us = now_us();
+        let row_features = |j: usize| features[j * self.width..(j + 1) * self.width].to_vec();
         let mut preds = Vec::with_capacity(events.len());
-        for (i, event, w, row) in events {
-            match &scores[w] {
-                Some(Ok(s)) => {
+        // Lineage and key of served events, kept when shadow answers need them.
+        let mut served: Vec<Option<(switchyard_schemas::Lineage, String)>> =
+            if resolved.shadows.is_empty() { Vec::new() } else { vec![None; events.len()] };
+        for (j, ((i, event), outcome)) in events.into_iter().zip(resolved.outcomes).enumerate() {
+            match outcome {
+                Outcome::Served { worker, answer, fallback } => {
                     let mut lineage = event.lineage;
-                    lineage.model = self.workers[w].1.model().clone();
+                    let name = self.workers.name(worker).to_string();
+                    if let Some(why) = fallback {
+                        *self.summary.fallbacks.entry(name.clone()).or_default() += 1;
+                        lineage.fallback = true;
+                        lineage.route.reason = format!("{}; fallback to `{name}`: {why}", lineage.route.reason);
+                    }
+                    lineage.route.route = name;
+                    lineage.model = answer.model;
+                    if !resolved.shadows.is_empty() {
+                        served[j] = Some((lineage.clone(), event.key.clone()));
+                    }
                     preds.push(Prediction {
                         key: event.key,
-                        score: f64::from(s.score[row]),
-                        label: s.label[row],
-                        features: features[w][row * self.width..(row + 1) * self.width].to_vec(),
+                        score: answer.score,
+                        label: answer.label,
+                        outputs: answer.outputs,
+                        features: row_features(j),
                         latency_us: answered_us - lineage.ingest_time_us,
                         lineage,
                     });
                 }
-                Some(Err(msg)) => {
+                Outcome::Failed { class, message } => {
                     let raw = &chunk[i];
-                    let msg = format!("worker `{}` failed: {msg}", self.workers[w].0);
                     dlq.push(DlqRecord {
                         lineage_id: event.lineage.lineage_id,
                         source_topic: raw.topic.clone(),
@@ -491,13 +545,36 @@ impl SinkStage {
                         payload: raw.payload.clone(),
                         headers: raw.headers.clone(),
                         stage: Stage::Infer,
-                        error_class: ErrorClass::InferenceFailed,
-                        message: msg,
+                        error_class: class,
+                        message,
                         pipeline: event.lineage.pipeline,
                     });
                 }
-                None => anyhow::bail!("internal error: event routed to worker {w} without a request"),
             }
+        }
+        // Shadow answers: Parquet rows marked `shadow`, for comparison; the
+        // results topic carries only the answers that count.
+        let mut shadow_rows = Vec::with_capacity(resolved.shadows.len());
+        self.summary.shadow_failed += resolved.shadow_failed;
+        for (j, w, answer) in resolved.shadows {
+            let Some((lineage, key)) = served.get(j).and_then(Option::as_ref) else { continue };
+            let mut lineage = lineage.clone();
+            let name = self.workers.name(w).to_string();
+            *self.summary.shadows.entry(name.clone()).or_default() += 1;
+            lineage.shadow = true;
+            lineage.fallback = false;
+            lineage.route.reason = format!("{}; shadow copy to `{name}`", lineage.route.reason);
+            lineage.route.route = name;
+            lineage.model = answer.model;
+            shadow_rows.push(Prediction {
+                key: key.clone(),
+                score: answer.score,
+                label: answer.label,
+                outputs: answer.outputs,
+                features: row_features(j),
+                latency_us: answered_us - lineage.ingest_time_us,
+                lineage,
+            });
         }
         let ingest_us: Vec<(i64, Option<i64>)> =
             preds.iter().map(|p| (p.lineage.ingest_time_us, p.lineage.kafka_timestamp_ms)).collect();
@@ -531,6 +608,9 @@ impl SinkStage {
         self.summary.dlq += dlq.len() as u64;
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             self.parquet.write_predictions(&preds)?;
+            if !shadow_rows.is_empty() {
+                self.parquet.write_predictions(&shadow_rows)?;
+            }
             self.parquet.write_dlq(&dlq)?;
             Ok(())
         })?;

@@ -10,10 +10,15 @@ use crate::Lineage;
 pub struct Prediction {
     /// Result key (schema key field, Kafka key or lineage id).
     pub key: String,
-    /// Probability of the positive class.
-    pub score: f64,
-    /// Predicted class.
-    pub label: i64,
+    /// Probability of the positive class; `None` when the worker gives no
+    /// score (an `openai` enrichment without `score_from`).
+    pub score: Option<f64>,
+    /// Predicted class; `None` without a score.
+    pub label: Option<i64>,
+    /// Mapped result fields as a JSON object (`openai` workers:
+    /// `{"reply": ...}` or `{"embedding": [...]}`); `None` for models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<String>,
     /// The feature vector the model saw, in the model's feature order.
     pub features: Vec<f32>,
     /// Time from receipt of the record to the model's answer, in µs.
@@ -73,6 +78,13 @@ pub enum ErrorClass {
     NoRoute,
     /// The model failed on the event.
     InferenceFailed,
+    /// No worker the policy allows for the event could serve it within its
+    /// bounded wait (circuit open, budget spent, endpoint failing, no
+    /// fallback left).
+    NoPath,
+    /// The last PII check found personal data in the request for a cloud
+    /// worker, and no local fallback could take the event.
+    EgressBlocked,
 }
 
 impl ErrorClass {
@@ -88,6 +100,8 @@ impl ErrorClass {
             ErrorClass::FeatureError => "feature_error",
             ErrorClass::NoRoute => "no_route",
             ErrorClass::InferenceFailed => "inference_failed",
+            ErrorClass::NoPath => "no_path",
+            ErrorClass::EgressBlocked => "egress_blocked",
         }
     }
 }
@@ -153,11 +167,13 @@ pub fn prediction_arrow_schema() -> SchemaRef {
         Field::new("model_name", DataType::Utf8, false),
         Field::new("model_sha256", DataType::Utf8, false),
         Field::new("provider", DataType::Utf8, false),
+        Field::new("model_request_id", DataType::Utf8, false),
         Field::new("fallback", DataType::Boolean, false),
         Field::new("shadow", DataType::Boolean, false),
         Field::new("traceparent", DataType::Utf8, false),
-        Field::new("score", DataType::Float64, false),
-        Field::new("label", DataType::Int64, false),
+        Field::new("score", DataType::Float64, true),
+        Field::new("label", DataType::Int64, true),
+        Field::new("outputs", DataType::Utf8, true),
         Field::new("features", DataType::List(Arc::new(Field::new("item", DataType::Float32, false))), false),
         Field::new("latency_us", DataType::Int64, false),
     ]))

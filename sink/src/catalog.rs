@@ -78,8 +78,9 @@ mod tests {
         let mut sink = ParquetSink::open(t.path(), 100, std::time::Duration::from_secs(60)).unwrap();
         let p = |o: i64| Prediction {
             key: format!("k{o}"),
-            score: 0.5,
-            label: 1,
+            score: Some(0.5),
+            label: Some(1),
+            outputs: None,
             features: vec![0.5; 3],
             latency_us: 7,
             lineage: Lineage {

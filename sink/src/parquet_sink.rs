@@ -347,8 +347,9 @@ mod tests {
     fn pred(offset: i64, version: &str) -> Prediction {
         Prediction {
             key: format!("k{offset}"),
-            score: 0.25,
-            label: 0,
+            score: Some(0.25),
+            label: Some(0),
+            outputs: None,
             features: vec![1.0, 2.0],
             latency_us: 10,
             lineage: Lineage {

@@ -251,6 +251,12 @@ impl CloudWorker {
         self.shared.admit()
     }
 
+    /// How long an event with no other path may wait for this endpoint
+    /// (`max_wait_ms`).
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.shared.config.max_wait_ms)
+    }
+
     /// Mean request latency so far (exponentially weighted); `None` before
     /// the first answer.
     pub fn expected_latency(&self) -> Option<Duration> {

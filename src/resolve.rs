@@ -1,0 +1,442 @@
+//! Path resolution: which worker answers each routed event of a chunk.
+//!
+//! ```text
+//!  events of a chunk ─▶ group by their current worker ─▶ all groups at once:
+//!     local: one batcher request per group
+//!     cloud: admit (breaker, budget) ─▶ latency budget ─▶ infer (coalesced)
+//!  answered ─▶ done (shadow copy to the shadow worker, when sampled)
+//!  not answered ─▶ next worker of the plan's fallback chain ─▶ next round
+//!  chain exhausted ─▶ wait (bounded) for an unavailable endpoint, else DLQ
+//! ```
+//!
+//! Every event either gets an answer from a worker its plan allows, or a
+//! DLQ outcome with the reason: never dropped, never sent where it may not
+//! go (plans come from [`switchyard_router::Router::plan`], which leaves out
+//! cloud workers for data that may not leave; a request the last PII check
+//! blocked only goes on to local workers).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_schemas::{ErrorClass, ModelRef, Value};
+use switchyard_workers::cloud::{CloudError, CloudInput, CloudWorker};
+use switchyard_workers::OnnxWorker;
+
+/// A worker the pipeline can send events to.
+#[derive(Clone)]
+pub enum Worker {
+    /// A local ONNX model behind the batcher.
+    Local(Arc<OnnxWorker>),
+    /// A cloud endpoint.
+    Cloud(Arc<CloudWorker>),
+}
+
+impl Worker {
+    fn is_cloud(&self) -> bool {
+        matches!(self, Worker::Cloud(_))
+    }
+}
+
+/// The running workers, by index.
+pub struct Workers {
+    /// Name and worker, in manifest order.
+    pub list: Vec<(String, Worker)>,
+}
+
+impl Workers {
+    /// The index of the worker called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.list.iter().position(|(n, _)| n == name)
+    }
+
+    /// The worker's name.
+    pub fn name(&self, w: usize) -> &str {
+        &self.list[w].0
+    }
+
+    /// Whether worker `w` sends data outside the trusted boundary.
+    pub fn is_cloud(&self, w: usize) -> bool {
+        self.list[w].1.is_cloud()
+    }
+}
+
+/// One routed event's request.
+pub struct Job {
+    /// Lineage id (cloud request ids derive from it).
+    pub id: String,
+    /// Field values in schema order (`openai` templates); empty when no
+    /// cloud worker is in the chain.
+    pub values: Vec<Value>,
+    /// The primary worker, then the fallbacks, in order.
+    pub chain: Vec<usize>,
+    /// The shadow worker, when the event was sampled for one.
+    pub shadow: Option<usize>,
+    /// The event's latency budget.
+    pub deadline: Option<Duration>,
+    /// Cloud workers of the rule left out because the event may not leave.
+    pub withheld: Vec<String>,
+}
+
+/// A worker's answer for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Score, when the worker gives one.
+    pub score: Option<f64>,
+    /// Label, when the worker gives one.
+    pub label: Option<i64>,
+    /// Mapped result fields (JSON object), for `openai` workers.
+    pub outputs: Option<String>,
+    /// Who answered.
+    pub model: ModelRef,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A worker answered.
+    Served {
+        /// The worker that answered.
+        worker: usize,
+        /// Its answer.
+        answer: Answer,
+        /// When a fallback answered: why the workers before it did not.
+        fallback: Option<String>,
+    },
+    /// No allowed worker could answer; the event goes to the DLQ.
+    Failed {
+        /// DLQ error class.
+        class: ErrorClass,
+        /// What was tried and why each failed.
+        message: String,
+    },
+}
+
+/// The outcomes of a chunk, in job order, and the shadow answers.
+pub struct Resolved {
+    /// One per job.
+    pub outcomes: Vec<Outcome>,
+    /// (job, shadow worker, answer) for each shadow answer.
+    pub shadows: Vec<(usize, usize, Answer)>,
+    /// Shadow requests that got no answer (they never hold up the event).
+    pub shadow_failed: u64,
+}
+
+/// Why a worker did not answer an event.
+enum Miss {
+    /// The worker ran and failed: try the next one.
+    Next(String),
+    /// The worker was passed over (too slow for the latency budget).
+    Skip(String),
+    /// The endpoint cannot take requests now; may become available.
+    Unavailable { note: String, retry_in: Duration, pause: bool },
+    /// The last PII check blocked the request: only local workers may go on.
+    Blocked(String),
+}
+
+struct State {
+    pos: usize,
+    notes: Vec<String>,
+    blocked: bool,
+    /// The soonest an unavailable endpoint of the chain may take requests
+    /// again, and how long events may wait for it (its `max_wait_ms`).
+    unavailable: Option<(Duration, Duration)>,
+    /// Only failures of the kind "the worker ran and failed".
+    only_failures: bool,
+    waited_since: Option<Instant>,
+    ready_at: Instant,
+}
+
+impl State {
+    /// Adds a note once (waiting rounds repeat the same reasons).
+    fn note(&mut self, text: String) {
+        if !self.notes.contains(&text) {
+            self.notes.push(text);
+        }
+    }
+}
+
+/// Resolves every job: rounds of grouped requests until each job has an
+/// outcome. `features` holds `width` floats per job.
+pub async fn resolve(workers: Arc<Workers>, jobs: Vec<Job>, features: Arc<Vec<f32>>, width: usize) -> Resolved {
+    let n = jobs.len();
+    let start = Instant::now();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    let mut state: Vec<State> = (0..n)
+        .map(|_| State {
+            pos: 0,
+            notes: Vec::new(),
+            blocked: false,
+            unavailable: None,
+            only_failures: true,
+            waited_since: None,
+            ready_at: start,
+        })
+        .collect();
+    loop {
+        let now = Instant::now();
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut next_ready: Option<Instant> = None;
+        for j in 0..n {
+            if outcomes[j].is_some() {
+                continue;
+            }
+            if state[j].ready_at > now {
+                next_ready = Some(next_ready.map_or(state[j].ready_at, |r| r.min(state[j].ready_at)));
+                continue;
+            }
+            skip_cloud_if_blocked(&workers, &jobs[j], &mut state[j]);
+            match jobs[j].chain.get(state[j].pos) {
+                Some(&w) => groups.entry(w).or_default().push(j),
+                None => {
+                    // Chain exhausted: wait for an unavailable endpoint, or give up.
+                    let s = &mut state[j];
+                    let since = *s.waited_since.get_or_insert(now);
+                    match s.unavailable {
+                        Some((retry_in, max_wait)) if !s.blocked && now.duration_since(since) < max_wait => {
+                            let left = max_wait - now.duration_since(since);
+                            s.ready_at = now + retry_in.clamp(Duration::from_millis(10), left);
+                            s.pos = 0;
+                            s.unavailable = None;
+                            next_ready = Some(next_ready.map_or(s.ready_at, |r| r.min(s.ready_at)));
+                        }
+                        _ => outcomes[j] = Some(give_up(&jobs[j], s, now.duration_since(since))),
+                    }
+                }
+            }
+        }
+        if groups.is_empty() {
+            match next_ready {
+                Some(at) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        let rounds = groups.into_iter().map(|(w, js)| {
+            let workers = workers.clone();
+            let features = features.clone();
+            let inputs: Vec<(usize, Option<Duration>, String, Vec<Value>)> = js
+                .iter()
+                .map(|&j| (j, jobs[j].deadline, jobs[j].id.clone(), cloud_values(&workers, w, &jobs[j])))
+                .collect();
+            async move { (w, ask(&workers, w, inputs, &features, width).await) }
+        });
+        for (w, results) in futures::future::join_all(rounds).await {
+            for (j, result) in results {
+                let s = &mut state[j];
+                match result {
+                    Ok(answer) => {
+                        let fallback = (s.pos > 0).then(|| s.notes.join("; "));
+                        outcomes[j] = Some(Outcome::Served { worker: w, answer, fallback });
+                    }
+                    Err(Miss::Next(note)) => {
+                        s.note(note);
+                        s.pos += 1;
+                    }
+                    Err(Miss::Skip(note)) => {
+                        s.note(note);
+                        s.only_failures = false;
+                        s.pos += 1;
+                    }
+                    Err(Miss::Blocked(note)) => {
+                        s.note(note);
+                        s.blocked = true;
+                        s.only_failures = false;
+                        s.pos += 1;
+                    }
+                    Err(Miss::Unavailable { note, retry_in, pause }) => {
+                        s.only_failures = false;
+                        if pause {
+                            // The policy says wait for this endpoint, not fall back.
+                            s.ready_at = Instant::now() + retry_in.max(Duration::from_millis(10));
+                            s.note(note);
+                            continue;
+                        }
+                        s.note(note);
+                        let max_wait = match &workers.list[w].1 {
+                            Worker::Cloud(c) => c.max_wait(),
+                            Worker::Local(_) => Duration::ZERO,
+                        };
+                        s.unavailable = Some(match s.unavailable {
+                            Some((r, m)) => (r.min(retry_in), m.max(max_wait)),
+                            None => (retry_in, max_wait),
+                        });
+                        s.pos += 1;
+                    }
+                }
+            }
+        }
+    }
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every job resolved")).collect();
+    let (shadows, shadow_failed) = shadow(&workers, &jobs, &outcomes, &features, width).await;
+    Resolved { outcomes, shadows, shadow_failed }
+}
+
+/// After the last PII check blocked a request, cloud workers are passed over.
+fn skip_cloud_if_blocked(workers: &Workers, job: &Job, s: &mut State) {
+    if !s.blocked {
+        return;
+    }
+    while let Some(&w) = job.chain.get(s.pos) {
+        if !workers.list[w].1.is_cloud() {
+            break;
+        }
+        s.note(format!("worker `{}` skipped: the request was blocked before egress", workers.name(w)));
+        s.pos += 1;
+    }
+}
+
+fn give_up(job: &Job, s: &State, waited: Duration) -> Outcome {
+    let mut message = if s.notes.is_empty() { "no worker in the plan".to_string() } else { s.notes.join("; ") };
+    if !job.withheld.is_empty() {
+        message.push_str(&format!(
+            "; not offered (the event may not leave the trusted boundary): {}",
+            job.withheld.join(", ")
+        ));
+    }
+    if waited >= Duration::from_millis(1) && !s.blocked && !s.only_failures {
+        message.push_str(&format!("; waited {} ms", waited.as_millis()));
+    }
+    let class = if s.blocked {
+        ErrorClass::EgressBlocked
+    } else if s.only_failures {
+        ErrorClass::InferenceFailed
+    } else {
+        ErrorClass::NoPath
+    };
+    Outcome::Failed { class, message }
+}
+
+fn cloud_values(workers: &Workers, w: usize, job: &Job) -> Vec<Value> {
+    if workers.list[w].1.is_cloud() {
+        job.values.clone()
+    } else {
+        Vec::new()
+    }
+}
+
+fn rows_of(features: &[f32], width: usize, jobs: impl Iterator<Item = usize>) -> Vec<f32> {
+    let mut out = Vec::new();
+    for j in jobs {
+        out.extend_from_slice(&features[j * width..(j + 1) * width]);
+    }
+    out
+}
+
+/// One request of a group of events to worker `w`.
+async fn ask(
+    workers: &Workers,
+    w: usize,
+    inputs: Vec<(usize, Option<Duration>, String, Vec<Value>)>,
+    features: &[f32],
+    width: usize,
+) -> Vec<(usize, Result<Answer, Miss>)> {
+    let name = workers.name(w);
+    match &workers.list[w].1 {
+        Worker::Local(worker) => {
+            let input = rows_of(features, width, inputs.iter().map(|i| i.0));
+            match worker.infer(input, inputs.len()).await {
+                Ok(s) => inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(row, i)| {
+                        let answer = Answer {
+                            score: Some(f64::from(s.score[row])),
+                            label: Some(s.label[row]),
+                            outputs: None,
+                            model: worker.model().clone(),
+                        };
+                        (i.0, Ok(answer))
+                    })
+                    .collect(),
+                Err(e) => {
+                    inputs.iter().map(|i| (i.0, Err(Miss::Next(format!("worker `{name}` failed: {e}"))))).collect()
+                }
+            }
+        }
+        Worker::Cloud(worker) => {
+            if let Err(e) = worker.admit() {
+                return inputs.iter().map(|i| (i.0, Err(miss(name, e.clone())))).collect();
+            }
+            let expected = worker.expected_latency();
+            let mut out = Vec::with_capacity(inputs.len());
+            let mut send = Vec::with_capacity(inputs.len());
+            let mut sent = Vec::with_capacity(inputs.len());
+            for (j, deadline, id, values) in inputs {
+                match (deadline, expected) {
+                    (Some(d), Some(e)) if e > d => out.push((
+                        j,
+                        Err(Miss::Skip(format!(
+                            "worker `{name}` too slow for the event's latency budget (expected {} ms > {} ms)",
+                            e.as_millis(),
+                            d.as_millis()
+                        ))),
+                    )),
+                    _ => {
+                        send.push(CloudInput { id, features: features[j * width..(j + 1) * width].to_vec(), values });
+                        sent.push(j);
+                    }
+                }
+            }
+            if !send.is_empty() {
+                let answers = worker.infer(send).await;
+                for (j, a) in sent.into_iter().zip(answers) {
+                    out.push((
+                        j,
+                        a.map(|a| Answer { score: a.score, label: a.label, outputs: a.outputs, model: a.model })
+                            .map_err(|e| miss(name, e)),
+                    ));
+                }
+            }
+            out
+        }
+    }
+}
+
+fn miss(name: &str, e: CloudError) -> Miss {
+    match e {
+        CloudError::Unavailable { reason, retry_in, pause } => Miss::Unavailable { note: reason, retry_in, pause },
+        CloudError::Blocked(msg) => Miss::Blocked(format!("worker `{name}`: request blocked before egress: {msg}")),
+        CloudError::Failed(msg) => Miss::Next(format!("worker `{name}` failed: {msg}")),
+    }
+}
+
+/// Sends the sampled events to their shadow workers (once, no fallback).
+async fn shadow(
+    workers: &Arc<Workers>,
+    jobs: &[Job],
+    outcomes: &[Outcome],
+    features: &Arc<Vec<f32>>,
+    width: usize,
+) -> (Vec<(usize, usize, Answer)>, u64) {
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (j, job) in jobs.iter().enumerate() {
+        if let (Some(sw), Outcome::Served { worker, .. }) = (job.shadow, &outcomes[j]) {
+            if sw != *worker {
+                groups.entry(sw).or_default().push(j);
+            }
+        }
+    }
+    if groups.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let rounds = groups.into_iter().map(|(w, js)| {
+        let inputs: Vec<_> =
+            js.iter().map(|&j| (j, None, jobs[j].id.clone(), cloud_values(workers, w, &jobs[j]))).collect();
+        async move { (w, ask(workers, w, inputs, features, width).await) }
+    });
+    let mut shadows = Vec::new();
+    let mut failed = 0;
+    for (w, results) in futures::future::join_all(rounds).await {
+        for (j, r) in results {
+            match r {
+                Ok(a) => shadows.push((j, w, a)),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    shadows.sort_by_key(|s| s.0);
+    (shadows, failed)
+}
