@@ -11,6 +11,7 @@ mod manifest;
 mod pipeline;
 mod report;
 mod resolve;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,36 @@ enum Command {
         /// Table folder for the demo's results (emptied first).
         #[arg(long, default_value = "data/demo")]
         tables: PathBuf,
+    },
+    /// Serve the model registry over the KServe V2 REST protocol (health,
+    /// metadata, infer), batching like the local worker.
+    Serve {
+        /// Model registry folder.
+        #[arg(long, default_value = "pipelines/models")]
+        registry: PathBuf,
+        /// Model to serve, `name` or `name:version` (repeatable); default:
+        /// every model of the registry at its highest version.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Require `Authorization: Bearer <token>` with the token in this
+        /// environment variable.
+        #[arg(long, conflicts_with = "token_file")]
+        token_env: Option<String>,
+        /// Require a bearer token read from this file.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Most rows per model execution.
+        #[arg(long, default_value_t = 1024)]
+        max_batch_size: usize,
+        /// Longest a request waits for others to join its batch, in ms.
+        #[arg(long, default_value_t = 2)]
+        max_queue_delay_ms: u64,
+        /// ONNX Runtime sessions per model.
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
     },
     /// Measure baselines: raw ONNX Runtime throughput, raw Kafka consume rate.
     #[command(subcommand)]
@@ -198,6 +229,32 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve {
+            registry,
+            models,
+            listen,
+            token_env,
+            token_file,
+            max_batch_size,
+            max_queue_delay_ms,
+            instances,
+        } => {
+            let auth = (token_env.is_some() || token_file.is_some()).then_some(
+                switchyard_workers::cloud::AuthConfig { bearer_env: token_env, bearer_file: token_file },
+            );
+            anyhow::ensure!(max_batch_size > 0, "--max-batch-size must be at least 1");
+            serve::serve(serve::ServeOptions {
+                registry,
+                models,
+                listen,
+                auth,
+                max_batch_size,
+                max_queue_delay_ms,
+                instances,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { manifest } => {
             let loaded = manifest::load(&manifest)?;
             let problems = loaded.validate();

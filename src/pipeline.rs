@@ -382,7 +382,8 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
