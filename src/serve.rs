@@ -64,8 +64,31 @@ struct AppState {
     token: Option<Secret>,
 }
 
-/// Loads the models and serves until Ctrl-C / SIGTERM.
-pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+/// A server that is listening.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it serves: (model, version, features).
+    pub models: Vec<(String, String, usize)>,
+    /// Whether a bearer token is required.
+    pub auth: bool,
+    server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>,
+}
+
+impl Running {
+    /// Serves until `stop` resolves.
+    pub async fn until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Running { server, .. } = self;
+        tokio::select! {
+            r = server => r.context("server failed")?,
+            _ = stop => {}
+        }
+        Ok(())
+    }
+}
+
+/// Loads the models and binds the listener.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     init_runtime(None)?;
     let names = if opts.models.is_empty() { registry_models(&opts.registry)? } else { opts.models.clone() };
     anyhow::ensure!(!names.is_empty(), "{}: no models in the registry", opts.registry.display());
@@ -105,16 +128,25 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    for (name, m) in &models {
-        println!("serving model {name} version {} ({} features, input `{}`)", m.version, m.width, m.input);
+    let served = models.iter().map(|(n, m)| (n.clone(), m.version.clone(), m.width)).collect();
+    let auth = token.is_some();
+    let state = Arc::new(AppState { models, token });
+    let server = Box::pin(async move { axum::serve(listener, app(state)).await });
+    Ok(Running { addr, models: served, auth, server })
+}
+
+/// Loads the models and serves until Ctrl-C / SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let running = start(opts).await?;
+    for (name, version, width) in &running.models {
+        println!("serving model {name} version {version} ({width} features)");
     }
     println!(
-        "listening on http://{addr} (KServe V2 REST{})",
-        if token.is_some() { ", bearer token required" } else { "" }
+        "listening on http://{} (KServe V2 REST{})",
+        running.addr,
+        if running.auth { ", bearer token required" } else { "" }
     );
-    let state = Arc::new(AppState { models, token });
-    axum::serve(listener, app(state)).with_graceful_shutdown(crate::pipeline::shutdown_signal()).await?;
-    Ok(())
+    running.until(crate::pipeline::shutdown_signal()).await
 }
 
 fn registry_models(registry: &Path) -> anyhow::Result<Vec<String>> {
