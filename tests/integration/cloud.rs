@@ -826,6 +826,18 @@ fn openai_planted_pii_never_leaves_and_unredacted_pii_is_blocked() {
         );
         let answers = w.infer(inputs.clone()).await;
         assert_eq!(answers.len(), 10);
+        // First what matters most: nothing planted reached the wire.
+        let seen = proxy.requests();
+        let mut leaks = Vec::new();
+        for r in &seen {
+            for value in &planted {
+                if r.contains(value) {
+                    leaks.push(format!("request {} carries {value:?}", r.n));
+                }
+            }
+        }
+        assert!(leaks.is_empty(), "{} planted values reached the wire:\n{}", leaks.len(), leaks.join("\n"));
+        assert_eq!(seen.iter().filter(|r| r.method == "POST").count(), 8, "blocked requests must not be sent");
         let mut echoes = Vec::new();
         for (i, a) in answers.iter().enumerate().take(8) {
             let a = a.as_ref().unwrap_or_else(|e| panic!("event {i}: {e}"));
@@ -853,17 +865,6 @@ fn openai_planted_pii_never_leaves_and_unredacted_pii_is_blocked() {
         assert_eq!(hashes[0], hashes[1]);
         assert_ne!(hashes[1], hashes[2]);
 
-        let seen = proxy.requests();
-        assert_eq!(seen.iter().filter(|r| r.method == "POST").count(), 8, "blocked requests must not be sent");
-        let mut leaks = Vec::new();
-        for r in &seen {
-            for value in &planted {
-                if r.contains(value) {
-                    leaks.push(format!("request {} carries {value:?}", r.n));
-                }
-            }
-        }
-        assert!(leaks.is_empty(), "{} planted values reached the wire:\n{}", leaks.len(), leaks.join("\n"));
         let s = w.snapshot();
         assert_eq!((s.requests, s.rows, s.blocked_rows), (8, 8, 2));
     });
