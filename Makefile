@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup setup-broker demo test test-rust test-python lint bench clean
+.PHONY: setup setup-broker setup-peers demo test test-rust test-python lint bench clean
 
 setup:            ## Python packages and the ONNX Runtime library (.venv)
 	scripts/setup.sh
@@ -10,10 +10,13 @@ setup:            ## Python packages and the ONNX Runtime library (.venv)
 setup-broker:     ## setup + the tansu Kafka broker for integration tests
 	scripts/setup.sh --broker
 
+setup-peers:      ## setup + .venv-peers: MLServer and the LiteLLM proxy the cloud worker tests talk to
+	scripts/setup.sh --peers
+
 demo: setup       ## whole pipeline end to end on an embedded Kafka
 	$(CARGO) run --quiet -- demo
 
-test: setup-broker lint test-rust test-python   ## everything CI runs
+test: setup-broker setup-peers lint test-rust test-python   ## everything CI runs
 
 test-rust:
 	$(CARGO) test --workspace --all-targets

@@ -1,10 +1,15 @@
 //! End-to-end and integration tests of the `switchyard` binary, one module
 //! per area. Tests that need a broker use a real tansu process: the one at
 //! `$KAFKA_BOOTSTRAP`, or one this test binary starts (and stops) itself.
+//! Cloud worker tests (`cloud`) talk to real servers started from
+//! `.venv-peers` (`peers`), through a fault-injecting proxy (`proxy`).
 
 mod broker;
+mod cloud;
 mod crash;
 mod e2e;
 mod kafka_source;
 mod model;
+mod peers;
+mod proxy;
 mod support;
