@@ -22,12 +22,16 @@ pub struct DemoOptions {
     pub manifest: PathBuf,
     /// Where the demo's tables go (emptied first).
     pub tables: PathBuf,
+    /// `embedded`: serve the manifest's local registry with `switchyard
+    /// serve` in this process and point every `kserve_v2` worker at it;
+    /// `manifest`: use the endpoints the manifest names.
+    pub endpoint: String,
 }
 
 /// Produces synthetic transactions, runs the pipeline over them, prints the
 /// summary and a sample query.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    let loaded = manifest::load(&opts.manifest)?;
+    let mut loaded = manifest::load(&opts.manifest)?;
     let problems = loaded.validate();
     if !problems.is_empty() {
         anyhow::bail!("{}: invalid manifest:\n{problems}", opts.manifest.display());
@@ -57,6 +61,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
 
     clear_tables(&opts.tables)?;
+    let endpoint = match opts.endpoint.as_str() {
+        "embedded" => embed_endpoint(&mut loaded, &opts.tables).await?,
+        "manifest" => None,
+        other => anyhow::bail!("--endpoint must be `embedded` or `manifest`, not `{other}`"),
+    };
     let mut gen = Generator::new(GenOptions::default());
     let records: Vec<_> = (0..opts.events).map(|_| gen.next_record()).collect();
     let malformed = records.iter().filter(|r| r.malformed).count();
@@ -78,6 +87,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
     )
     .await?;
+    if let Some(server) = endpoint {
+        server.abort();
+    }
     println!("{}", report::summary(&summary));
     let accounted = summary.predictions + summary.dlq;
     if accounted == opts.events {
@@ -89,15 +101,71 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         println!("warning: produced {} events but {} were accounted for\n", opts.events, accounted);
     }
 
-    let sql = "SELECT route, rule_id, sensitivity, count(*) AS events, round(avg(score), 4) AS avg_score, \
-               sum(label) AS flagged FROM predictions GROUP BY route, rule_id, sensitivity ORDER BY events DESC";
+    let sql = "SELECT route, fallback, shadow, rule_id, sensitivity, count(*) AS events, \
+               round(avg(score), 4) AS avg_score, sum(label) AS flagged FROM predictions \
+               GROUP BY route, fallback, shadow, rule_id, sensitivity ORDER BY events DESC";
     println!("sample query: switchyard sql --tables {} \"{sql}\"", opts.tables.display());
     let ctx = switchyard_sink::catalog::open(&opts.tables).await?;
     let batches = switchyard_sink::catalog::query(&ctx, sql).await?;
     println!("{}", switchyard_sink::catalog::format(&batches)?);
+    if summary.shadows.values().sum::<u64>() > 0 {
+        let sql = "SELECT a.route AS answered_by, s.route AS shadow_by, count(*) AS pairs, \
+                   max(abs(a.score - s.score)) AS max_abs_score_diff, \
+                   sum(CASE WHEN a.label = s.label THEN 1 ELSE 0 END) AS same_label \
+                   FROM predictions a JOIN predictions s ON a.lineage_id = s.lineage_id AND s.shadow \
+                   WHERE NOT a.shadow GROUP BY 1, 2";
+        println!("shadow comparison: switchyard sql --tables {} \"{sql}\"", opts.tables.display());
+        println!("{}", switchyard_sink::catalog::format(&switchyard_sink::catalog::query(&ctx, sql).await?)?);
+    }
     let sql = "SELECT error_class, stage, count(*) AS records FROM dlq GROUP BY 1, 2 ORDER BY 3 DESC";
     println!("{}", switchyard_sink::catalog::format(&switchyard_sink::catalog::query(&ctx, sql).await?)?);
     Ok(())
+}
+
+/// Starts `switchyard serve` on the registry of the manifest's first local
+/// worker, with a fresh bearer token, and points every `kserve_v2` worker at
+/// it. `None` when the manifest has no such worker.
+async fn embed_endpoint(
+    loaded: &mut manifest::Loaded,
+    tables: &Path,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    use switchyard_workers::WorkerConfig;
+    let workers = &mut loaded.manifest.workers;
+    if !workers.values().any(|w| matches!(w, WorkerConfig::KserveV2(_))) {
+        return Ok(None);
+    }
+    let registry = workers
+        .values()
+        .find_map(|w| match w {
+            WorkerConfig::Onnx(c) => Some(loaded.base.join(&c.registry)),
+            _ => None,
+        })
+        .context("the embedded endpoint serves the registry of a local worker, and the manifest has none")?;
+    std::fs::create_dir_all(tables)?;
+    let token_file = std::path::absolute(tables.join(".endpoint-token"))?;
+    let token: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    std::fs::write(&token_file, &token).with_context(|| format!("writing {}", token_file.display()))?;
+    let auth = switchyard_workers::cloud::AuthConfig { bearer_env: None, bearer_file: Some(token_file) };
+    let running = crate::serve::start(crate::serve::ServeOptions {
+        registry,
+        models: Vec::new(),
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        auth: Some(auth.clone()),
+        max_batch_size: 1024,
+        max_queue_delay_ms: 2,
+        instances: 1,
+    })
+    .await
+    .context("starting the embedded endpoint")?;
+    let url = format!("http://{}", running.addr);
+    eprintln!("embedded KServe V2 endpoint (switchyard serve) at {url}");
+    for w in workers.values_mut() {
+        if let WorkerConfig::KserveV2(c) = w {
+            c.url = url.clone();
+            c.auth = Some(auth.clone());
+        }
+    }
+    Ok(Some(tokio::spawn(running.until(std::future::pending()))))
 }
 
 fn clear_tables(dir: &Path) -> anyhow::Result<()> {

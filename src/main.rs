@@ -87,11 +87,16 @@ enum Command {
         #[arg(long, default_value = "mock")]
         broker: String,
         /// Manifest to run.
-        #[arg(long, default_value = "pipelines/fraud.yaml")]
+        #[arg(long, default_value = "pipelines/hybrid.yaml")]
         manifest: PathBuf,
         /// Table folder for the demo's results (emptied first).
         #[arg(long, default_value = "data/demo")]
         tables: PathBuf,
+        /// `embedded`: serve the local registry in-process (`switchyard
+        /// serve`) as the endpoint of every `kserve_v2` worker; `manifest`:
+        /// the endpoints the manifest names.
+        #[arg(long, default_value = "embedded")]
+        endpoint: String,
     },
     /// Serve the model registry over the KServe V2 REST protocol (health,
     /// metadata, infer), batching like the local worker.
@@ -239,9 +244,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             max_queue_delay_ms,
             instances,
         } => {
-            let auth = (token_env.is_some() || token_file.is_some()).then_some(
-                switchyard_workers::cloud::AuthConfig { bearer_env: token_env, bearer_file: token_file },
-            );
+            let auth = (token_env.is_some() || token_file.is_some())
+                .then_some(switchyard_workers::cloud::AuthConfig { bearer_env: token_env, bearer_file: token_file });
             anyhow::ensure!(max_batch_size > 0, "--max-batch-size must be at least 1");
             serve::serve(serve::ServeOptions {
                 registry,
@@ -322,8 +326,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::json!({"bench": "consume", "messages": n, "seconds": secs, "rows_per_s": rate}));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { events, broker, manifest, tables } => {
-            demo::run(demo::DemoOptions { events, broker, manifest, tables }).await?;
+        Command::Demo { events, broker, manifest, tables, endpoint } => {
+            demo::run(demo::DemoOptions { events, broker, manifest, tables, endpoint }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {

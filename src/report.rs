@@ -21,7 +21,15 @@ pub fn summary(s: &Summary) -> String {
         let _ = writeln!(out, "replayed       {:>10}   (already durable, skipped)", s.replayed);
     }
     for (route, n) in &s.by_route {
-        let _ = writeln!(out, "route {route:<10} {n:>9}");
+        let fallback = s.fallbacks.get(route).copied().unwrap_or(0);
+        let note = if fallback > 0 { format!("   ({fallback} as a fallback)") } else { String::new() };
+        let _ = writeln!(out, "route {route:<14} {n:>9}{note}");
+    }
+    for (route, n) in &s.shadows {
+        let _ = writeln!(out, "shadow {route:<13} {n:>9}   (comparison rows, Parquet only)");
+    }
+    if s.shadow_failed > 0 {
+        let _ = writeln!(out, "shadow unanswered    {:>9}", s.shadow_failed);
     }
     for (rule, n) in &s.by_rule {
         let _ = writeln!(out, "  rule {rule:<20} {n:>9}");
@@ -38,6 +46,35 @@ pub fn summary(s: &Summary) -> String {
                 "worker {w:<9} {batches:>6} model runs, {:.0} rows per run",
                 *rows as f64 / *batches as f64
             );
+        }
+    }
+    for (w, c) in &s.cloud {
+        let _ = writeln!(
+            out,
+            "cloud {w:<14} {:>6} requests, {:.1} rows per request, {} retries, {} throttled (429), circuit {:?}{}",
+            c.requests,
+            c.rows as f64 / c.requests.max(1) as f64,
+            c.retries,
+            c.throttled,
+            c.breaker,
+            if c.breaker_opened > 0 { format!(" (opened {}×)", c.breaker_opened) } else { String::new() },
+        );
+        let mut refused = Vec::new();
+        if c.unavailable_rows > 0 {
+            refused
+                .push(format!("{} rows refused while unavailable (circuit open or budget spent)", c.unavailable_rows));
+        }
+        if c.failed_rows > 0 {
+            refused.push(format!("{} rows failed after retries", c.failed_rows));
+        }
+        if c.blocked_rows > 0 {
+            refused.push(format!("{} rows blocked by the last PII check", c.blocked_rows));
+        }
+        if let Some(spent) = c.budget_spent {
+            refused.push(format!("budget spent {spent:.4}"));
+        }
+        if !refused.is_empty() {
+            let _ = writeln!(out, "      {:<14} {}", "", refused.join("; "));
         }
     }
     let _ = writeln!(out, "consumer pauses {:>9}   (backpressure)", s.pauses);
@@ -80,6 +117,22 @@ pub fn json(s: &Summary) -> serde_json::Value {
         "latency_ms": {"p50": q(&s.latency_us, 0.5), "p95": q(&s.latency_us, 0.95), "p99": q(&s.latency_us, 0.99)},
         "event_age_ms": {"p50": q(&s.event_latency_us, 0.5), "p95": q(&s.event_latency_us, 0.95), "p99": q(&s.event_latency_us, 0.99)},
         "by_route": s.by_route,
+        "fallbacks": s.fallbacks,
+        "shadows": s.shadows,
+        "shadow_failed": s.shadow_failed,
+        "cloud": s.cloud.iter().map(|(w, c)| (w.clone(), serde_json::json!({
+            "requests": c.requests,
+            "attempts": c.attempts,
+            "retries": c.retries,
+            "rows": c.rows,
+            "failed_rows": c.failed_rows,
+            "unavailable_rows": c.unavailable_rows,
+            "blocked_rows": c.blocked_rows,
+            "throttled": c.throttled,
+            "breaker": format!("{:?}", c.breaker).to_lowercase(),
+            "breaker_opened": c.breaker_opened,
+            "budget_spent": c.budget_spent,
+        }))).collect::<serde_json::Map<_, _>>(),
         "by_rule": s.by_rule,
         "dlq_by_class": s.dlq_by_class,
         "pauses": s.pauses,

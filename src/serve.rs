@@ -263,7 +263,11 @@ async fn model_metadata_v(
     metadata(&state, &headers, &name, Some(&version))
 }
 
-async fn model_ready(State(state): State<Arc<AppState>>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> ApiResult {
+async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult {
     authorize(&state, &headers)?;
     model(&state, &name, None)?;
     Ok(Json(json!({"name": name, "ready": true})).into_response())

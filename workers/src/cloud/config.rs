@@ -222,8 +222,8 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
-    /// Consecutive failed requests (5xx, timeouts, connection errors, after
-    /// retries) that open the circuit. Default: 5.
+    /// Consecutive failed attempts (5xx, timeouts, connection errors; each
+    /// retry is an attempt) that open the circuit. Default: 5.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
     /// How long the circuit stays open before probes are let through, in ms.

@@ -493,6 +493,7 @@ impl Shared {
                 let fired = last_check(self.scanner.as_ref(), &String::from_utf8_lossy(&body));
                 if !fired.is_empty() {
                     let msg = format!("{} found in the request body", fired.join(", "));
+                    metrics::counter!(metric::BLOCKED, "worker" => self.name.clone()).increment(1);
                     return self.answer_all(kept, CloudError::Blocked(msg));
                 }
                 (c.path().to_string(), body, kept, c.estimate_tokens(&texts))
