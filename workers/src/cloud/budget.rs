@@ -1,6 +1,8 @@
 //! The spending limit of one endpoint: costs per request and per 1000 tokens
 //! add up over fixed windows (`window_s`, counted from start-up); near the
 //! limit a warning, at the limit requests are refused until the next window.
+//! Requests in flight hold a reservation of their estimated cost, so
+//! concurrent requests cannot together overshoot the limit.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,7 +26,43 @@ pub enum BudgetLevel {
 struct Window {
     index: u64,
     spent: f64,
+    /// Estimated cost of requests in flight.
+    reserved: f64,
     warned: bool,
+}
+
+/// The estimated cost of a request in flight; released when dropped
+/// unless [`Reservation::settle`]d with the actual cost.
+#[derive(Debug)]
+pub struct Reservation<'a, C: Clock> {
+    budget: &'a Budget<C>,
+    index: u64,
+    amount: f64,
+    done: bool,
+}
+
+impl<C: Clock> Reservation<'_, C> {
+    /// Replaces the reservation by the actual cost.
+    pub fn settle(mut self, cost: f64) -> BudgetLevel {
+        self.release();
+        self.budget.spend(cost)
+    }
+
+    fn release(&mut self) {
+        if !self.done {
+            self.done = true;
+            let (mut w, _) = self.budget.current();
+            if w.index == self.index {
+                w.reserved = (w.reserved - self.amount).max(0.0);
+            }
+        }
+    }
+}
+
+impl<C: Clock> Drop for Reservation<'_, C> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// A budget on clock `C`.
@@ -40,7 +78,7 @@ impl<C: Clock> Budget<C> {
     /// A fresh budget; the first window starts now.
     pub fn new(config: BudgetConfig, clock: C) -> Self {
         let start = clock.now();
-        Budget { config, clock, start, window: Mutex::new(Window { index: 0, spent: 0.0, warned: false }) }
+        Budget { config, clock, start, window: Mutex::new(Window { index: 0, spent: 0.0, reserved: 0.0, warned: false }) }
     }
 
     fn window_len(&self) -> Duration {
@@ -55,7 +93,7 @@ impl<C: Clock> Budget<C> {
         let index = (since.as_nanos() / len.as_nanos()) as u64;
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         if w.index != index {
-            *w = Window { index, spent: 0.0, warned: false };
+            *w = Window { index, spent: 0.0, reserved: 0.0, warned: false };
         }
         let next = len * (index as u32 + 1);
         (w, next.saturating_sub(since))
@@ -75,6 +113,20 @@ impl<C: Clock> Budget<C> {
         } else {
             Ok(())
         }
+    }
+
+    /// Reserves `estimate` for a request about to be sent: refused (with
+    /// the time until the next window) when what is spent plus what is in
+    /// flight plus `estimate` would pass the limit.
+    pub fn reserve(&self, estimate: f64) -> Result<Reservation<'_, C>, Duration> {
+        let (mut w, until_next) = self.current();
+        // A relative tolerance, so that n × cost reaches a limit of n × cost.
+        let limit = self.config.limit * (1.0 + 1e-9);
+        if w.spent >= self.config.limit || w.spent + w.reserved + estimate > limit {
+            return Err(until_next);
+        }
+        w.reserved += estimate;
+        Ok(Reservation { budget: self, index: w.index, amount: estimate, done: false })
     }
 
     /// Adds `cost` to the current window.
@@ -133,5 +185,35 @@ mod tests {
         clock.advance(Duration::from_secs(45));
         assert!(b.check().is_ok());
         assert_eq!(b.spent(), 0.0);
+    }
+
+    #[test]
+    fn requests_in_flight_cannot_overshoot_the_limit() {
+        let (b, clock) = budget();
+        // Ten requests of cost 1 may be in flight at once against a limit of 10…
+        let held: Vec<_> = (0..10).map(|_| b.reserve(1.0).expect("within the limit")).collect();
+        // …but not an eleventh, though nothing is spent yet.
+        assert_eq!(b.spent(), 0.0);
+        assert!(b.reserve(1.0).is_err());
+        // A failed request releases its reservation without spending.
+        let mut held = held.into_iter();
+        drop(held.next());
+        let again = b.reserve(1.0).expect("released room");
+        // Settling spends the actual cost, which may differ from the estimate.
+        assert_eq!(again.settle(0.5), BudgetLevel::Ok);
+        assert_eq!(b.spent(), 0.5);
+        assert!(b.reserve(0.5).is_ok(), "0.5 spent + 9 in flight + 0.5 = 10");
+        for r in held {
+            r.settle(1.0);
+        }
+        assert_eq!(b.spent(), 9.5);
+        assert!(b.reserve(1.0).is_err());
+        // A new window starts empty, and a reservation from the old one
+        // does not count against it.
+        let old = b.reserve(0.5).unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(old.settle(0.5), BudgetLevel::Ok);
+        assert_eq!(b.spent(), 0.5);
+        assert!(b.reserve(9.5).is_ok());
     }
 }

@@ -22,7 +22,7 @@ mod secret;
 mod worker;
 
 pub use breaker::{BreakerState, CircuitBreaker, Permit};
-pub use budget::{Budget, BudgetLevel};
+pub use budget::{Budget, BudgetLevel, Reservation};
 pub use config::{
     AuthConfig, BreakerConfig, BudgetConfig, CloudWorkerConfig, OnExhausted, OpenAiApi, Protocol, RateLimitConfig,
     RedactOp, RedactRule, RetryConfig, ScoreFrom, TensorType,

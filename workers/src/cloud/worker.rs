@@ -19,7 +19,7 @@ use switchyard_schemas::{ModelRef, PiiScanner, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::cloud::breaker::{BreakerState, CircuitBreaker};
-use crate::cloud::budget::{Budget, BudgetLevel};
+use crate::cloud::budget::{Budget, BudgetLevel, Reservation};
 use crate::cloud::config::{CloudWorkerConfig, OnExhausted, Protocol};
 use crate::cloud::kserve::KserveCodec;
 use crate::cloud::limiter::EndpointLimiter;
@@ -408,13 +408,7 @@ impl Shared {
     fn admit(&self) -> std::result::Result<(), CloudError> {
         if let Some(b) = &self.budget {
             if let Err(wait) = b.check() {
-                let cfg = self.config.budget.as_ref().map(|c| (c.limit, c.window_s, c.on_exhausted));
-                let (limit, window, on) = cfg.unwrap_or((0.0, 0, OnExhausted::Fallback));
-                return Err(CloudError::Unavailable {
-                    reason: format!("worker `{}`: budget of {limit} per {window} s spent", self.name),
-                    retry_in: wait,
-                    pause: on == OnExhausted::Pause,
-                });
+                return Err(self.budget_spent(wait));
             }
         }
         if let Some(wait) = self.breaker.open_for() {
@@ -425,6 +419,16 @@ impl Shared {
             });
         }
         Ok(())
+    }
+
+    fn budget_spent(&self, wait: Duration) -> CloudError {
+        let cfg = self.config.budget.as_ref().map(|c| (c.limit, c.window_s, c.on_exhausted));
+        let (limit, window, on) = cfg.unwrap_or((0.0, 0, OnExhausted::Fallback));
+        CloudError::Unavailable {
+            reason: format!("worker `{}`: budget of {limit} per {window} s spent", self.name),
+            retry_in: wait,
+            pause: on == OnExhausted::Pause,
+        }
     }
 
     fn answer_all(&self, jobs: Vec<Job>, err: CloudError) {
@@ -499,6 +503,15 @@ impl Shared {
                 (c.path().to_string(), body, kept, c.estimate_tokens(&texts))
             }
         };
+        // The estimated cost is held while the request is in flight, so
+        // concurrent requests cannot overshoot the budget together.
+        let reservation = match &self.budget {
+            Some(b) => match b.reserve(b.cost(u64::from(tokens))) {
+                Ok(r) => Some(r),
+                Err(wait) => return self.answer_all(jobs, self.budget_spent(wait)),
+            },
+            None => None,
+        };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}{path}", self.base);
         let mut attempt = 0u32;
@@ -532,7 +545,7 @@ impl Shared {
                     self.count_attempt("ok");
                     return match answered {
                         Ok((answers, used_tokens)) => {
-                            self.spend(used_tokens);
+                            self.spend(reservation, used_tokens);
                             self.stats.rows.fetch_add(answers.len() as u64, Ordering::Relaxed);
                             metrics::counter!(metric::ROWS, "worker" => self.name.clone())
                                 .increment(answers.len() as u64);
@@ -623,9 +636,13 @@ impl Shared {
         }
     }
 
-    fn spend(&self, tokens: u64) {
+    fn spend(&self, reservation: Option<Reservation<'_, MonotonicClock>>, tokens: u64) {
         let Some(b) = &self.budget else { return };
-        let level = b.spend(b.cost(tokens));
+        let cost = b.cost(tokens);
+        let level = match reservation {
+            Some(r) => r.settle(cost),
+            None => b.spend(cost),
+        };
         metrics::gauge!(metric::BUDGET_SPENT, "worker" => self.name.clone()).set(b.spent());
         match level {
             BudgetLevel::Ok => {}
