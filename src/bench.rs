@@ -73,3 +73,187 @@ pub fn consume(bootstrap: &str, topic: &str, group: &str, idle: Duration) -> any
     let secs = first.map_or(0.0, |f| (last - f).as_secs_f64());
     Ok((n, secs))
 }
+
+/// What `switchyard bench cloud` measures, against an in-process
+/// `switchyard serve` on loopback.
+#[derive(Debug, Clone)]
+pub struct CloudBench {
+    /// Model registry folder.
+    pub registry: std::path::PathBuf,
+    /// Model name (highest version).
+    pub model: String,
+    /// Configured requests per second of the rate-limit run.
+    pub rps: f64,
+    /// Length of the rate-limit run, in seconds.
+    pub seconds: f64,
+    /// Requests per latency measurement.
+    pub requests: usize,
+}
+
+/// The cloud worker against its baselines, in one run: the rate it reaches
+/// under excess demand against the configured limit; events per request
+/// with coalescing; the latency it adds to a bare HTTP client posting the
+/// same body to the same server.
+pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
+    use std::sync::Arc;
+    use switchyard_workers::cloud::{CloudInput, CloudWorker, CloudWorkerConfig, Protocol};
+
+    let entry = registry::resolve(&b.registry, &b.model, None)?;
+    let width = entry.metadata.feature_order.len();
+    let input_name = entry.metadata.input.clone();
+    let server = crate::serve::start(crate::serve::ServeOptions {
+        registry: b.registry.clone(),
+        models: vec![b.model.clone()],
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        auth: None,
+        max_batch_size: 1024,
+        max_queue_delay_ms: 0,
+        instances: 1,
+    })
+    .await?;
+    let url = format!("http://{}", server.addr);
+    let server = tokio::spawn(server.until(std::future::pending()));
+
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut row = move || -> Vec<f32> {
+        (0..width)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    };
+    let scanner: Arc<dyn switchyard_schemas::PiiScanner> =
+        Arc::new(switchyard_router::DetectorSet(switchyard_router::Detector::ALL.to_vec()));
+    let worker = |yaml: String| -> anyhow::Result<CloudWorker> {
+        let cfg: CloudWorkerConfig = serde_yaml::from_str(&yaml)?;
+        Ok(CloudWorker::start("bench", Protocol::KserveV2, &cfg, Path::new("."), &[], width, scanner.clone())?)
+    };
+    let base = format!(
+        "{{url: '{url}', model: {}, input_name: {input_name}, timeout_ms: 5000, \
+         retry: {{max_attempts: 1}}, circuit_breaker: {{failure_threshold: 1000000}}",
+        b.model
+    );
+
+    // 1. Added latency: the same single-event request, bare client vs worker.
+    let http = reqwest::Client::new();
+    let infer_url = format!("{url}/v2/models/{}/infer", b.model);
+    let single = worker(format!("{base}, max_batch_size: 1, max_batch_delay_ms: 0, max_concurrency: 1}}"))?;
+    // Interleaved, so drift of the machine affects both alike.
+    let mut bare = Vec::with_capacity(b.requests);
+    let mut client = Vec::with_capacity(b.requests);
+    for i in 0..b.requests + 20 {
+        let body = serde_json::json!({"id": format!("b{i}"),
+            "inputs": [{"name": input_name, "shape": [1, width], "datatype": "FP32", "data": row()}]});
+        let t = Instant::now();
+        let r = http
+            .post(&infer_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body)?)
+            .send()
+            .await?
+            .error_for_status()?;
+        let _: serde_json::Value = serde_json::from_slice(&r.bytes().await?)?;
+        let took = t.elapsed();
+        let input = CloudInput { id: format!("c{i}"), features: row(), values: Vec::new() };
+        let t = Instant::now();
+        let answer = single.infer(vec![input]).await.remove(0);
+        answer.map_err(|e| anyhow::anyhow!("worker request failed: {e}"))?;
+        if i >= 20 {
+            bare.push(took);
+            client.push(t.elapsed());
+        }
+    }
+    let p50 = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1000.0
+    };
+    let p99 = |v: &Vec<Duration>| v[(v.len() * 99 / 100).min(v.len() - 1)].as_secs_f64() * 1000.0;
+    let (bare_p50, client_p50) = (p50(&mut bare), p50(&mut client));
+    let (bare_p99, client_p99) = (p99(&bare), p99(&client));
+
+    // 2. Rate limit under excess demand: twice the events the limit allows,
+    //    one event per request, 8 in flight, the default burst.
+    let limited = worker(format!(
+        "{base}, max_batch_size: 1, max_batch_delay_ms: 0, max_concurrency: 8, \
+         rate_limit: {{requests_per_second: {}}}}}",
+        b.rps
+    ))?;
+    let rate_burst = switchyard_workers::cloud::default_burst(b.rps);
+    let demand = (b.rps * b.seconds * 2.0) as usize;
+    let inputs: Vec<CloudInput> =
+        (0..demand).map(|i| CloudInput { id: format!("r{i}"), features: row(), values: Vec::new() }).collect();
+    let limited = Arc::new(limited);
+    let run = {
+        let w = limited.clone();
+        tokio::spawn(async move { w.infer(inputs).await })
+    };
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(b.seconds)).await;
+    // Attempts are counted as they pass the limiter, i.e. as they go out.
+    let sent = limited.snapshot().attempts;
+    let elapsed = start.elapsed().as_secs_f64();
+    let achieved = sent as f64 / elapsed;
+    let answers = run.await?;
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+
+    // 3. Coalescing: 4096 events at once, and a steady stream of single
+    //    events, into a worker with max_batch_size 64 / max_batch_delay_ms 5.
+    let coalescing =
+        Arc::new(worker(format!("{base}, max_batch_size: 64, max_batch_delay_ms: 5, max_concurrency: 4}}"))?);
+    let burst: Vec<CloudInput> =
+        (0..4096).map(|i| CloudInput { id: format!("k{i}"), features: row(), values: Vec::new() }).collect();
+    let t = Instant::now();
+    let burst_failed = coalescing.infer(burst).await.iter().filter(|a| a.is_err()).count();
+    let burst_secs = t.elapsed().as_secs_f64();
+    let after_burst = coalescing.snapshot();
+    let steady_rate = 2000.0;
+    let mut tasks = Vec::new();
+    let t = Instant::now();
+    for i in 0..2000usize {
+        let due = Duration::from_secs_f64(i as f64 / steady_rate);
+        if let Some(wait) = due.checked_sub(t.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let w = coalescing.clone();
+        let input = CloudInput { id: format!("s{i}"), features: row(), values: Vec::new() };
+        tasks.push(tokio::spawn(async move { w.infer(vec![input]).await.remove(0).is_err() }));
+    }
+    let mut steady_failed = 0;
+    for task in tasks {
+        steady_failed += usize::from(task.await?);
+    }
+    let after_steady = coalescing.snapshot();
+    server.abort();
+
+    anyhow::ensure!(
+        failed + burst_failed + steady_failed == 0,
+        "{} requests failed against the local server",
+        failed + burst_failed + steady_failed
+    );
+    Ok(serde_json::json!({
+        "bench": "cloud",
+        "latency": {
+            "requests": b.requests,
+            "bare_http_p50_ms": bare_p50, "bare_http_p99_ms": bare_p99,
+            "worker_p50_ms": client_p50, "worker_p99_ms": client_p99,
+            "added_p50_ms": client_p50 - bare_p50, "added_p99_ms": client_p99 - bare_p99,
+        },
+        "rate_limit": {
+            "limit_rps": b.rps, "seconds": elapsed, "demand_events": demand,
+            "requests": sent, "achieved_rps": achieved, "ratio": achieved / b.rps,
+            "burst": rate_burst, "most_allowed": (b.rps * elapsed).floor() + f64::from(rate_burst),
+        },
+        "coalescing": {
+            "max_batch_size": 64, "max_batch_delay_ms": 5,
+            "burst_events": 4096, "burst_requests": after_burst.requests,
+            "burst_events_per_request": 4096.0 / after_burst.requests.max(1) as f64,
+            "burst_events_per_s": 4096.0 / burst_secs,
+            "steady_rate": steady_rate, "steady_events": 2000,
+            "steady_requests": after_steady.requests - after_burst.requests,
+            "steady_events_per_request": 2000.0 / (after_steady.requests - after_burst.requests).max(1) as f64,
+        },
+    }))
+}

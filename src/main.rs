@@ -183,6 +183,26 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// The cloud worker against an in-process `switchyard serve`: achieved
+    /// requests/s against the configured limit, events per request with
+    /// coalescing, latency added to a bare HTTP client.
+    Cloud {
+        /// Model registry folder.
+        #[arg(long, default_value = "pipelines/models")]
+        registry: PathBuf,
+        /// Model name (latest version).
+        #[arg(long, default_value = "fraud")]
+        model: String,
+        /// Configured requests per second of the rate-limit run.
+        #[arg(long, default_value_t = 200.0)]
+        rps: f64,
+        /// Length of the rate-limit run, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Requests per latency measurement.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+    },
     /// Messages/s of a consumer that only counts (no decoding, no processing).
     Consume {
         /// Kafka bootstrap servers.
@@ -315,6 +335,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Ort { registry, model, batch, seconds }) => {
             let rate = tokio::task::spawn_blocking(move || bench::ort(&registry, &model, batch, seconds)).await??;
             println!("{}", serde_json::json!({"bench": "ort", "batch": batch, "rows_per_s": rate}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Cloud { registry, model, rps, seconds, requests }) => {
+            anyhow::ensure!(
+                rps > 0.0 && seconds > 0.0 && requests > 0,
+                "--rps, --seconds and --requests must be positive"
+            );
+            let r = bench::cloud(&bench::CloudBench { registry, model, rps, seconds, requests }).await?;
+            println!("{r}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Consume { bootstrap_servers, topic, group, idle_exit_ms }) => {

@@ -78,7 +78,12 @@ impl<C: Clock> Budget<C> {
     /// A fresh budget; the first window starts now.
     pub fn new(config: BudgetConfig, clock: C) -> Self {
         let start = clock.now();
-        Budget { config, clock, start, window: Mutex::new(Window { index: 0, spent: 0.0, reserved: 0.0, warned: false }) }
+        Budget {
+            config,
+            clock,
+            start,
+            window: Mutex::new(Window { index: 0, spent: 0.0, reserved: 0.0, warned: false }),
+        }
     }
 
     fn window_len(&self) -> Duration {

@@ -176,8 +176,10 @@ pub struct RateLimitConfig {
     /// Requests per second. Default: unlimited.
     #[serde(default)]
     pub requests_per_second: Option<f64>,
-    /// Requests that may go at once after a quiet period. Default: 1, so
-    /// no window of any length sees more than its share (plus one).
+    /// Requests that may go at once after a quiet period. Default: 50 ms
+    /// worth of `requests_per_second` (at least 1), so that a timer waking
+    /// late does not cost rate; no window of any length sees more than its
+    /// share plus the burst.
     #[serde(default)]
     pub burst: Option<u32>,
     /// Tokens per minute (`openai`; estimated before sending as prompt

@@ -28,7 +28,7 @@ pub use config::{
     RedactOp, RedactRule, RetryConfig, ScoreFrom, TensorType,
 };
 pub use kserve::{Answered, KserveCodec};
-pub use limiter::EndpointLimiter;
+pub use limiter::{default_burst, EndpointLimiter};
 pub use openai::{OpenAiCodec, Parsed, Reply};
 pub use redact::{mask, Redactor, Template};
 pub use retry::{server_wait, Attempt, Decision, RetryLogic};
