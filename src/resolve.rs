@@ -440,3 +440,124 @@ async fn shadow(
     shadows.sort_by_key(|s| s.0);
     (shadows, failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use switchyard_workers::cloud::{CloudWorkerConfig, Protocol};
+    use switchyard_workers::OnnxWorkerConfig;
+
+    use super::*;
+
+    fn local() -> (String, Worker, usize) {
+        switchyard_workers::init_runtime(None).expect("ONNX Runtime (make setup)");
+        let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/models");
+        let entry = switchyard_workers::registry::resolve(&registry, "fraud", None).unwrap();
+        let features = entry.metadata.feature_order.clone();
+        let cfg: OnnxWorkerConfig =
+            serde_yaml::from_str(&format!("{{model: fraud, registry: '{}'}}", registry.display())).unwrap();
+        let w = OnnxWorker::start("fraud", &cfg, Path::new("."), &features).unwrap();
+        ("fraud".into(), Worker::Local(Arc::new(w)), features.len())
+    }
+
+    /// A cloud worker whose endpoint refuses connections.
+    fn unreachable(extra: &str, width: usize) -> (String, Worker) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let yaml = format!(
+            "{{url: 'http://127.0.0.1:{port}', model: fraud, timeout_ms: 500, \
+             retry: {{max_attempts: 1}}{extra}}}"
+        );
+        let cfg: CloudWorkerConfig = serde_yaml::from_str(&yaml).unwrap();
+        let scanner = Arc::new(switchyard_router::DetectorSet(switchyard_router::Detector::ALL.to_vec()));
+        let w = CloudWorker::start("cloud", Protocol::KserveV2, &cfg, Path::new("."), &[], width, scanner).unwrap();
+        ("cloud".into(), Worker::Cloud(Arc::new(w)))
+    }
+
+    fn job(i: usize, chain: Vec<usize>, shadow: Option<usize>) -> Job {
+        Job { id: format!("e{i}"), values: Vec::new(), chain, shadow, deadline: None, withheld: Vec::new() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_cloud_endpoint_falls_back_to_the_local_model() {
+        let (ln, l, width) = local();
+        let (cn, c) = unreachable("", width);
+        let workers = Arc::new(Workers { list: vec![(ln, l), (cn, c)] });
+        let features = Arc::new(vec![0.5f32; 3 * width]);
+        let jobs = (0..3).map(|i| job(i, vec![1, 0], None)).collect();
+        let r = resolve(workers, jobs, features, width).await;
+        assert_eq!(r.outcomes.len(), 3);
+        for o in &r.outcomes {
+            match o {
+                Outcome::Served { worker: 0, answer, fallback: Some(why) } => {
+                    assert!(why.contains("worker `cloud` failed"), "{why}");
+                    assert!(answer.score.is_some_and(|s| (0.0..=1.0).contains(&s)));
+                    assert_eq!(answer.model.provider, "local/cpu");
+                }
+                other => panic!("expected a local fallback answer, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_no_path_left_events_wait_then_go_to_the_dlq_with_the_reason() {
+        let (ln, l, width) = local();
+        // One failure opens the circuit for longer than events may wait.
+        let (cn, c) = unreachable(", max_wait_ms: 300, circuit_breaker: {failure_threshold: 1, open_ms: 60000}", width);
+        let workers = Arc::new(Workers { list: vec![(ln, l), (cn, c)] });
+        let features = Arc::new(vec![0.5f32; 2 * width]);
+        // The first event fails at the endpoint (which opens the circuit);
+        // the second finds it open.
+        let first = resolve(workers.clone(), vec![job(0, vec![1], None)], features.clone(), width).await;
+        match &first.outcomes[0] {
+            Outcome::Failed { class: ErrorClass::InferenceFailed, message } => {
+                assert!(message.contains("worker `cloud` failed"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let started = Instant::now();
+        let mut j = job(1, vec![1], None);
+        j.withheld = vec!["other-cloud".into()];
+        let second = resolve(workers, vec![j], features, width).await;
+        let waited = started.elapsed();
+        match &second.outcomes[0] {
+            Outcome::Failed { class: ErrorClass::NoPath, message } => {
+                assert!(message.contains("circuit open"), "{message}");
+                assert!(message.contains("waited"), "{message}");
+                assert!(message.contains("other-cloud"), "{message}");
+            }
+            other => panic!("expected no_path, got {other:?}"),
+        }
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_shadow_never_holds_up_the_answer() {
+        let (ln, l, width) = local();
+        let (cn, c) = unreachable("", width);
+        let workers = Arc::new(Workers { list: vec![(ln, l), (cn, c)] });
+        let features = Arc::new(vec![0.1f32; 2 * width]);
+        let jobs = vec![job(0, vec![0], Some(1)), job(1, vec![0], None)];
+        let r = resolve(workers, jobs, features, width).await;
+        assert!(r.outcomes.iter().all(|o| matches!(o, Outcome::Served { worker: 0, fallback: None, .. })));
+        assert!(r.shadows.is_empty());
+        assert_eq!(r.shadow_failed, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shadow_answers_come_back_for_sampled_events_only() {
+        let (ln, l, width) = local();
+        let (_, l2, _) = local();
+        let workers = Arc::new(Workers { list: vec![(ln, l), ("fraud-b".into(), l2)] });
+        let features = Arc::new((0..3 * width).map(|i| i as f32 / 10.0).collect::<Vec<_>>());
+        let jobs = vec![job(0, vec![0], Some(1)), job(1, vec![0], None), job(2, vec![0], Some(1))];
+        let r = resolve(workers, jobs, features, width).await;
+        let shadowed: Vec<usize> = r.shadows.iter().map(|s| s.0).collect();
+        assert_eq!(shadowed, vec![0, 2]);
+        for (j, w, a) in &r.shadows {
+            assert_eq!(*w, 1);
+            let Outcome::Served { answer, .. } = &r.outcomes[*j] else { panic!() };
+            assert_eq!(answer.score, a.score, "the same model answers the same features alike");
+        }
+    }
+}
