@@ -8,6 +8,7 @@ mod broker;
 mod cloud;
 mod crash;
 mod e2e;
+mod hybrid;
 mod kafka_source;
 mod model;
 mod peers;
