@@ -2,7 +2,9 @@
 //! `pipelines/hybrid.yaml`, whose cloud worker (`kserve_v2`) talks to a
 //! second switchyard, `switchyard serve`, serving the same model, either
 //! directly or through the fault-injecting proxy of [`crate::proxy`], which
-//! records every byte that leaves the pipeline.
+//! records every byte that leaves the pipeline. One test swaps the cloud
+//! worker for an `openai` one (the LiteLLM peer of [`crate::peers`]), so
+//! that text, not only features, is what leaves.
 //!
 //! Each test reads back the Parquet tables and checks that every input line
 //! is accounted for (a result or a DLQ record, never both, never neither),
@@ -20,7 +22,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Float32Type;
 
 use crate::cloud::{card_number, spaced};
-use crate::peers::watchdog;
+use crate::peers::{self, watchdog, LITELLM_KEY};
 use crate::proxy::{Fault, FaultProxy};
 use crate::support::{repo, sql_i64, switchyard, unique};
 
@@ -334,7 +336,12 @@ fn kserve_worker_against_switchyard_serve() {
          AND provider LIKE 'kserve_v2 http://127.0.0.1:%' AND model_request_id LIKE 'sy-%'",
     );
     assert_eq!(remote, default, "every non-sensitive event is answered by fraud-cloud, without fallback");
-    assert_eq!(results(t, "NOT shadow AND sensitivity IN ('public', 'internal') AND route <> 'fraud-cloud' AND latency_tier <> 'realtime'"), 0);
+    let stayed = results(
+        t,
+        "NOT shadow AND sensitivity IN ('public', 'internal') AND route <> 'fraud-cloud' \
+         AND latency_tier <> 'realtime'",
+    );
+    assert_eq!(stayed, 0, "events that may leave and are not realtime stayed local");
     // Personal and regulated data, and the realtime tier: the local model.
     let sensitive = results(t, "NOT shadow AND sensitivity IN ('pii', 'regulated')");
     assert!(sensitive > 200, "{sensitive} sensitive events");
@@ -646,4 +653,147 @@ fn spent_budget_falls_back_to_the_local_model() {
     let posts = proxy.posts().len();
     assert!((2..=6).contains(&posts), "{posts} requests for a budget of 2");
     assert_eq!(wire_row_count(&proxy) as i64, remote, "the cloud answered exactly the rows it was sent");
+}
+
+/// `pipelines/hybrid.yaml` with its cloud worker replaced by an `openai`
+/// chat worker at `url` (the LiteLLM peer, through the proxy) whose prompt
+/// carries the event's text fields, `note` among them; `edits` as in
+/// [`manifest`].
+fn openai_manifest(dir: &Path, url: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let shipped = std::fs::read_to_string(repo().join("pipelines/hybrid.yaml")).unwrap();
+    let start = shipped.find("  fraud-cloud:\n    type: kserve_v2\n").expect("the fraud-cloud worker");
+    let end = start + shipped[start..].find("\n\nsinks:").expect("the sinks after the workers");
+    let kserve = shipped[start..end].replace(SHIPPED_URL, &format!("url: {url}"));
+    let openai = format!(
+        "  fraud-cloud:\n    type: openai\n    url: {url}/v1\n    model: det-chat\n    \
+         template: \"Card payment of {{amount}} {{currency}} at a {{merchant_category}} merchant via {{channel}}. \
+         Note: {{note}}\"\n    \
+         system: Answer with a fraud risk between 0 and 1.\n    max_tokens: 32\n    \
+         auth: {{bearer_env: {TOKEN_ENV}}}\n    timeout_ms: 5000\n    max_concurrency: 8\n    max_wait_ms: 300"
+    );
+    let mut all = vec![(kserve.as_str(), openai.as_str())];
+    all.extend_from_slice(edits);
+    manifest(dir, url, &all)
+}
+
+/// The same protections when what leaves is text: an `openai` worker whose
+/// prompt renders `note` and `currency`. Personal data in the scanned note
+/// keeps its event local; personal data in a field the policy neither
+/// tags nor scans (`currency`) is caught by the last check on the rendered
+/// prompt, and the event falls back to the local model, or, without a
+/// fallback, goes to the DLQ as `egress_blocked`. Not one of those values
+/// is in any byte LiteLLM received, while clean notes are.
+#[test]
+fn openai_prompts_carry_no_personal_data() {
+    let upstream = peers::litellm().url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&upstream));
+    let mut lines = records(&generate(dir.path(), 200, 0.3, 16));
+    let mut secrets = Vec::new();
+    let mut in_note = Vec::new();
+    let mut in_currency = Vec::new();
+    for i in 0..4 {
+        let mail = format!("grace.{i}@leak-note.example.org");
+        let phone = format!("+44 20 7946 0{:03}", 700 + i);
+        let card = card_number(500 + i);
+        let notes = [
+            format!("receipt please to {mail}"),
+            format!("call me back on {phone}"),
+            format!("spare card {}", spaced(&card)),
+        ];
+        for (k, note) in notes.iter().enumerate() {
+            let key = format!("leak-note-{i}-{k}");
+            lines.insert(i * 37 + k, event(&key, 60.0 + i as f64, serde_json::json!({"note": note})));
+            in_note.push(key);
+        }
+        let value = [mail.replace("grace", "heidi"), phone.replace("0700", "0800"), spaced(&card_number(600 + i))]
+            [i % 3]
+            .clone();
+        let key = format!("leak-currency-{i}");
+        lines.insert(i * 41 + 5, event(&key, 70.0 + i as f64, serde_json::json!({"currency": value})));
+        in_currency.push(key);
+        secrets.extend([
+            mail,
+            phone.clone(),
+            phone.replace(' ', ""),
+            card.clone(),
+            spaced(&card),
+            value.replace(' ', ""),
+        ]);
+        secrets.push(value);
+    }
+    for line in &lines {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        for field in ["customer_email", "card_number", "note"] {
+            if let Some(v) = ev.get(field).and_then(|v| v.as_str()) {
+                // Generated notes with personal data; clean ones may leave.
+                if field != "note" || v.starts_with("call back on") || v.starts_with("receipt to") {
+                    secrets.push(v.to_string());
+                    secrets.extend(v.strip_prefix("receipt to ").or(v.strip_prefix("call back on ")).map(String::from));
+                }
+            }
+        }
+    }
+    let input = write_input(dir.path(), "openai.jsonl", &lines);
+
+    // With the local fallback.
+    let m = openai_manifest(dir.path(), &proxy.url(), &[]);
+    let tables = dir.path().join("tables");
+    run(&m, &input, &tables, LITELLM_KEY);
+    let t = tables.as_path();
+    assert_accounted(t, &input);
+    let remote = results(t, "NOT shadow AND route = 'fraud-cloud' AND provider LIKE 'openai http://127.0.0.1:%'");
+    assert!(remote > 50, "{remote} events answered by the openai worker");
+    assert_eq!(results(t, "NOT shadow AND route = 'fraud-cloud' AND (score IS NULL OR score < 0 OR score > 1)"), 0);
+    assert!(proxy.posts().iter().any(|p| p.contains("gift wrap")), "clean notes are part of the prompt");
+    for key in &in_note {
+        let r = rows(t, &format!("SELECT sensitivity, route, fallback FROM predictions WHERE key = '{key}'"));
+        assert_eq!(r.len(), 1, "{key}: {r:?}");
+        assert!(r[0][0] == "pii" || r[0][0] == "regulated", "{key}: {r:?}");
+        assert_eq!((r[0][1].as_str(), r[0][2].as_str()), ("fraud", "false"), "{key}: {r:?}");
+    }
+    for key in &in_currency {
+        let r =
+            rows(t, &format!("SELECT sensitivity, route, fallback, route_reason FROM predictions WHERE key = '{key}'"));
+        assert_eq!(r.len(), 1, "{key}: {r:?}");
+        // Invisible to the router (untagged, unscanned): planned for the cloud ...
+        // (`internal`: the event has a `country`, which may leave.)
+        assert_eq!(r[0][0], "internal", "{key}: {r:?}");
+        // ... stopped by the last check, answered locally.
+        assert_eq!((r[0][1].as_str(), r[0][2].as_str()), ("fraud", "true"), "{key}: {r:?}");
+        assert!(r[0][3].contains("worker `fraud-cloud`: request blocked before egress"), "{key}: {r:?}");
+    }
+    let posts_with_fallback = proxy.posts().len();
+
+    // Without a fallback: the blocked events go to the DLQ, said why.
+    let m = openai_manifest(dir.path(), &proxy.url(), &[("      fallback: [fraud]\n", "")]);
+    let tables = dir.path().join("tables-no-fallback");
+    run(&m, &input, &tables, LITELLM_KEY);
+    let t = tables.as_path();
+    assert_accounted(t, &input);
+    let blocked = rows(
+        t,
+        "SELECT CAST(payload AS VARCHAR), error_message FROM dlq WHERE error_class = 'egress_blocked' ORDER BY 1",
+    );
+    assert_eq!(blocked.len(), in_currency.len(), "{blocked:?}");
+    for key in &in_currency {
+        assert!(blocked.iter().any(|r| r[0].contains(&format!("\"{key}\""))), "{key} is not in {blocked:?}");
+    }
+    for message in blocked.iter().map(|r| &r[1]) {
+        assert!(message.contains("worker `fraud-cloud`: request blocked before egress"), "{message}");
+        assert!(!secrets.iter().any(|s| message.contains(s.as_str())), "the DLQ message repeats the value: {message}");
+    }
+    assert!(proxy.posts().len() > posts_with_fallback + 50, "the second run reached the endpoint too");
+
+    // Over both runs, not one value that may not leave was on the wire.
+    let mut leaks = Vec::new();
+    for r in &proxy.requests() {
+        for s in &secrets {
+            if r.contains(s) {
+                leaks.push(format!("request {} carries {s:?}", r.n));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{} values reached the endpoint:\n{}", leaks.len(), leaks.join("\n"));
 }
