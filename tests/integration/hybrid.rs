@@ -454,8 +454,9 @@ fn unreachable_endpoint_without_fallback_goes_to_the_dlq() {
 
     let infer = sql_i64(t, "SELECT count(*) FROM dlq WHERE stage = 'infer'");
     assert!(infer > 300, "{infer} events in the DLQ for want of a path");
-    // The first requests ran and failed (connection refused, retried); the
-    // circuit then opened and the rest found no path.
+    // Refused connections open the circuit while the first requests are
+    // still retrying, so their events find no path either; only a request
+    // whose every attempt failed before that would be `inference_failed`.
     let classes = rows(t, "SELECT DISTINCT error_class FROM dlq WHERE stage = 'infer' ORDER BY error_class");
     assert!(classes.iter().all(|c| c[0] == "no_path" || c[0] == "inference_failed"), "unexpected classes {classes:?}");
     let no_path = sql_i64(t, "SELECT count(*) FROM dlq WHERE error_class = 'no_path'");
@@ -471,7 +472,8 @@ fn unreachable_endpoint_without_fallback_goes_to_the_dlq() {
     assert_eq!(named, no_path, "every no_path message names the worker, its endpoint and the wait");
     let failed_named = sql_i64(
         t,
-        "SELECT count(*) FROM dlq WHERE error_class = 'inference_failed' AND error_message LIKE '%worker `fraud-cloud` failed:%'",
+        "SELECT count(*) FROM dlq WHERE error_class = 'inference_failed' \
+         AND error_message LIKE '%worker `fraud-cloud` failed:%'",
     );
     assert_eq!(failed_named, infer - no_path);
     // The DLQ keeps the event itself, to replay it later.
