@@ -715,7 +715,7 @@ fn openai_refused_credentials_fail_without_retrying() {
 // -------------------------------------------------------------- leak test
 
 /// A 16-digit Visa-like number passing the Luhn check.
-fn card_number(i: usize) -> String {
+pub(crate) fn card_number(i: usize) -> String {
     let body = format!("453914{:09}", 880_343 + i * 7919);
     let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
     let sum: u32 = digits
@@ -738,7 +738,7 @@ fn card_number(i: usize) -> String {
     format!("{body}{}", (10 - sum % 10) % 10)
 }
 
-fn spaced(card: &str) -> String {
+pub(crate) fn spaced(card: &str) -> String {
     card.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(" ")
 }
 

@@ -3,11 +3,14 @@
 //! `$KAFKA_BOOTSTRAP`, or one this test binary starts (and stops) itself.
 //! Cloud worker tests (`cloud`) talk to real servers started from
 //! `.venv-peers` (`peers`), through a fault-injecting proxy (`proxy`).
+//! Hybrid pipeline tests (`hybrid`) run the binary against another
+//! switchyard's `serve` endpoint.
 
 mod broker;
 mod cloud;
 mod crash;
 mod e2e;
+mod hybrid;
 mod kafka_source;
 mod model;
 mod peers;

@@ -172,7 +172,7 @@ fn stop(child: &mut Child) {
 
 /// A shell that stops process group `pgid` once this test process has
 /// ended. It outlives this function on purpose and is never waited on.
-fn watchdog(pgid: u32) {
+pub(crate) fn watchdog(pgid: u32) {
     let script = format!(
         "while kill -0 {me} 2>/dev/null && kill -0 -{pgid} 2>/dev/null; do sleep 1; done; \
          kill -TERM -{pgid} 2>/dev/null; sleep 5; kill -KILL -{pgid} 2>/dev/null",

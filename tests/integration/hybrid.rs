@@ -1,0 +1,801 @@
+//! Hybrid pipelines through the real binary: `switchyard run` over
+//! `pipelines/hybrid.yaml`, whose cloud worker (`kserve_v2`) talks to a
+//! second switchyard, `switchyard serve`, serving the same model, either
+//! directly or through the fault-injecting proxy of [`crate::proxy`], which
+//! records every byte that leaves the pipeline. One test swaps the cloud
+//! worker for an `openai` one (the LiteLLM peer of [`crate::peers`]), so
+//! that text, not only features, is what leaves.
+//!
+//! Each test reads back the Parquet tables and checks that every input line
+//! is accounted for (a result or a DLQ record, never both, never neither),
+//! which worker answered each event and why, and, where the proxy sits in
+//! between, what went over the wire.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Float32Type;
+
+use crate::cloud::{card_number, spaced};
+use crate::peers::{self, watchdog, LITELLM_KEY};
+use crate::proxy::{Fault, FaultProxy};
+use crate::support::{repo, sql_i64, switchyard, unique};
+
+/// The environment variable `pipelines/hybrid.yaml` reads its token from.
+const TOKEN_ENV: &str = "FRAUD_API_TOKEN";
+
+/// Where the shipped manifest points its cloud worker.
+const SHIPPED_URL: &str = "url: http://127.0.0.1:8080";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+// ------------------------------------------------------------ the endpoint
+
+/// A `switchyard serve` child process serving `pipelines/models` on a free
+/// port, with a bearer token; stopped when dropped.
+struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    url: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let token = unique("token");
+        let token_file = dir.join("serve.token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let log = dir.join("serve.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--registry"])
+            .arg(repo().join("pipelines/models"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .current_dir(repo())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("starting switchyard serve");
+        watchdog(child.id());
+        // Its stdout is read to the end on a thread, so that it never blocks
+        // on a full pipe; the address comes back over a channel.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("switchyard serve printed no address:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Server { child, url, token }
+    }
+}
+
+// ----------------------------------------------------------- the pipeline
+
+/// `pipelines/hybrid.yaml` with its cloud worker at `url` and the model
+/// registry at its absolute path, then each `(from, to)` replacement; every
+/// `from` must occur, so a change of the shipped manifest breaks the test
+/// loudly instead of silently testing something else.
+fn manifest(dir: &Path, url: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(repo().join("pipelines/hybrid.yaml")).unwrap();
+    let registry = format!("registry: {}", repo().join("pipelines/models").display());
+    for (from, to) in [("registry: models", registry.as_str()), (SHIPPED_URL, &format!("url: {url}"))]
+        .into_iter()
+        .chain(edits.iter().copied())
+    {
+        assert_eq!(text.matches(from).count(), 1, "`{from}` should occur once in pipelines/hybrid.yaml");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("hybrid.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `manifest` over `input` without a broker; returns the run's JSON
+/// summary.
+fn run(manifest: &Path, input: &Path, tables: &Path, token: &str) -> serde_json::Value {
+    let summary = tables.with_extension("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("run")
+        .arg(manifest)
+        .arg("--input-file")
+        .arg(input)
+        .arg("--tables")
+        .arg(tables)
+        .arg("--summary-json")
+        .arg(&summary)
+        .args(["--no-kafka-sink", "--idle-exit-ms", "1000", "--progress-secs", "0"])
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .env(TOKEN_ENV, token)
+        .output()
+        .expect("running switchyard");
+    assert!(
+        out.status.success(),
+        "switchyard run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap()
+}
+
+/// `switchyard generate` output: `n` events, some carrying personal data,
+/// about 1% malformed.
+fn generate(dir: &Path, n: usize, pii_rate: f64, seed: u64) -> PathBuf {
+    let file = dir.join(format!("generated-{seed}.jsonl"));
+    let out = switchyard(&[
+        "generate",
+        "--events",
+        &n.to_string(),
+        "--out",
+        file.to_str().unwrap(),
+        "--pii-rate",
+        &pii_rate.to_string(),
+        "--malformed-rate",
+        "0.01",
+        "--seed",
+        &seed.to_string(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    file
+}
+
+/// The records of a JSON Lines file as the file source reads them: every
+/// line, empty ones too, but the newline ending the file.
+fn records(input: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(input).unwrap();
+    text.strip_suffix('\n').unwrap_or(&text).split('\n').map(str::to_string).collect()
+}
+
+/// Writes `lines` as the JSON Lines input file `name`.
+fn write_input(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// A well-formed event with a fixed amount; `extra` adds fields.
+fn event(txn_id: &str, amount: f64, extra: serde_json::Value) -> String {
+    let mut ev = serde_json::json!({
+        "txn_id": txn_id, "amount": amount, "currency": "EUR", "merchant_category": "travel", "hour": 14,
+        "card_present": false, "distance_km": 12.5, "txn_count_24h": 3, "account_age_days": 900,
+        "channel": "web", "country": "NL",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        ev[k] = v.clone();
+    }
+    ev.to_string()
+}
+
+// ----------------------------------------------------------------- tables
+
+fn query(tables: &Path, sql: &str) -> Vec<RecordBatch> {
+    runtime().block_on(async {
+        let ctx = switchyard_sink::catalog::open(tables).await.unwrap();
+        switchyard_sink::catalog::query(&ctx, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+/// Rows of a query as text, one string per column.
+fn rows(tables: &Path, sql: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for b in query(tables, sql) {
+        for i in 0..b.num_rows() {
+            out.push(b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, i).unwrap()).collect());
+        }
+    }
+    out
+}
+
+/// `count(*)` of results (shadow rows included) matching `filter`.
+fn results(tables: &Path, filter: &str) -> i64 {
+    sql_i64(tables, &format!("SELECT count(*) FROM predictions WHERE {filter}"))
+}
+
+/// Every record of `input` has exactly one outcome: a result that counts
+/// (not a shadow copy) or a DLQ record, with no lineage id twice.
+fn assert_accounted(tables: &Path, input: &Path) {
+    let n = records(input).len() as i64;
+    let served = results(tables, "NOT shadow");
+    let dlq = sql_i64(tables, "SELECT count(*) FROM dlq");
+    assert_eq!(served + dlq, n, "{served} results + {dlq} DLQ records for {n} input records");
+    let distinct = sql_i64(
+        tables,
+        "SELECT count(DISTINCT lineage_id) FROM \
+         (SELECT lineage_id FROM predictions WHERE NOT shadow UNION ALL SELECT lineage_id FROM dlq)",
+    );
+    assert_eq!(distinct, n, "an event has two outcomes, or one has none");
+}
+
+/// Feature rows as f32 bit patterns.
+type Row = Vec<u32>;
+
+/// `(key, lineage_id, features)` of the results matching `filter`.
+fn feature_rows(tables: &Path, filter: &str) -> Vec<(String, String, Row)> {
+    let mut out = Vec::new();
+    for b in query(tables, &format!("SELECT key, lineage_id, features FROM predictions WHERE {filter}")) {
+        let lists = b.column(2).as_list::<i32>();
+        for i in 0..b.num_rows() {
+            let f = lists.value(i);
+            let row = f.as_primitive::<Float32Type>().values().iter().map(|x| x.to_bits()).collect();
+            out.push((
+                b.column(0).as_string::<i32>().value(i).to_string(),
+                b.column(1).as_string::<i32>().value(i).to_string(),
+                row,
+            ));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------- wire
+
+/// The feature rows the proxy saw in inference requests.
+fn wire_rows(proxy: &FaultProxy) -> HashSet<Row> {
+    let mut out = HashSet::new();
+    for p in proxy.posts() {
+        let body = p.json();
+        let input = &body["inputs"][0];
+        let width = input["shape"][1].as_u64().unwrap() as usize;
+        let data: Vec<u32> =
+            input["data"].as_array().unwrap().iter().map(|x| (x.as_f64().unwrap() as f32).to_bits()).collect();
+        assert_eq!(data.len() % width, 0);
+        out.extend(data.chunks(width).map(<[u32]>::to_vec));
+    }
+    out
+}
+
+/// Rows in the inference requests the proxy saw.
+fn wire_row_count(proxy: &FaultProxy) -> usize {
+    proxy.posts().iter().map(|p| p.json()["inputs"][0]["shape"][0].as_u64().unwrap() as usize).sum()
+}
+
+/// Asserts no sensitive (pii/regulated) event reached the wire: not its
+/// feature row, not its lineage id (request ids derive from lineage ids);
+/// and, so that the check can fail, that every cloud answer's row did.
+fn assert_only_allowed_rows_left(tables: &Path, proxy: &FaultProxy) {
+    let wire = wire_rows(proxy);
+    let cloud = feature_rows(tables, "route = 'fraud-cloud' AND NOT shadow");
+    assert!(!cloud.is_empty(), "no event was served by the cloud worker");
+    for (key, _, row) in &cloud {
+        assert!(wire.contains(row), "{key} was answered by fraud-cloud, but its features are not on the wire");
+    }
+    let sensitive = feature_rows(tables, "sensitivity IN ('pii', 'regulated')");
+    assert!(!sensitive.is_empty(), "the input has no sensitive events");
+    let requests = proxy.requests();
+    for (key, lineage_id, row) in &sensitive {
+        assert!(!wire.contains(row), "features of sensitive event {key} reached the endpoint");
+        let sent = requests.iter().filter(|r| r.contains(lineage_id)).count();
+        assert_eq!(sent, 0, "the lineage id of sensitive event {key} reached the endpoint");
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+/// The shipped hybrid manifest against another switchyard's `serve`:
+/// non-sensitive events are answered remotely, personal and regulated ones
+/// and the realtime tier locally, and for the same features the remote
+/// answer is the local one (shadow rows carry both for one lineage id).
+#[test]
+fn kserve_worker_against_switchyard_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let m = manifest(dir.path(), &server.url, &[]);
+    let mut lines = records(&generate(dir.path(), 2000, 0.2, 11));
+    // The realtime tier stays local (its fallback would be the cloud).
+    for i in 0..20 {
+        lines.insert(
+            i * 97,
+            event(&format!("rt-{i:03}"), 40.0 + i as f64, serde_json::json!({"latency_tier": "realtime"})),
+        );
+    }
+    let input = write_input(dir.path(), "kserve.jsonl", &lines);
+    let tables = dir.path().join("tables");
+    let summary = run(&m, &input, &tables, &server.token);
+    let t = tables.as_path();
+
+    assert_accounted(t, &input);
+    // Only malformed records went to the DLQ: every event had a worker.
+    assert_eq!(sql_i64(t, "SELECT count(*) FROM dlq WHERE stage IN ('route', 'infer')"), 0);
+    assert!(sql_i64(t, "SELECT count(*) FROM dlq") > 0, "the input has malformed records");
+
+    // Non-sensitive standard-tier events: answered by the endpoint, first time.
+    let default = results(t, "NOT shadow AND rule_id = 'default'");
+    assert!(default > 1000, "{default} events took the default rule");
+    let remote = results(
+        t,
+        "NOT shadow AND rule_id = 'default' AND route = 'fraud-cloud' AND NOT fallback \
+         AND provider LIKE 'kserve_v2 http://127.0.0.1:%' AND model_request_id LIKE 'sy-%'",
+    );
+    assert_eq!(remote, default, "every non-sensitive event is answered by fraud-cloud, without fallback");
+    let stayed = results(
+        t,
+        "NOT shadow AND sensitivity IN ('public', 'internal') AND route <> 'fraud-cloud' \
+         AND latency_tier <> 'realtime'",
+    );
+    assert_eq!(stayed, 0, "events that may leave and are not realtime stayed local");
+    // Personal and regulated data, and the realtime tier: the local model.
+    let sensitive = results(t, "NOT shadow AND sensitivity IN ('pii', 'regulated')");
+    assert!(sensitive > 200, "{sensitive} sensitive events");
+    assert_eq!(
+        results(t, "NOT shadow AND sensitivity IN ('pii', 'regulated') AND route = 'fraud' AND NOT fallback"),
+        sensitive
+    );
+    assert_eq!(results(t, "NOT shadow AND rule_id IN ('pii-local', 'regulated-local')"), sensitive);
+    assert_eq!(results(t, "NOT shadow AND key LIKE 'rt-%' AND route = 'fraud' AND rule_id = 'realtime-local'"), 20);
+    assert_eq!(results(t, "fallback"), 0);
+
+    // Shadow copies: 5% of the cloud answers, scored again locally.
+    let shadows = results(t, "shadow");
+    assert!(shadows >= 20, "{shadows} shadow rows of {default} cloud answers at 5%");
+    assert_eq!(results(t, "shadow AND route = 'fraud'"), shadows);
+    let pairs = rows(
+        t,
+        "SELECT p.key, p.score, s.score, p.label, s.label FROM predictions p JOIN predictions s \
+         ON p.lineage_id = s.lineage_id WHERE NOT p.shadow AND s.shadow AND p.route = 'fraud-cloud'",
+    );
+    assert_eq!(pairs.len() as i64, shadows, "every shadow row pairs with the cloud answer of its event");
+    let mut worst = 0f64;
+    for r in &pairs {
+        let (cloud, local): (f64, f64) = (r[1].parse().unwrap(), r[2].parse().unwrap());
+        worst = worst.max((cloud - local).abs());
+        assert!((cloud - local).abs() <= 1e-6, "{}: cloud score {cloud}, local score {local}", r[0]);
+        assert_eq!(r[3], r[4], "{}: cloud label {} vs local {}", r[0], r[3], r[4]);
+    }
+    // Scores vary, so equal scores are not an accident of a constant model.
+    let distinct: HashSet<&str> = pairs.iter().map(|r| r[1].as_str()).collect();
+    assert!(distinct.len() > pairs.len() / 2, "{} distinct scores in {} pairs", distinct.len(), pairs.len());
+    eprintln!("{} shadow pairs, largest score difference {worst:e}", pairs.len());
+
+    assert_eq!(summary["by_route"]["fraud-cloud"].as_i64(), Some(default));
+}
+
+/// The proxy answers with a sustained burst of 503s after the first few
+/// requests: the circuit opens and the rest of the traffic falls back to
+/// the local model, with the reason on each row; nothing is lost, and no
+/// personal or regulated event ever reaches the proxy.
+#[test]
+fn open_circuit_falls_back_to_the_local_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&server.url));
+    // Request 0 is the start-up readiness check; two inference requests
+    // pass, then every request fails.
+    proxy.set_plan(|n| if n < 3 { Fault::Pass } else { Fault::Status(503) });
+    let m = manifest(dir.path(), &proxy.url(), &[]);
+    let input = generate(dir.path(), 2000, 0.2, 12);
+    let tables = dir.path().join("tables");
+    run(&m, &input, &tables, &server.token);
+    let t = tables.as_path();
+
+    assert_accounted(t, &input);
+    assert_eq!(sql_i64(t, "SELECT count(*) FROM dlq WHERE stage IN ('route', 'infer')"), 0, "nothing lost");
+    let default = results(t, "NOT shadow AND rule_id = 'default'");
+    let remote = results(t, "NOT shadow AND rule_id = 'default' AND route = 'fraud-cloud' AND NOT fallback");
+    let fell_back = results(t, "NOT shadow AND rule_id = 'default' AND route = 'fraud' AND fallback");
+    assert!(remote > 0, "the requests before the burst were answered remotely");
+    assert!(fell_back > default / 2, "{fell_back} of {default} events fell back");
+    assert_eq!(remote + fell_back, default);
+    let circuit = results(
+        t,
+        "NOT shadow AND fallback AND route = 'fraud' AND route_reason LIKE '%fallback to `fraud`%' \
+         AND route_reason LIKE '%worker `fraud-cloud`: circuit open%'",
+    );
+    assert!(circuit > 0, "no fallback row names the open circuit");
+    // Requests that met the 503s were retried until the circuit opened, so
+    // their events name the circuit too; every fallback says why.
+    let explained = results(
+        t,
+        "fallback AND (route_reason LIKE '%worker `fraud-cloud`: circuit open%' \
+         OR route_reason LIKE '%worker `fraud-cloud` failed: HTTP 503%')",
+    );
+    assert_eq!(explained, fell_back);
+    assert_eq!(results(t, "NOT shadow AND sensitivity IN ('pii', 'regulated') AND route <> 'fraud'"), 0);
+
+    // Open means open: far fewer requests than the events would need.
+    let posts = proxy.posts().len();
+    assert!(posts < 20, "{posts} requests reached the failing endpoint");
+    assert!(proxy.posts().iter().all(|p| p.header("authorization") == Some(&*format!("Bearer {}", server.token))));
+    assert_only_allowed_rows_left(t, &proxy);
+}
+
+/// An unreachable endpoint and no fallback: events that may leave wait at
+/// most `max_wait_ms` for it and then go to the DLQ as `no_path`, with a
+/// message naming the worker; none is dropped, and events that may not
+/// leave are still served locally.
+#[test]
+fn unreachable_endpoint_without_fallback_goes_to_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let m = manifest(
+        dir.path(),
+        &format!("http://127.0.0.1:{closed}"),
+        &[("      fallback: [fraud]\n", ""), ("max_wait_ms: 5000", "max_wait_ms: 300")],
+    );
+    let input = generate(dir.path(), 600, 0.2, 13);
+    let tables = dir.path().join("tables");
+    let summary = run(&m, &input, &tables, "unused");
+    let t = tables.as_path();
+
+    assert_accounted(t, &input);
+    assert_eq!(results(t, "NOT shadow AND route = 'fraud-cloud'"), 0);
+    assert_eq!(results(t, "NOT shadow AND rule_id = 'default'"), 0, "no default-rule event was served");
+    let sensitive = results(t, "NOT shadow AND sensitivity IN ('pii', 'regulated') AND route = 'fraud'");
+    assert!(sensitive > 50, "{sensitive} sensitive events served locally");
+
+    let infer = sql_i64(t, "SELECT count(*) FROM dlq WHERE stage = 'infer'");
+    assert!(infer > 300, "{infer} events in the DLQ for want of a path");
+    // Refused connections open the circuit while the first requests are
+    // still retrying, so their events find no path either; only a request
+    // whose every attempt failed before that would be `inference_failed`.
+    let classes = rows(t, "SELECT DISTINCT error_class FROM dlq WHERE stage = 'infer' ORDER BY error_class");
+    assert!(classes.iter().all(|c| c[0] == "no_path" || c[0] == "inference_failed"), "unexpected classes {classes:?}");
+    let no_path = sql_i64(t, "SELECT count(*) FROM dlq WHERE error_class = 'no_path'");
+    assert!(no_path > infer / 2, "{no_path} of {infer} are no_path");
+    let named = sql_i64(
+        t,
+        &format!(
+            "SELECT count(*) FROM dlq WHERE error_class = 'no_path' \
+             AND error_message LIKE '%worker `fraud-cloud`: circuit open (http://127.0.0.1:{closed})%' \
+             AND error_message LIKE '%waited %'"
+        ),
+    );
+    assert_eq!(named, no_path, "every no_path message names the worker, its endpoint and the wait");
+    let failed_named = sql_i64(
+        t,
+        "SELECT count(*) FROM dlq WHERE error_class = 'inference_failed' \
+         AND error_message LIKE '%worker `fraud-cloud` failed:%'",
+    );
+    assert_eq!(failed_named, infer - no_path);
+    // The DLQ keeps the event itself, to replay it later.
+    assert_eq!(sql_i64(t, "SELECT count(*) FROM dlq WHERE stage = 'infer' AND payload IS NULL"), 0);
+    assert_eq!(summary["dlq_by_class"]["no_path"].as_i64(), Some(no_path));
+}
+
+/// Personal data planted in tagged fields (`customer_email`, `card_number`)
+/// and hidden in the free-text `note` of otherwise clean events, among
+/// generated events of which many carry personal data: the router classifies
+/// every one of them as personal or regulated (the note is scanned), the
+/// local model serves them, and not one planted value, feature row or
+/// lineage id of theirs is in any byte the endpoint received, while the
+/// clean traffic did go there.
+#[test]
+fn planted_personal_data_never_reaches_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&server.url));
+    let m = manifest(dir.path(), &proxy.url(), &[]);
+    let mut lines = records(&generate(dir.path(), 1500, 0.4, 14));
+
+    // (key, planted values as they may appear on the wire, expected class)
+    let mut planted: Vec<(String, Vec<String>, &str)> = Vec::new();
+    let mut add = |lines: &mut Vec<String>, key: String, fields: serde_json::Value, values: Vec<String>, class| {
+        let at = (planted.len() * 53) % lines.len();
+        lines.insert(at, event(&key, 100.0 + planted.len() as f64 * 3.17, fields));
+        planted.push((key, values, class));
+    };
+    for i in 0..6 {
+        let email = format!("planted.erin.{i}@leak-test.example");
+        add(
+            &mut lines,
+            format!("leak-email-{i}"),
+            serde_json::json!({"customer_email": email}),
+            vec![email.clone()],
+            "pii",
+        );
+        let card = card_number(300 + i);
+        let card_field = if i % 2 == 0 { card.clone() } else { spaced(&card) };
+        add(
+            &mut lines,
+            format!("leak-card-{i}"),
+            serde_json::json!({"card_number": card_field}),
+            vec![card.clone(), spaced(&card)],
+            "regulated",
+        );
+        let mail = format!("frank.{i}@leak-note.example.org");
+        add(
+            &mut lines,
+            format!("leak-note-email-{i}"),
+            serde_json::json!({"note": format!("receipt please to {mail} thanks")}),
+            vec![mail],
+            "pii",
+        );
+        let phone = format!("+44 20 7946 0{:03}", 500 + i);
+        add(
+            &mut lines,
+            format!("leak-note-phone-{i}"),
+            serde_json::json!({"note": format!("call me back on {phone}")}),
+            vec![phone.clone(), phone.replace(' ', "")],
+            "pii",
+        );
+        let note_card = card_number(400 + i);
+        add(
+            &mut lines,
+            format!("leak-note-card-{i}"),
+            serde_json::json!({"note": format!("use the spare card {} next time", spaced(&note_card))}),
+            vec![note_card.clone(), spaced(&note_card)],
+            "regulated",
+        );
+    }
+    let input = write_input(dir.path(), "leak.jsonl", &lines);
+
+    // Every string that must not leave: the planted values and each
+    // generated event's e-mail, card number and note.
+    let mut secrets: Vec<String> = planted.iter().flat_map(|(_, v, _)| v.clone()).collect();
+    let mut generated_sensitive = Vec::new();
+    for line in &lines {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Some(key) = ev.get("txn_id").and_then(|k| k.as_str()) else { continue };
+        // Malformed on purpose (no amount, or a word for one): DLQ'd at decoding.
+        let well_formed = ev.get("amount").is_some_and(serde_json::Value::is_number);
+        let mut sensitive = false;
+        for field in ["customer_email", "card_number", "note"] {
+            if let Some(v) = ev.get(field).and_then(|v| v.as_str()) {
+                secrets.push(v.to_string());
+                if field == "card_number" {
+                    secrets.push(v.replace(' ', ""));
+                }
+                // Generated notes with personal data: a phone number or an address.
+                sensitive |= field != "note" || v.starts_with("call back on") || v.starts_with("receipt to");
+                if let Some(tail) = v.strip_prefix("receipt to ").or(v.strip_prefix("call back on ")) {
+                    secrets.push(tail.to_string());
+                }
+            }
+        }
+        if sensitive && well_formed && key.starts_with("tx-") {
+            generated_sensitive.push(key.to_string());
+        }
+    }
+    assert!(generated_sensitive.len() > 300, "{} generated sensitive events", generated_sensitive.len());
+
+    let tables = dir.path().join("tables");
+    run(&m, &input, &tables, &server.token);
+    let t = tables.as_path();
+    assert_accounted(t, &input);
+
+    // First what matters most: nothing planted reached the wire.
+    let seen = proxy.requests();
+    let mut leaks = Vec::new();
+    for r in &seen {
+        for s in &secrets {
+            if r.contains(s) {
+                leaks.push(format!("request {} carries {s:?}", r.n));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{} values reached the endpoint:\n{}", leaks.len(), leaks.join("\n"));
+    // Cloud traffic did happen, so the search could have found something.
+    assert!(proxy.posts().len() >= 5, "{} inference requests", proxy.posts().len());
+    assert!(wire_row_count(&proxy) > 500);
+    assert_only_allowed_rows_left(t, &proxy);
+
+    // Each planted event: classified by its planted value, served locally.
+    for (key, _, class) in &planted {
+        let r = rows(
+            t,
+            &format!(
+                "SELECT sensitivity, route, fallback, route_reason FROM predictions WHERE key = '{key}' AND NOT shadow"
+            ),
+        );
+        assert_eq!(r.len(), 1, "{key}: {r:?}");
+        assert_eq!((r[0][0].as_str(), r[0][1].as_str(), r[0][2].as_str()), (*class, "fraud", "false"), "{key}: {r:?}");
+        assert_eq!(results(t, &format!("key = '{key}' AND shadow")), 0, "{key} has a shadow copy");
+    }
+    // The note is scanned: an address or phone number in it makes the event personal.
+    assert_eq!(results(t, "key LIKE 'leak-note-%' AND rule_id IN ('pii-local', 'regulated-local')"), 18);
+    assert!(results(t, "key LIKE 'leak-note-%' AND route_reason LIKE '%detected%in note%'") == 18);
+    // Every generated event with personal data: served locally or (never
+    // here) DLQ'd, never by the cloud.
+    let keys: HashSet<String> = rows(t, "SELECT key FROM predictions WHERE NOT shadow AND route = 'fraud'")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    for key in &generated_sensitive {
+        assert!(keys.contains(key), "generated event {key} carries personal data but was not served locally");
+    }
+}
+
+/// A budget of two requests: once it is spent, the rest of the traffic
+/// falls back to the local model, each row naming the budget; the cloud
+/// answered exactly the rows it was sent.
+#[test]
+fn spent_budget_falls_back_to_the_local_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&server.url));
+    let m = manifest(dir.path(), &proxy.url(), &[("limit: 0.1,", "limit: 0.002,")]);
+    let input = generate(dir.path(), 1000, 0.1, 15);
+    let tables = dir.path().join("tables");
+    run(&m, &input, &tables, &server.token);
+    let t = tables.as_path();
+
+    assert_accounted(t, &input);
+    let default = results(t, "NOT shadow AND rule_id = 'default'");
+    let remote = results(t, "NOT shadow AND route = 'fraud-cloud'");
+    let budget = results(
+        t,
+        "NOT shadow AND rule_id = 'default' AND route = 'fraud' AND fallback \
+         AND route_reason LIKE '%worker `fraud-cloud`: budget of 0.002 per 3600 s spent%'",
+    );
+    assert!(remote > 0 && budget > 0, "{remote} cloud answers, {budget} budget fallbacks");
+    assert_eq!(remote + budget, default);
+    // Spent after two answers; requests already admitted when the second
+    // answer came may still go (at most `max_concurrency: 4` in flight).
+    let posts = proxy.posts().len();
+    assert!((2..=6).contains(&posts), "{posts} requests for a budget of 2");
+    assert_eq!(wire_row_count(&proxy) as i64, remote, "the cloud answered exactly the rows it was sent");
+}
+
+/// `pipelines/hybrid.yaml` with its cloud worker replaced by an `openai`
+/// chat worker at `url` (the LiteLLM peer, through the proxy) whose prompt
+/// carries the event's text fields, `note` among them; `edits` as in
+/// [`manifest`].
+fn openai_manifest(dir: &Path, url: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let shipped = std::fs::read_to_string(repo().join("pipelines/hybrid.yaml")).unwrap();
+    let start = shipped.find("  fraud-cloud:\n    type: kserve_v2\n").expect("the fraud-cloud worker");
+    let end = start + shipped[start..].find("\n\nsinks:").expect("the sinks after the workers");
+    let kserve = shipped[start..end].replace(SHIPPED_URL, &format!("url: {url}"));
+    let openai = format!(
+        "  fraud-cloud:\n    type: openai\n    url: {url}/v1\n    model: det-chat\n    \
+         template: \"Card payment of {{amount}} {{currency}} at a {{merchant_category}} merchant via {{channel}}. \
+         Note: {{note}}\"\n    \
+         system: Answer with a fraud risk between 0 and 1.\n    max_tokens: 32\n    \
+         auth: {{bearer_env: {TOKEN_ENV}}}\n    timeout_ms: 5000\n    max_concurrency: 8\n    max_wait_ms: 300"
+    );
+    let mut all = vec![(kserve.as_str(), openai.as_str())];
+    all.extend_from_slice(edits);
+    manifest(dir, url, &all)
+}
+
+/// The same protections when what leaves is text: an `openai` worker whose
+/// prompt renders `note` and `currency`. Personal data in the scanned note
+/// keeps its event local; personal data in a field the policy neither
+/// tags nor scans (`currency`) is caught by the last check on the rendered
+/// prompt, and the event falls back to the local model, or, without a
+/// fallback, goes to the DLQ as `egress_blocked`. Not one of those values
+/// is in any byte LiteLLM received, while clean notes are.
+#[test]
+fn openai_prompts_carry_no_personal_data() {
+    let upstream = peers::litellm().url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&upstream));
+    let mut lines = records(&generate(dir.path(), 200, 0.3, 16));
+    let mut secrets = Vec::new();
+    let mut in_note = Vec::new();
+    let mut in_currency = Vec::new();
+    for i in 0..4 {
+        let mail = format!("grace.{i}@leak-note.example.org");
+        let phone = format!("+44 20 7946 0{:03}", 700 + i);
+        let card = card_number(500 + i);
+        let notes = [
+            format!("receipt please to {mail}"),
+            format!("call me back on {phone}"),
+            format!("spare card {}", spaced(&card)),
+        ];
+        for (k, note) in notes.iter().enumerate() {
+            let key = format!("leak-note-{i}-{k}");
+            lines.insert(i * 37 + k, event(&key, 60.0 + i as f64, serde_json::json!({"note": note})));
+            in_note.push(key);
+        }
+        let value = [mail.replace("grace", "heidi"), phone.replace("0700", "0800"), spaced(&card_number(600 + i))]
+            [i % 3]
+            .clone();
+        let key = format!("leak-currency-{i}");
+        lines.insert(i * 41 + 5, event(&key, 70.0 + i as f64, serde_json::json!({"currency": value})));
+        in_currency.push(key);
+        secrets.extend([
+            mail,
+            phone.clone(),
+            phone.replace(' ', ""),
+            card.clone(),
+            spaced(&card),
+            value.replace(' ', ""),
+        ]);
+        secrets.push(value);
+    }
+    for line in &lines {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        for field in ["customer_email", "card_number", "note"] {
+            if let Some(v) = ev.get(field).and_then(|v| v.as_str()) {
+                // Generated notes with personal data; clean ones may leave.
+                if field != "note" || v.starts_with("call back on") || v.starts_with("receipt to") {
+                    secrets.push(v.to_string());
+                    secrets.extend(v.strip_prefix("receipt to ").or(v.strip_prefix("call back on ")).map(String::from));
+                }
+            }
+        }
+    }
+    let input = write_input(dir.path(), "openai.jsonl", &lines);
+
+    // With the local fallback.
+    let m = openai_manifest(dir.path(), &proxy.url(), &[]);
+    let tables = dir.path().join("tables");
+    run(&m, &input, &tables, LITELLM_KEY);
+    let t = tables.as_path();
+    assert_accounted(t, &input);
+    let remote = results(t, "NOT shadow AND route = 'fraud-cloud' AND provider LIKE 'openai http://127.0.0.1:%'");
+    assert!(remote > 50, "{remote} events answered by the openai worker");
+    assert_eq!(results(t, "NOT shadow AND route = 'fraud-cloud' AND (score IS NULL OR score < 0 OR score > 1)"), 0);
+    assert!(proxy.posts().iter().any(|p| p.contains("gift wrap")), "clean notes are part of the prompt");
+    for key in &in_note {
+        let r = rows(t, &format!("SELECT sensitivity, route, fallback FROM predictions WHERE key = '{key}'"));
+        assert_eq!(r.len(), 1, "{key}: {r:?}");
+        assert!(r[0][0] == "pii" || r[0][0] == "regulated", "{key}: {r:?}");
+        assert_eq!((r[0][1].as_str(), r[0][2].as_str()), ("fraud", "false"), "{key}: {r:?}");
+    }
+    for key in &in_currency {
+        let r =
+            rows(t, &format!("SELECT sensitivity, route, fallback, route_reason FROM predictions WHERE key = '{key}'"));
+        assert_eq!(r.len(), 1, "{key}: {r:?}");
+        // Invisible to the router (untagged, unscanned): planned for the cloud ...
+        // (`internal`: the event has a `country`, which may leave.)
+        assert_eq!(r[0][0], "internal", "{key}: {r:?}");
+        // ... stopped by the last check, answered locally.
+        assert_eq!((r[0][1].as_str(), r[0][2].as_str()), ("fraud", "true"), "{key}: {r:?}");
+        assert!(r[0][3].contains("worker `fraud-cloud`: request blocked before egress"), "{key}: {r:?}");
+    }
+    let posts_with_fallback = proxy.posts().len();
+
+    // Without a fallback: the blocked events go to the DLQ, said why.
+    let m = openai_manifest(dir.path(), &proxy.url(), &[("      fallback: [fraud]\n", "")]);
+    let tables = dir.path().join("tables-no-fallback");
+    run(&m, &input, &tables, LITELLM_KEY);
+    let t = tables.as_path();
+    assert_accounted(t, &input);
+    let blocked = rows(
+        t,
+        "SELECT CAST(payload AS VARCHAR), error_message FROM dlq WHERE error_class = 'egress_blocked' ORDER BY 1",
+    );
+    assert_eq!(blocked.len(), in_currency.len(), "{blocked:?}");
+    for key in &in_currency {
+        assert!(blocked.iter().any(|r| r[0].contains(&format!("\"{key}\""))), "{key} is not in {blocked:?}");
+    }
+    for message in blocked.iter().map(|r| &r[1]) {
+        assert!(message.contains("worker `fraud-cloud`: request blocked before egress"), "{message}");
+        assert!(!secrets.iter().any(|s| message.contains(s.as_str())), "the DLQ message repeats the value: {message}");
+    }
+    assert!(proxy.posts().len() > posts_with_fallback + 50, "the second run reached the endpoint too");
+
+    // Over both runs, not one value that may not leave was on the wire.
+    let mut leaks = Vec::new();
+    for r in &proxy.requests() {
+        for s in &secrets {
+            if r.contains(s) {
+                leaks.push(format!("request {} carries {s:?}", r.n));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{} values reached the endpoint:\n{}", leaks.len(), leaks.join("\n"));
+}
