@@ -169,6 +169,9 @@ struct Shared {
     stats: CloudStats,
     /// Mean request latency (exponentially weighted), µs; 0 before the first.
     latency_ewma_us: AtomicU64,
+    /// What the last failed attempt failed with (no event data: status,
+    /// server snippet or transport error).
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 /// A worker that sends events to a cloud endpoint.
@@ -232,6 +235,7 @@ impl CloudWorker {
             width,
             stats: CloudStats::default(),
             latency_ewma_us: AtomicU64::new(0),
+            last_failure: std::sync::Mutex::new(None),
         });
         let batch = shared.max_inputs();
         let (tx, rx) = mpsc::channel(batch * config.max_concurrency.max(1) * 2);
@@ -412,13 +416,17 @@ impl Shared {
             }
         }
         if let Some(wait) = self.breaker.open_for() {
-            return Err(CloudError::Unavailable {
-                reason: format!("worker `{}`: circuit open ({})", self.name, self.base),
-                retry_in: wait,
-                pause: false,
-            });
+            return Err(CloudError::Unavailable { reason: self.circuit_open_reason(), retry_in: wait, pause: false });
         }
         Ok(())
+    }
+
+    /// "circuit open", with the failure that opened it: the reason names
+    /// the cause, not only the effect.
+    fn circuit_open_reason(&self) -> String {
+        let last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let cause = last.map(|w| format!("; last failure: {w}")).unwrap_or_default();
+        format!("worker `{}`: circuit open ({}){cause}", self.name, self.base)
     }
 
     fn budget_spent(&self, wait: Duration) -> CloudError {
@@ -520,11 +528,8 @@ impl Shared {
             let permit = match self.breaker.permit() {
                 Ok(p) => p,
                 Err(wait) => {
-                    let e = CloudError::Unavailable {
-                        reason: format!("worker `{}`: circuit open ({})", self.name, self.base),
-                        retry_in: wait,
-                        pause: false,
-                    };
+                    let e =
+                        CloudError::Unavailable { reason: self.circuit_open_reason(), retry_in: wait, pause: false };
                     return self.answer_all(jobs, e);
                 }
             };
@@ -577,9 +582,11 @@ impl Shared {
             match self.retry.decide(&outcome, attempt, rand::random::<f64>()) {
                 Decision::RetryAfter(wait) => {
                     tracing::debug!(worker = %self.name, attempt, wait_ms = wait.as_millis() as u64, error = %what, "retrying");
+                    *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
                     tokio::time::sleep(wait).await;
                 }
                 Decision::GiveUp { .. } => {
+                    *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(what.clone());
                     let plural = if attempt == 1 { "" } else { "s" };
                     tracing::warn!(worker = %self.name, attempts = attempt, error = %what, "request failed");
                     let msg = format!("{url}: {what} (after {attempt} attempt{plural})");
