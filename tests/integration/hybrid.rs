@@ -806,3 +806,99 @@ fn openai_prompts_carry_no_personal_data() {
     }
     assert!(leaks.is_empty(), "{} values reached the endpoint:\n{}", leaks.len(), leaks.join("\n"));
 }
+
+/// `switchyard serve` speaks the KServe V2 REST protocol: open health
+/// probes, metadata and readiness behind the token, clear errors naming
+/// what is wrong, and answers equal to the local worker's.
+#[test]
+fn serve_speaks_kserve_v2_with_bearer_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let get = |path: &str, token: Option<&str>| {
+            let mut r = http.get(format!("{}{path}", server.url));
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            r.send()
+        };
+        let json = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            (status, body)
+        };
+        // Probes need no token.
+        assert_eq!(json(get("/v2/health/live", None).await.unwrap()).await, (200, serde_json::json!({"live": true})));
+        assert_eq!(json(get("/v2/health/ready", None).await.unwrap()).await.0, 200);
+        // Everything else does, and says so.
+        let (status, body) = json(get("/v2/models/fraud", None).await.unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("missing bearer token")));
+        let (status, body) = json(get("/v2/models/fraud", Some("wrong")).await.unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid bearer token")));
+        let token = Some(server.token.as_str());
+        let (status, meta) = json(get("/v2/models/fraud", token).await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(meta["inputs"][0]["name"], "features");
+        assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 16]));
+        assert_eq!(meta["versions"], serde_json::json!(["1"]));
+        assert_eq!(json(get("/v2/models/fraud/versions/1/ready", token).await.unwrap()).await.0, 200);
+        let (status, body) = json(get("/v2/models/fraud/versions/9", token).await.unwrap()).await;
+        assert_eq!(status, 404);
+        assert!(body["error"].as_str().unwrap().contains("version `9` of model `fraud` is not served"), "{body}");
+        let (status, body) = json(get("/v2/models/other", token).await.unwrap()).await;
+        assert_eq!(status, 404);
+        assert!(body["error"].as_str().unwrap().contains("served: fraud"), "{body}");
+
+        let post = |body: serde_json::Value| {
+            http.post(format!("{}/v2/models/fraud/infer", server.url))
+                .header("authorization", format!("Bearer {}", server.token))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap())
+                .send()
+        };
+        let rows: Vec<Vec<f32>> = (0..5).map(|r| (0..16).map(|c| ((r * 16 + c) % 7) as f32 / 3.0 - 1.0).collect()).collect();
+        let (status, body) = json(
+            post(serde_json::json!({"id": "q1", "inputs": [{"name": "features", "shape": [5, 16], "datatype": "FP32", "data": rows}]}))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["id"], "q1");
+        assert_eq!(body["model_version"], "1");
+        let probs = &body["outputs"][0];
+        assert_eq!(probs["name"], "probabilities");
+        assert_eq!(probs["shape"], serde_json::json!([5, 2]));
+        let p: Vec<f64> = probs["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let labels: Vec<i64> = body["outputs"][1]["data"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        for r in 0..5 {
+            assert!((p[2 * r] + p[2 * r + 1] - 1.0).abs() < 1e-6, "row {r}: {p:?}");
+            assert_eq!(labels[r], i64::from(p[2 * r + 1] >= 0.5), "row {r}");
+        }
+        // The same rows one at a time give the same answers (batching does
+        // not change them).
+        for (r, row) in rows.iter().enumerate() {
+            let (_, one) = json(
+                post(serde_json::json!({"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP64", "data": row}]}))
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let s = one["outputs"][0]["data"][1].as_f64().unwrap();
+            assert!((s - p[2 * r + 1]).abs() < 1e-6, "row {r}: {s} vs {}", p[2 * r + 1]);
+        }
+        // Bad requests name what is wrong.
+        let (status, body) =
+            json(post(serde_json::json!({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": rows[0]}]})).await.unwrap())
+                .await;
+        assert_eq!(status, 400);
+        assert!(body["error"].as_str().unwrap().contains("the model's input is `features`"), "{body}");
+        let (status, body) =
+            json(post(serde_json::json!({"inputs": [{"name": "features", "shape": [2, 16], "datatype": "FP32", "data": rows[0]}]})).await.unwrap())
+                .await;
+        assert_eq!(status, 400);
+        assert!(body["error"].as_str().unwrap().contains("16 values for shape [2, 16]"), "{body}");
+    });
+}
