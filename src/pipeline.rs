@@ -439,6 +439,26 @@ struct SinkStage {
     last_progress: Instant,
 }
 
+/// A result row from a worker's answer; the lineage names the model.
+fn prediction(
+    key: String,
+    answer: resolve::Answer,
+    features: Vec<f32>,
+    answered_us: i64,
+    mut lineage: switchyard_schemas::Lineage,
+) -> Prediction {
+    lineage.model = answer.model;
+    Prediction {
+        key,
+        score: answer.score,
+        label: answer.label,
+        outputs: answer.outputs,
+        features,
+        latency_us: answered_us - lineage.ingest_time_us,
+        lineage,
+    }
+}
+
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
@@ -519,19 +539,10 @@ impl SinkStage {
                         lineage.route.reason = format!("{}; fallback to `{name}`: {why}", lineage.route.reason);
                     }
                     lineage.route.route = name;
-                    lineage.model = answer.model;
                     if !resolved.shadows.is_empty() {
                         served[j] = Some((lineage.clone(), event.key.clone()));
                     }
-                    preds.push(Prediction {
-                        key: event.key,
-                        score: answer.score,
-                        label: answer.label,
-                        outputs: answer.outputs,
-                        features: row_features(j),
-                        latency_us: answered_us - lineage.ingest_time_us,
-                        lineage,
-                    });
+                    preds.push(prediction(event.key, answer, row_features(j), answered_us, lineage));
                 }
                 Outcome::Failed { class, message } => {
                     let raw = &chunk[i];
@@ -566,16 +577,7 @@ impl SinkStage {
             lineage.fallback = false;
             lineage.route.reason = format!("{}; shadow copy to `{name}`", lineage.route.reason);
             lineage.route.route = name;
-            lineage.model = answer.model;
-            shadow_rows.push(Prediction {
-                key: key.clone(),
-                score: answer.score,
-                label: answer.label,
-                outputs: answer.outputs,
-                features: row_features(j),
-                latency_us: answered_us - lineage.ingest_time_us,
-                lineage,
-            });
+            shadow_rows.push(prediction(key.clone(), answer, row_features(j), answered_us, lineage));
         }
         let ingest_us: Vec<(i64, Option<i64>)> =
             preds.iter().map(|p| (p.lineage.ingest_time_us, p.lineage.kafka_timestamp_ms)).collect();
