@@ -9,6 +9,8 @@
 //! * [`Lineage`], [`ModelRef`] — where a row came from and who answered it;
 //! * [`Prediction`], [`DlqRecord`] — the output records, with their Arrow schemas
 //!   ([`prediction_arrow_schema`], [`dlq_arrow_schema`]);
+//! * [`Feedback`] — ground truth from a feedback topic, and the Arrow schemas of
+//!   the `feedback`, `triggers` and `audit` tables;
 //! * [`PiiScanner`] — what finds personal data in text (implemented by the
 //!   router's detectors, used by cloud workers before egress);
 //! * [`Problems`] — the collector for manifest validation, so every stage reports
@@ -17,6 +19,7 @@
 
 mod error;
 mod event;
+mod feedback;
 mod lineage;
 mod pii;
 mod problems;
@@ -25,6 +28,7 @@ mod schema;
 
 pub use error::{Error, Result};
 pub use event::{Event, RawRecord, Value};
+pub use feedback::{audit_arrow_schema, feedback_arrow_schema, trigger_arrow_schema, Feedback};
 pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sensitivity};
 pub use pii::PiiScanner;
 pub use problems::{Problem, Problems};

@@ -41,6 +41,8 @@ pub enum Stage {
     Route,
     /// Model execution.
     Infer,
+    /// A record of a feedback topic (ground truth).
+    Feedback,
 }
 
 impl Stage {
@@ -52,6 +54,7 @@ impl Stage {
             Stage::Preprocess => "preprocess",
             Stage::Route => "route",
             Stage::Infer => "infer",
+            Stage::Feedback => "feedback",
         }
     }
 }

@@ -3,7 +3,14 @@
 //! Tables (each registered even when it has no files yet):
 //! * `predictions` — one row per answered event, partitioned by `date` and
 //!   `model_version`;
-//! * `dlq` — one row per record that could not be processed, partitioned by `date`.
+//! * `dlq` — one row per record that could not be processed, partitioned by `date`;
+//! * `feedback` — every ground-truth record received, partitioned by `date`
+//!   (of `observed_time`); the view `feedback_latest` keeps the newest per
+//!   event (by `lineage_id`, else `key`);
+//! * `drift`, `accuracy` — the results of drift and accuracy analyses;
+//! * `triggers` — retrain triggers emitted, with their evidence;
+//! * `audit` — model lifecycle events (new version seen, canary, promotion,
+//!   rollback).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +20,14 @@ use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use switchyard_schemas::{dlq_arrow_schema, prediction_arrow_schema};
+use switchyard_schemas::{
+    audit_arrow_schema, dlq_arrow_schema, feedback_arrow_schema, prediction_arrow_schema, trigger_arrow_schema,
+};
 
+use crate::drift::accuracy::accuracy_arrow_schema;
+use crate::drift::analysis::drift_arrow_schema;
 use crate::parquet_sink::{DLQ, PREDICTIONS};
+use crate::tables::{ACCURACY, AUDIT, DRIFT, FEEDBACK, TRIGGERS};
 use crate::{Error, Result};
 
 /// A table of the catalog: name, folder, file schema and partition columns.
@@ -33,6 +45,11 @@ pub fn tables() -> Vec<TableDef> {
     vec![
         TableDef { name: PREDICTIONS, schema: prediction_arrow_schema(), partitions: &["date", "model_version"] },
         TableDef { name: DLQ, schema: dlq_arrow_schema(), partitions: &["date"] },
+        TableDef { name: FEEDBACK, schema: feedback_arrow_schema(), partitions: &["date"] },
+        TableDef { name: DRIFT, schema: drift_arrow_schema(), partitions: &["date"] },
+        TableDef { name: ACCURACY, schema: accuracy_arrow_schema(), partitions: &["date"] },
+        TableDef { name: TRIGGERS, schema: trigger_arrow_schema(), partitions: &["date"] },
+        TableDef { name: AUDIT, schema: audit_arrow_schema(), partitions: &["date"] },
     ]
 }
 
@@ -49,8 +66,17 @@ pub async fn open(root: &Path) -> Result<SessionContext> {
         let url = format!("file://{}/", dir.display());
         ctx.register_listing_table(t.name, url, options, Some(t.schema.clone()), None).await?;
     }
+    ctx.sql(FEEDBACK_LATEST).await?;
     Ok(ctx)
 }
+
+/// The newest feedback per event: a late correction replaces an earlier
+/// label, and a duplicate counts once.
+const FEEDBACK_LATEST: &str = "CREATE VIEW feedback_latest AS \
+    SELECT lineage_id, key, label, observed_time, source FROM (\
+      SELECT *, row_number() OVER (PARTITION BY coalesce(lineage_id, concat('key:', key)) \
+        ORDER BY observed_time DESC, ingest_time DESC, feedback_offset DESC) AS rn FROM feedback) \
+    WHERE rn = 1";
 
 /// Runs `sql` and collects the result.
 pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {

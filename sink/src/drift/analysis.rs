@@ -1,0 +1,557 @@
+//! Drift of a model's inputs and scores: reference window vs current window,
+//! per model version and route, over the `predictions` table.
+//!
+//! DataFusion selects the windows (partition pruning by `date`, filters on
+//! model, shadow and time) and streams the `features` and `score` columns;
+//! the columns are then compared one by one with [`super::stats::compare`],
+//! on all cores.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::{coalesce, col, lit, DataFrame, Expr, ParquetReadOptions, SessionContext};
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::stats::{compare, ColumnStats, TestChoice};
+use crate::{Error, Result};
+
+/// Name of the score column in drift results.
+pub const SCORE: &str = "score";
+/// Name of the dataset-level row in the `drift` table.
+pub const DATASET: &str = "(dataset)";
+
+/// A half-open time range `[start, end)` over the event time
+/// (`kafka_timestamp`, else `ingest_time`), in µs; open ends are unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// Inclusive start.
+    pub start_us: Option<i64>,
+    /// Exclusive end.
+    pub end_us: Option<i64>,
+}
+
+impl Window {
+    /// `[start, end)`.
+    pub fn new(start_us: i64, end_us: i64) -> Self {
+        Self { start_us: Some(start_us), end_us: Some(end_us) }
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |v: Option<i64>| v.map(format_time).unwrap_or_else(|| "…".into());
+        write!(f, "{} – {}", t(self.start_us), t(self.end_us))
+    }
+}
+
+/// RFC 3339 (UTC, seconds) of a µs timestamp.
+pub fn format_time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// What the current window is compared with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reference {
+    /// The model's own predictions in a time window (all versions and routes).
+    Window(Window),
+    /// A pinned Parquet dataset (file or folder) with a `features`
+    /// list<float32> column and optionally `score`.
+    Dataset(PathBuf),
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Window(w) => write!(f, "window {w}"),
+            Reference::Dataset(p) => write!(f, "dataset {}", p.display()),
+        }
+    }
+}
+
+/// What to analyse.
+#[derive(Debug, Clone)]
+pub struct DriftRequest {
+    /// `predictions.model_name`.
+    pub model: String,
+    /// Names of the feature vector's positions (the model's feature order).
+    pub feature_names: Vec<String>,
+    /// The reference.
+    pub reference: Reference,
+    /// The current window.
+    pub current: Window,
+    /// Test/threshold per column; absent columns use Evidently's defaults.
+    pub tests: BTreeMap<String, TestChoice>,
+    /// Share of drifted features at which the dataset counts as drifted
+    /// (Evidently's default: 0.5).
+    pub drift_share: f64,
+    /// Split the current window into this many buckets for the metric over
+    /// time (0: none).
+    pub buckets: usize,
+}
+
+/// One column's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnDrift {
+    /// Feature name, or `score`.
+    pub column: String,
+    /// Every statistic.
+    pub stats: ColumnStats,
+    /// The deciding test's score per time bucket (NaN for an empty bucket).
+    pub over_time: Vec<f64>,
+}
+
+/// Drift of one (model version, route) in the current window.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupDrift {
+    /// Model version that answered.
+    pub model_version: String,
+    /// Worker that answered.
+    pub route: String,
+    /// Rows of the group in the current window.
+    pub rows: usize,
+    /// Features first, then `score`.
+    pub columns: Vec<ColumnDrift>,
+    /// Features that drifted.
+    pub drifted_features: usize,
+    /// Share of features that drifted (the score is reported, not counted).
+    pub drift_share: f64,
+    /// `drift_share ≥` the request's threshold.
+    pub dataset_drifted: bool,
+    /// Bucket bounds of `over_time`, µs.
+    pub buckets: Vec<(i64, i64)>,
+}
+
+impl GroupDrift {
+    /// Names of the drifted features.
+    pub fn drifted(&self) -> Vec<&str> {
+        self.columns.iter().filter(|c| c.column != SCORE && c.stats.drifted).map(|c| c.column.as_str()).collect()
+    }
+}
+
+/// The result of one analysis.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    /// Id of this analysis (rows of the `drift` table share it).
+    pub run_id: String,
+    /// When it ran (µs).
+    pub computed_at_us: i64,
+    /// The model.
+    pub model: String,
+    /// The reference.
+    pub reference: Reference,
+    /// Rows in the reference.
+    pub reference_rows: usize,
+    /// The current window.
+    pub current: Window,
+    /// The dataset-drift threshold used.
+    pub drift_share_threshold: f64,
+    /// One entry per (model version, route) seen in the current window.
+    pub groups: Vec<GroupDrift>,
+    /// Rows skipped because their feature vector had another width.
+    pub skipped_rows: u64,
+}
+
+/// Feature columns plus score, column-major; `times` per row.
+#[derive(Default)]
+struct Columns {
+    cols: Vec<Vec<f32>>,
+    times: Vec<i64>,
+}
+
+struct Acc {
+    width: usize,
+    groups: BTreeMap<(String, String), Columns>,
+    skipped: u64,
+}
+
+impl Acc {
+    fn new(width: usize) -> Self {
+        Self { width, groups: BTreeMap::new(), skipped: 0 }
+    }
+
+    fn group(&mut self, version: &str, route: &str) -> &mut Columns {
+        let width = self.width;
+        self.groups
+            .entry((version.to_string(), route.to_string()))
+            .or_insert_with(|| Columns { cols: vec![Vec::new(); width + 1], times: Vec::new() })
+    }
+
+    /// Adds a batch of (model_version, route, features, score, event_time);
+    /// without the first two all rows land in one group.
+    fn add(&mut self, batch: &RecordBatch, grouped: bool) -> Result<()> {
+        let n = batch.num_rows();
+        let utf8 = |name: &str| -> Result<Option<StringArray>> {
+            match batch.column_by_name(name) {
+                Some(a) if grouped => Ok(Some(arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone())),
+                _ => Ok(None),
+            }
+        };
+        let (versions, routes) = (utf8("model_version")?, utf8("route")?);
+        let features = batch
+            .column_by_name("features")
+            .ok_or_else(|| Error::Internal("drift input has no `features` column".into()))?;
+        let features =
+            arrow::compute::cast(features, &DataType::List(Arc::new(Field::new("item", DataType::Float32, true))))?;
+        let features = features.as_list::<i32>();
+        let values = features.values().as_primitive::<Float32Type>().values().clone();
+        let offsets = features.value_offsets();
+        let scores = match batch.column_by_name("score") {
+            Some(s) => Some(arrow::compute::cast(s, &DataType::Float64)?),
+            None => None,
+        };
+        let scores = scores.as_ref().map(|s| s.as_primitive::<Float64Type>());
+        let times = batch
+            .column_by_name("event_time")
+            .map(|t| arrow::compute::cast(t, &DataType::Timestamp(TimeUnit::Microsecond, None)))
+            .transpose()?;
+        let times = times.as_ref().map(|t| t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>());
+
+        let width = self.width;
+        let mut i = 0;
+        while i < n {
+            // Rows of one partition share version and route: take runs.
+            let (v, r) = (
+                versions.as_ref().map(|a| a.value(i)).unwrap_or(""),
+                routes.as_ref().map(|a| a.value(i)).unwrap_or(""),
+            );
+            let mut end = i + 1;
+            while end < n
+                && versions.as_ref().is_none_or(|a| a.value(end) == v)
+                && routes.as_ref().is_none_or(|a| a.value(end) == r)
+            {
+                end += 1;
+            }
+            let mut skipped = 0;
+            let g = self.group(v, r);
+            for row in i..end {
+                let (lo, hi) = (offsets[row] as usize, offsets[row + 1] as usize);
+                if hi - lo != width || features.is_null(row) {
+                    skipped += 1;
+                    continue;
+                }
+                for (j, c) in g.cols[..width].iter_mut().enumerate() {
+                    c.push(values[lo + j]);
+                }
+                let s = scores.and_then(|s| (!s.is_null(row)).then(|| s.value(row) as f32)).unwrap_or(f32::NAN);
+                g.cols[width].push(s);
+                g.times.push(times.map(|t| t.value(row)).unwrap_or(0));
+            }
+            self.skipped += skipped;
+            i = end;
+        }
+        Ok(())
+    }
+}
+
+fn ts_lit(us: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())))
+}
+
+fn date_of(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
+/// The model's non-shadow predictions in `window`: `model_version`,
+/// `route`, `features`, `score`, `event_time`.
+pub async fn window_frame(ctx: &SessionContext, model: &str, window: Window) -> Result<DataFrame> {
+    let event_time = coalesce(vec![col("kafka_timestamp"), col("ingest_time")]);
+    let mut filter = col("model_name").eq(lit(model)).and(col("shadow").eq(lit(false)));
+    if let Some(s) = window.start_us {
+        filter = filter.and(event_time.clone().gt_eq(ts_lit(s))).and(col("date").gt_eq(lit(date_of(s))));
+    }
+    if let Some(e) = window.end_us {
+        filter = filter.and(event_time.clone().lt(ts_lit(e))).and(col("date").lt_eq(lit(date_of(e))));
+    }
+    Ok(ctx.table("predictions").await?.filter(filter)?.select(vec![
+        col("model_version"),
+        col("route"),
+        col("features"),
+        col("score"),
+        event_time.alias("event_time"),
+    ])?)
+}
+
+async fn collect(df: DataFrame, width: usize, grouped: bool) -> Result<Acc> {
+    let streams = df.execute_stream_partitioned().await?;
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut acc = Acc::new(width);
+                while let Some(b) = s.next().await {
+                    acc.add(&b?, grouped)?;
+                }
+                Ok::<_, Error>(acc)
+            })
+        })
+        .collect();
+    let mut total = Acc::new(width);
+    for t in tasks {
+        let acc = t.await.map_err(|e| Error::Internal(format!("drift reader panicked: {e}")))??;
+        total.skipped += acc.skipped;
+        for (k, mut g) in acc.groups {
+            let dst = total.group(&k.0, &k.1);
+            for (d, s) in dst.cols.iter_mut().zip(g.cols.iter_mut()) {
+                if d.is_empty() {
+                    std::mem::swap(d, s);
+                } else {
+                    d.append(s);
+                }
+            }
+            dst.times.append(&mut g.times);
+        }
+    }
+    Ok(total)
+}
+
+async fn reference_columns(ctx: &SessionContext, req: &DriftRequest) -> Result<(Columns, u64)> {
+    let width = req.feature_names.len();
+    let acc = match &req.reference {
+        Reference::Window(w) => collect(window_frame(ctx, &req.model, *w).await?, width, false).await?,
+        Reference::Dataset(path) => {
+            let p = path.to_string_lossy();
+            let df = ctx
+                .read_parquet(p.as_ref(), ParquetReadOptions::default())
+                .await
+                .map_err(|e| Error::Internal(format!("reference dataset {}: cannot read: {e}", path.display())))?;
+            let has_score = df.schema().fields().iter().any(|f| f.name() == SCORE);
+            if !df.schema().fields().iter().any(|f| f.name() == "features") {
+                return Err(Error::Internal(format!(
+                    "reference dataset {}: has no `features` column (list<float32> in the model's feature order)",
+                    path.display()
+                )));
+            }
+            let cols = if has_score { vec![col("features"), col(SCORE)] } else { vec![col("features")] };
+            collect(df.select(cols)?, width, false).await?
+        }
+    };
+    let skipped = acc.skipped;
+    let cols = acc
+        .groups
+        .into_values()
+        .next()
+        .unwrap_or_else(|| Columns { cols: vec![Vec::new(); width + 1], times: Vec::new() });
+    Ok((cols, skipped))
+}
+
+/// Runs the analysis.
+pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftReport> {
+    let width = req.feature_names.len();
+    let (reference, ref_skipped) = reference_columns(ctx, req).await?;
+    let current = collect(window_frame(ctx, &req.model, req.current).await?, width, true).await?;
+    let reference_rows = reference.cols.first().map_or(0, Vec::len);
+    let names: Vec<String> = req.feature_names.iter().cloned().chain([SCORE.to_string()]).collect();
+    let choices: Vec<TestChoice> = names.iter().map(|n| req.tests.get(n).copied().unwrap_or_default()).collect();
+    let reference = Arc::new(reference);
+    let mut groups = Vec::new();
+    for ((version, route), cur) in current.groups {
+        let rows = cur.times.len();
+        let buckets = bucket_bounds(req.current, &cur.times, req.buckets);
+        let (reference, names, choices, bounds) = (reference.clone(), names.clone(), choices.clone(), buckets.clone());
+        let columns = tokio::task::spawn_blocking(move || compare_all(&reference, &cur, &names, &choices, &bounds))
+            .await
+            .map_err(|e| Error::Internal(format!("drift computation panicked: {e}")))?;
+        let features = columns.iter().filter(|c| c.column != SCORE).count();
+        let drifted_features = columns.iter().filter(|c| c.column != SCORE && c.stats.drifted).count();
+        let drift_share = if features == 0 { 0.0 } else { drifted_features as f64 / features as f64 };
+        groups.push(GroupDrift {
+            model_version: version,
+            route,
+            rows,
+            drifted_features,
+            drift_share,
+            dataset_drifted: features > 0 && drift_share >= req.drift_share,
+            buckets,
+            columns,
+        });
+    }
+    Ok(DriftReport {
+        run_id: uuid::Uuid::new_v4().simple().to_string(),
+        computed_at_us: chrono::Utc::now().timestamp_micros(),
+        model: req.model.clone(),
+        reference: req.reference.clone(),
+        reference_rows,
+        current: req.current,
+        drift_share_threshold: req.drift_share,
+        groups,
+        skipped_rows: current.skipped + ref_skipped,
+    })
+}
+
+/// `n` equal buckets over the window (or over the rows' times where the
+/// window is open).
+fn bucket_bounds(window: Window, times: &[i64], n: usize) -> Vec<(i64, i64)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let lo = window.start_us.or_else(|| times.iter().min().copied()).unwrap_or(0);
+    let hi = window.end_us.or_else(|| times.iter().max().map(|t| t + 1)).unwrap_or(lo + 1);
+    let step = ((hi - lo) / n as i64).max(1);
+    (0..n as i64).map(|k| (lo + k * step, if k + 1 == n as i64 { hi } else { lo + (k + 1) * step })).collect()
+}
+
+fn compare_all(
+    reference: &Columns,
+    current: &Columns,
+    names: &[String],
+    choices: &[TestChoice],
+    buckets: &[(i64, i64)],
+) -> Vec<ColumnDrift> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(names.len().max(1));
+    let bucket_of: Vec<Option<usize>> = if buckets.is_empty() {
+        Vec::new()
+    } else {
+        current.times.iter().map(|&t| buckets.iter().position(|&(s, e)| t >= s && t < e)).collect()
+    };
+    let one = |j: usize| -> Option<ColumnDrift> {
+        let stats = compare(&reference.cols[j], &current.cols[j], choices[j])?;
+        let over_time = if buckets.is_empty() {
+            Vec::new()
+        } else {
+            let mut parts: Vec<Vec<f32>> = vec![Vec::new(); buckets.len()];
+            for (v, b) in current.cols[j].iter().zip(&bucket_of) {
+                if let Some(b) = b {
+                    parts[*b].push(*v);
+                }
+            }
+            let choice = TestChoice { test: Some(stats.test), threshold: Some(stats.threshold) };
+            parts.iter().map(|p| compare(&reference.cols[j], p, choice).map_or(f64::NAN, |s| s.score)).collect()
+        };
+        Some(ColumnDrift { column: names[j].clone(), stats, over_time })
+    };
+    let mut out: Vec<Option<ColumnDrift>> = vec![None; names.len()];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let one = &one;
+                s.spawn(move || (t..names.len()).step_by(threads).map(|j| (j, one(j))).collect::<Vec<_>>())
+            })
+            .collect();
+        for h in handles {
+            for (j, c) in h.join().expect("drift column thread panicked") {
+                out[j] = c;
+            }
+        }
+    });
+    out.into_iter().flatten().collect()
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Arrow schema of the `drift` table (`date` of `computed_at` is a partition
+/// column). One row per column per (model version, route) per analysis, and
+/// a `(dataset)` row with the drift share.
+pub fn drift_arrow_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("computed_at", ts_type(), false),
+        Field::new("model_name", DataType::Utf8, false),
+        Field::new("model_version", DataType::Utf8, false),
+        Field::new("route", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("test", DataType::Utf8, false),
+        Field::new("drift_score", DataType::Float64, false),
+        Field::new("threshold", DataType::Float64, false),
+        Field::new("drifted", DataType::Boolean, false),
+        Field::new("psi", DataType::Float64, true),
+        Field::new("ks_statistic", DataType::Float64, true),
+        Field::new("ks_p_value", DataType::Float64, true),
+        Field::new("jensen_shannon", DataType::Float64, true),
+        Field::new("wasserstein_norm", DataType::Float64, true),
+        Field::new("chi2_p_value", DataType::Float64, true),
+        Field::new("reference_rows", DataType::Int64, false),
+        Field::new("current_rows", DataType::Int64, false),
+        Field::new("reference", DataType::Utf8, false),
+        Field::new("current_start", ts_type(), true),
+        Field::new("current_end", ts_type(), true),
+        Field::new("exact", DataType::Boolean, false),
+    ]))
+}
+
+impl DriftReport {
+    /// The report as rows of the `drift` table.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        struct Row<'a> {
+            g: &'a GroupDrift,
+            column: &'a str,
+            test: &'a str,
+            score: f64,
+            threshold: f64,
+            drifted: bool,
+            s: Option<&'a ColumnStats>,
+            reference_rows: usize,
+        }
+        let mut rows = Vec::new();
+        for g in &self.groups {
+            for c in &g.columns {
+                rows.push(Row {
+                    g,
+                    column: &c.column,
+                    test: c.stats.test.as_str(),
+                    score: c.stats.score,
+                    threshold: c.stats.threshold,
+                    drifted: c.stats.drifted,
+                    s: Some(&c.stats),
+                    reference_rows: c.stats.reference_rows,
+                });
+            }
+            rows.push(Row {
+                g,
+                column: DATASET,
+                test: "drift_share",
+                score: g.drift_share,
+                threshold: self.drift_share_threshold,
+                drifted: g.dataset_drifted,
+                s: None,
+                reference_rows: self.reference_rows,
+            });
+        }
+        let n = rows.len();
+        let strs =
+            |f: &dyn Fn(&Row) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+        let f64s =
+            |f: &dyn Fn(&Row) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from_iter(rows.iter().map(f))) };
+        let ts =
+            |v: Option<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) };
+        let columns: Vec<ArrayRef> = vec![
+            strs(&|_| self.run_id.clone()),
+            ts(Some(self.computed_at_us)),
+            strs(&|_| self.model.clone()),
+            strs(&|r| r.g.model_version.clone()),
+            strs(&|r| r.g.route.clone()),
+            strs(&|r| r.column.to_string()),
+            strs(&|r| r.test.to_string()),
+            f64s(&|r| Some(r.score)),
+            f64s(&|r| Some(r.threshold)),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.drifted)))),
+            f64s(&|r| r.s.map(|s| s.psi)),
+            f64s(&|r| r.s.map(|s| s.ks_statistic)),
+            f64s(&|r| r.s.map(|s| s.ks_p_value)),
+            f64s(&|r| r.s.map(|s| s.jensen_shannon)),
+            f64s(&|r| r.s.map(|s| s.wasserstein_norm)),
+            f64s(&|r| r.s.and_then(|s| s.chi2_p_value)),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.reference_rows as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.s.map_or(r.g.rows, |s| s.current_rows) as i64),
+            )),
+            strs(&|_| self.reference.to_string()),
+            ts(self.current.start_us),
+            ts(self.current.end_us),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.s.is_none_or(|s| s.exact))))),
+        ];
+        Ok(RecordBatch::try_new(drift_arrow_schema(), columns)?)
+    }
+}

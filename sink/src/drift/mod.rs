@@ -1,0 +1,18 @@
+//! Drift, accuracy and the retraining loop's evidence, over the tables.
+//!
+//! * [`stats`] — the two-sample statistics (PSI, KS, Jensen–Shannon,
+//!   Wasserstein, χ², z) and Evidently's default choice of test;
+//! * [`analysis`] — reference vs current window per model version and route,
+//!   read with DataFusion, written to the `drift` table;
+//! * [`accuracy`] — predictions joined with feedback: accuracy, precision,
+//!   recall, F1, ROC AUC, Brier, calibration; served vs shadow agreement;
+//! * [`render`] — the report as a text table and as HTML with SVG charts.
+
+pub mod accuracy;
+pub mod analysis;
+pub mod render;
+pub mod stats;
+
+pub use accuracy::{accuracy, agreement, labelled_sql, Accuracy, Agreement};
+pub use analysis::{analyse, DriftReport, DriftRequest, GroupDrift, Reference, Window};
+pub use stats::{compare, ColumnStats, StatTest, TestChoice};
