@@ -8,6 +8,7 @@ mod demo;
 mod generate;
 mod kafka_util;
 mod manifest;
+mod monitor;
 mod pipeline;
 mod report;
 mod resolve;
@@ -70,13 +71,72 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         progress_secs: u64,
     },
-    /// Run a SQL query over the result tables (predictions, dlq).
+    /// Run a SQL query over the tables (predictions, dlq, feedback,
+    /// feedback_latest, drift, accuracy, triggers, audit).
     Sql {
         /// The query, e.g. "SELECT route, count(*) FROM predictions GROUP BY route".
         query: String,
         /// Table folder.
         #[arg(long, default_value = "data/tables")]
         tables: PathBuf,
+    },
+    /// Report drift of the manifest's model: the current window against the
+    /// reference, per model version and route, with accuracy against
+    /// feedback; as a table, and as HTML/SVG charts.
+    Drift {
+        /// The manifest (YAML); its `monitor:` section gives the defaults.
+        manifest: PathBuf,
+        /// Override the manifest's table folder.
+        #[arg(long)]
+        tables: Option<PathBuf>,
+        /// Current window start (RFC 3339).
+        #[arg(long)]
+        current_start: Option<String>,
+        /// Current window end (RFC 3339; default: just after the newest prediction).
+        #[arg(long)]
+        current_end: Option<String>,
+        /// Current window length, e.g. 30m, 2h, 7d (default: monitor.window_ms, else 1h).
+        #[arg(long, conflicts_with = "current_start")]
+        last: Option<String>,
+        /// Reference window start (RFC 3339; default: monitor.reference).
+        #[arg(long, requires = "reference_end")]
+        reference_start: Option<String>,
+        /// Reference window end (RFC 3339).
+        #[arg(long, requires = "reference_start")]
+        reference_end: Option<String>,
+        /// Reference dataset: Parquet with a `features` column (and `score`).
+        #[arg(long, conflicts_with_all = ["reference_start", "reference_end"])]
+        reference_dataset: Option<PathBuf>,
+        /// Split the current window into this many buckets for the metric over time.
+        #[arg(long, default_value_t = 12)]
+        buckets: usize,
+        /// Write a self-contained HTML report (tables and SVG charts) here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Write every chart as an SVG file into this folder.
+        #[arg(long)]
+        svg_dir: Option<PathBuf>,
+        /// Append the results to the `drift` table.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Evaluate drift and accuracy and emit retrain triggers, on the
+    /// manifest's schedule (the streaming worker does this too), or once.
+    Monitor {
+        /// The manifest (YAML) with a `monitor:` section.
+        manifest: PathBuf,
+        /// Override the manifest's table folder.
+        #[arg(long)]
+        tables: Option<PathBuf>,
+        /// Override the Kafka bootstrap servers (trigger topic).
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Evaluate once, print the result and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: evaluate the window ending at this time (RFC 3339) instead of now.
+        #[arg(long, requires = "once")]
+        now: Option<String>,
     },
     /// Produce synthetic transactions, run the pipeline on them, print a summary.
     Demo {
@@ -321,6 +381,45 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 std::fs::write(&path, report::json(&summary).to_string())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drift {
+            manifest,
+            tables,
+            current_start,
+            current_end,
+            last,
+            reference_start,
+            reference_end,
+            reference_dataset,
+            buckets,
+            html,
+            svg_dir,
+            write,
+        } => {
+            let loaded = manifest::load(&manifest)?;
+            monitor::drift_command(
+                &loaded,
+                monitor::DriftOptions {
+                    tables,
+                    current_start,
+                    current_end,
+                    last,
+                    reference_start,
+                    reference_end,
+                    reference_dataset,
+                    buckets,
+                    html,
+                    svg_dir,
+                    write,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Monitor { manifest, tables, bootstrap_servers, once, now } => {
+            let loaded = manifest::load(&manifest)?;
+            monitor::monitor_command(&loaded, tables, bootstrap_servers, once, now).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { query, tables } => {

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use switchyard_ingest::{KafkaSourceConfig, PreprocessConfig};
+use switchyard_ingest::{FeedbackConfig, KafkaSourceConfig, PreprocessConfig};
 use switchyard_router::{PolicyConfig, RouteKind};
 use switchyard_schemas::{EventSchema, Problems};
+use switchyard_sink::drift::MonitorConfig;
 use switchyard_sink::SinksConfig;
 use switchyard_workers::{registry, WorkerConfig};
 
@@ -33,6 +34,12 @@ pub struct Manifest {
     pub workers: BTreeMap<String, WorkerConfig>,
     /// Where results go.
     pub sinks: SinksConfig,
+    /// Ground truth coming back: feedback topics into the `feedback` table.
+    #[serde(default)]
+    pub feedback: Option<FeedbackConfig>,
+    /// Drift and accuracy monitoring with retrain triggers.
+    #[serde(default)]
+    pub monitor: Option<MonitorConfig>,
 }
 
 /// The `source:` section, selected by `type`.
@@ -122,7 +129,44 @@ impl Loaded {
             }
         }
         m.sinks.validate("sinks", &mut problems);
+        if let Some(f) = &m.feedback {
+            f.validate("feedback", &mut problems);
+        }
+        if let Some(mon) = &m.monitor {
+            match m.workers.get(&mon.worker) {
+                Some(WorkerConfig::Onnx(_)) => {}
+                Some(_) => problems.push("monitor.worker", format!("`{}` is not an onnx worker", mon.worker)),
+                None => problems.push(
+                    "monitor.worker",
+                    format!(
+                        "no worker `{}` (workers: {})",
+                        mon.worker,
+                        m.workers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+            }
+            mon.validate("monitor", &features, &mut problems);
+            if let Some(d) = &mon.reference.dataset {
+                if !self.base.join(d).exists() {
+                    problems.push("monitor.reference.dataset", format!("{}: not found", self.base.join(d).display()));
+                }
+            }
+        }
         problems
+    }
+
+    /// The watched worker's model name and registry folder.
+    pub fn monitored_model(&self) -> Option<(String, PathBuf)> {
+        let mon = self.manifest.monitor.as_ref()?;
+        match self.manifest.workers.get(&mon.worker)? {
+            WorkerConfig::Onnx(c) => Some((c.model.clone(), self.base.join(&c.registry))),
+            _ => None,
+        }
+    }
+
+    /// Names of the feature vector's positions.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.manifest.preprocess.features.iter().flat_map(|f| f.output_names()).collect()
     }
 }
 

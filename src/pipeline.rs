@@ -97,6 +97,12 @@ pub struct Summary {
     pub rolls: u64,
     /// Where the tables are.
     pub tables: PathBuf,
+    /// Feedback records written to the `feedback` table.
+    pub feedback: u64,
+    /// Bad feedback records sent to the DLQ table.
+    pub feedback_dlq: u64,
+    /// Retrain triggers the monitor emitted.
+    pub triggers: u64,
 }
 
 impl Summary {
@@ -333,7 +339,10 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             batches: BTreeMap::new(),
             pauses: 0,
             rolls: 0,
-            tables,
+            tables: tables.clone(),
+            feedback: 0,
+            feedback_dlq: 0,
+            triggers: 0,
         },
         first: None,
         last: None,
@@ -341,6 +350,11 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
         last_progress: Instant::now(),
     };
     let sink_task = tokio::spawn(sink.run(rx, Duration::from_millis(pq.roll_interval_ms.clamp(50, 1000))));
+    // The retraining loop's parts run beside the pipeline and stop with it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let feedback_task = crate::monitor::spawn_feedback(loaded, &kcfg.bootstrap_servers, &tables, stop_rx.clone())?;
+    let monitor_task = crate::monitor::build_monitor(loaded, &kcfg.bootstrap_servers, &tables)?
+        .map(|m| crate::monitor::spawn_monitor(m, stop_rx));
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -361,6 +375,14 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     }
     drop(tx);
     let mut summary = sink_task.await.context("sink stage panicked")??;
+    let _ = stop_tx.send(true);
+    if let Some(t) = feedback_task {
+        let f = t.await.context("feedback consumer panicked")??;
+        (summary.feedback, summary.feedback_dlq) = (f.records, f.dlq);
+    }
+    if let Some(t) = monitor_task {
+        summary.triggers = t.await.context("monitor panicked")?;
+    }
     if let Some(s) = source_stats {
         summary.pauses = s.pauses.load(std::sync::atomic::Ordering::Relaxed);
     }

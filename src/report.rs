@@ -34,6 +34,12 @@ pub fn summary(s: &Summary) -> String {
     for (rule, n) in &s.by_rule {
         let _ = writeln!(out, "  rule {rule:<20} {n:>9}");
     }
+    if s.feedback > 0 || s.feedback_dlq > 0 {
+        let _ = writeln!(out, "feedback       {:>10}   ({} bad, to the DLQ table)", s.feedback, s.feedback_dlq);
+    }
+    if s.triggers > 0 {
+        let _ = writeln!(out, "retrain triggers {:>8}", s.triggers);
+    }
     for (class, n) in &s.dlq_by_class {
         let _ = writeln!(out, "  dlq {class:<21} {n:>9}");
     }
@@ -110,6 +116,9 @@ pub fn json(s: &Summary) -> serde_json::Value {
     serde_json::json!({
         "records": s.records,
         "results": s.predictions,
+        "feedback": s.feedback,
+        "feedback_dlq": s.feedback_dlq,
+        "triggers": s.triggers,
         "dlq": s.dlq,
         "replayed": s.replayed,
         "seconds": s.elapsed.as_secs_f64(),

@@ -9,6 +9,8 @@
 //! * [`Decoder`] — bytes → JSON → schema-checked [`Event`](switchyard_schemas::Event)
 //!   with its [`Lineage`](switchyard_schemas::Lineage); what cannot be decoded
 //!   becomes a [`DlqRecord`](switchyard_schemas::DlqRecord) with context;
+//! * [`FeedbackConfig`] — feedback topics: ground-truth records decoded and
+//!   checked, bad ones to the DLQ;
 //! * [`Preprocessor`] — the declarative, deterministic pre-processing spec
 //!   ([`PreprocessConfig`]) that maps an event to the model's feature vector.
 //!
@@ -16,12 +18,14 @@
 
 mod decode;
 mod error;
+mod feedback;
 mod file;
 mod kafka;
 mod preprocess;
 
 pub use decode::{Decoder, LineageContext};
 pub use error::{Error, Result};
+pub use feedback::FeedbackConfig;
 pub use file::FileSource;
 pub use kafka::{KafkaCommitter, KafkaSource, KafkaSourceConfig, SourceStats};
 pub use preprocess::{Encoding, FeatureSpec, PreprocessConfig, Preprocessor, Step};

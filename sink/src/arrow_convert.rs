@@ -8,7 +8,9 @@ use arrow::array::{
     StringArray, TimestampMicrosecondArray,
 };
 use arrow::record_batch::RecordBatch;
-use switchyard_schemas::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, Prediction};
+use switchyard_schemas::{
+    dlq_arrow_schema, feedback_arrow_schema, prediction_arrow_schema, DlqRecord, Feedback, Prediction,
+};
 
 use crate::Result;
 
@@ -89,4 +91,20 @@ pub fn dlq_batch(rows: &[&DlqRecord]) -> Result<RecordBatch> {
         Arc::new(payload.finish()),
     ];
     Ok(RecordBatch::try_new(dlq_arrow_schema(), columns)?)
+}
+
+/// Feedback records as one record batch of the `feedback` table.
+pub fn feedback_batch(rows: &[&Feedback]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter(rows.iter().map(|f| f.lineage_id.as_deref()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|f| f.key.as_deref()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|f| f.label))),
+        ts(rows.iter().map(|f| Some(f.observed_time_us))),
+        strings(rows, |f| &f.source),
+        strings(rows, |f| &f.feedback_topic),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|f| f.feedback_partition))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|f| f.feedback_offset))),
+        ts(rows.iter().map(|f| Some(f.ingest_time_us))),
+    ];
+    Ok(RecordBatch::try_new(feedback_arrow_schema(), columns)?)
 }

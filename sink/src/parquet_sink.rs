@@ -20,9 +20,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{DlqRecord, Prediction};
+use switchyard_schemas::{DlqRecord, Feedback, Prediction};
 
-use crate::arrow_convert::{dlq_batch, predictions_batch};
+use crate::arrow_convert::{dlq_batch, feedback_batch, predictions_batch};
 use crate::{Error, Result};
 
 /// Highest offset per `(topic, partition)`.
@@ -33,6 +33,43 @@ pub const PREDICTIONS: &str = "predictions";
 /// DLQ table folder.
 pub const DLQ: &str = "dlq";
 const ROLLS: &str = "_rolls";
+/// Roll manifests of the feedback writer, which runs beside the results
+/// writer on the same tables root.
+const FEEDBACK_ROLLS: &str = "_rolls_feedback";
+/// Roll ids of the feedback writer start with this, so neither writer
+/// mistakes the other's open files for orphans.
+const FEEDBACK_ROLL_PREFIX: &str = "fb-";
+
+/// Which writer: the pipeline's results, or the feedback consumer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Results,
+    Feedback,
+}
+
+impl Writer {
+    fn rolls(self) -> &'static str {
+        match self {
+            Writer::Results => ROLLS,
+            Writer::Feedback => FEEDBACK_ROLLS,
+        }
+    }
+    fn tables(self) -> &'static [&'static str] {
+        match self {
+            Writer::Results => &[PREDICTIONS, DLQ],
+            Writer::Feedback => &[crate::tables::FEEDBACK, DLQ],
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            Writer::Results => "",
+            Writer::Feedback => FEEDBACK_ROLL_PREFIX,
+        }
+    }
+    fn owns(self, roll_id: &str) -> bool {
+        roll_id.starts_with(FEEDBACK_ROLL_PREFIX) == (self == Writer::Feedback)
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct RollManifest {
@@ -67,8 +104,10 @@ pub struct RollSummary {
     pub offsets: Offsets,
 }
 
-/// Writer of the `predictions` and `dlq` tables.
+/// Writer of the `predictions` and `dlq` tables (or, opened with
+/// [`ParquetSink::open_feedback`], of `feedback` and `dlq`).
 pub struct ParquetSink {
+    writer: Writer,
     root: PathBuf,
     roll_max_rows: usize,
     roll_interval: std::time::Duration,
@@ -85,9 +124,9 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn new_roll_id() -> String {
+fn new_roll_id(prefix: &str) -> String {
     // Sortable by time, unique across workers.
-    format!("{:016}-{}", now_us(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!("{prefix}{:016}-{}", now_us(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 fn date_of(ts_ms: Option<i64>, fallback_us: i64) -> String {
@@ -113,16 +152,27 @@ impl ParquetSink {
     /// Opens (creating) the tables under `root`, finishing or discarding any
     /// roll a crash interrupted.
     pub fn open(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
-        for d in [PREDICTIONS, DLQ, ROLLS] {
+        Self::open_as(Writer::Results, root, roll_max_rows, roll_interval)
+    }
+
+    /// Opens the writer of the `feedback` table (bad feedback goes to `dlq`),
+    /// with its own roll manifests and offsets.
+    pub fn open_feedback(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
+        Self::open_as(Writer::Feedback, root, roll_max_rows, roll_interval)
+    }
+
+    fn open_as(writer: Writer, root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
+        for d in [PREDICTIONS, DLQ, crate::tables::FEEDBACK, writer.rolls()] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
         let mut sink = Self {
+            writer,
             root: root.to_path_buf(),
             roll_max_rows: roll_max_rows.max(1),
             roll_interval,
             durable: Offsets::new(),
-            roll_id: new_roll_id(),
+            roll_id: new_roll_id(writer.prefix()),
             open: BTreeMap::new(),
             pending_offsets: Offsets::new(),
             pending_rows: 0,
@@ -134,7 +184,7 @@ impl ParquetSink {
     }
 
     fn recover(&mut self) -> Result<()> {
-        let rolls = self.root.join(ROLLS);
+        let rolls = self.root.join(self.writer.rolls());
         let mut committed = std::collections::HashSet::new();
         for entry in std::fs::read_dir(&rolls).map_err(|e| Error::io(&rolls, e))? {
             let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
@@ -164,8 +214,8 @@ impl ParquetSink {
         }
         // Temp files of rolls that never committed hold rows whose offsets were
         // never committed either: the source replays them, so drop the files.
-        for table in [PREDICTIONS, DLQ] {
-            remove_orphans(&self.root.join(table), &committed)?;
+        for table in self.writer.tables() {
+            remove_orphans(&self.root.join(table), &committed, self.writer)?;
         }
         Ok(())
     }
@@ -239,6 +289,21 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Appends feedback to the current roll (partitioned by the date of
+    /// `observed_time`).
+    pub fn write_feedback(&mut self, rows: &[Feedback]) -> Result<()> {
+        let mut parts: BTreeMap<String, Vec<&Feedback>> = BTreeMap::new();
+        for r in rows {
+            let dir = format!("{}/date={}", crate::tables::FEEDBACK, date_of(None, r.observed_time_us));
+            parts.entry(dir).or_default().push(r);
+        }
+        for (dir, rows) in parts {
+            let batch = feedback_batch(&rows)?;
+            self.write_batch(dir, batch)?;
+        }
+        Ok(())
+    }
+
     fn write_batch(&mut self, dir: String, batch: RecordBatch) -> Result<()> {
         self.pending_rows += batch.num_rows() as u64;
         self.roll_started.get_or_insert_with(Instant::now);
@@ -264,7 +329,7 @@ impl ParquetSink {
             self.roll_started = None;
             return Ok(RollSummary::default());
         }
-        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id());
+        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id(self.writer.prefix()));
         let open = std::mem::take(&mut self.open);
         let mut files = Vec::with_capacity(open.len());
         let mut tmps = Vec::with_capacity(open.len());
@@ -286,7 +351,7 @@ impl ParquetSink {
             rows: self.pending_rows,
         };
         // Commit point: the manifest appears atomically.
-        let rolls = self.root.join(ROLLS);
+        let rolls = self.root.join(self.writer.rolls());
         let fin = rolls.join(format!("{roll_id}.json"));
         let tmp = rolls.join(format!("{roll_id}.json.tmp"));
         {
@@ -320,17 +385,17 @@ fn tmp_path(fin: &Path, roll_id: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>) -> Result<()> {
+fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>, writer: Writer) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in rd {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
-            remove_orphans(&path, committed)?;
+            remove_orphans(&path, committed, writer)?;
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if let Some((_, roll)) = name.split_once(".tmp-") {
-            if !committed.contains(roll) {
+            if writer.owns(roll) && !committed.contains(roll) {
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                 tracing::info!(file = %path.display(), "removed a file of an uncommitted roll");
             }

@@ -345,6 +345,20 @@ async fn reference_columns(ctx: &SessionContext, req: &DriftRequest) -> Result<(
     Ok((cols, skipped))
 }
 
+/// The newest event time of the model's predictions, µs.
+pub async fn newest_event_time(ctx: &SessionContext, model: &str) -> Result<Option<i64>> {
+    let df = ctx.table("predictions").await?.filter(col("model_name").eq(lit(model)))?.aggregate(
+        vec![],
+        vec![datafusion::functions_aggregate::expr_fn::max(coalesce(vec![col("kafka_timestamp"), col("ingest_time")]))
+            .alias("t")],
+    )?;
+    let batches = df.collect().await?;
+    let Some(b) = batches.first() else { return Ok(None) };
+    let t = arrow::compute::cast(b.column(0), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let t = t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    Ok((b.num_rows() > 0 && !t.is_null(0)).then(|| t.value(0)))
+}
+
 /// Runs the analysis.
 pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftReport> {
     let width = req.feature_names.len();

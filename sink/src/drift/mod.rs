@@ -10,9 +10,11 @@
 
 pub mod accuracy;
 pub mod analysis;
+pub mod monitor;
 pub mod render;
 pub mod stats;
 
 pub use accuracy::{accuracy, agreement, labelled_sql, Accuracy, Agreement};
 pub use analysis::{analyse, DriftReport, DriftRequest, GroupDrift, Reference, Window};
+pub use monitor::{Evaluation, Monitor, MonitorConfig, TriggerRecord};
 pub use stats::{compare, ColumnStats, StatTest, TestChoice};

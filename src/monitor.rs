@@ -1,0 +1,332 @@
+//! The retraining loop's moving parts in the worker: the feedback consumer
+//! (feedback topics → `feedback` table, bad records → `dlq`), the drift and
+//! accuracy monitor on its schedule, and the `drift` and `monitor` commands.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use switchyard_ingest::KafkaSource;
+use switchyard_sink::drift::{self, render, DriftRequest, Monitor, Reference, Window};
+use switchyard_sink::{catalog, tables, Offsets, ParquetSink};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::manifest::{Loaded, SourceConfig};
+
+/// What the feedback consumer did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FeedbackSummary {
+    /// Feedback records written.
+    pub records: u64,
+    /// Bad feedback records sent to the DLQ table.
+    pub dlq: u64,
+}
+
+/// Starts the feedback consumer when the manifest has a `feedback:`
+/// section; it stops (rolling and committing what it holds) when `stop`
+/// turns true.
+pub fn spawn_feedback(
+    loaded: &Loaded,
+    bootstrap: &str,
+    tables: &Path,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<anyhow::Result<FeedbackSummary>>>> {
+    let m = &loaded.manifest;
+    let Some(fb) = m.feedback.clone() else { return Ok(None) };
+    let SourceConfig::Kafka(src) = &m.source;
+    let mut kcfg = src.clone();
+    kcfg.topics = fb.topics.clone();
+    kcfg.group_id = fb.group_id.clone().unwrap_or_else(|| format!("{}-feedback", src.group_id));
+    kcfg.bootstrap_servers = fb.bootstrap_servers.clone().unwrap_or_else(|| bootstrap.to_string());
+    kcfg.properties.extend(fb.properties.clone());
+    let pq = m.sinks.parquet.as_ref().context("sinks.parquet is required")?;
+    let mut parquet = ParquetSink::open_feedback(tables, pq.roll_max_rows, Duration::from_millis(pq.roll_interval_ms))
+        .with_context(|| format!("opening the feedback table at {}", tables.display()))?;
+    let pipeline = m.name.clone();
+    let mut source = KafkaSource::start(&kcfg, None, Duration::from_secs(3600))
+        .with_context(|| format!("consuming feedback topics {}", fb.topics.join(", ")))?;
+    let committer = source.committer();
+    Ok(Some(tokio::spawn(async move {
+        let mut stop = stop;
+        let mut summary = FeedbackSummary::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let roll = |parquet: &mut ParquetSink| -> anyhow::Result<()> {
+            let r = parquet.roll().context("rolling the feedback table")?;
+            if !r.offsets.is_empty() {
+                let next: HashMap<(String, i32), i64> = r.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
+                if let Err(e) = committer.commit(&next) {
+                    tracing::warn!(error = %e, "feedback offset commit failed; the next roll commits again");
+                }
+            }
+            Ok(())
+        };
+        loop {
+            tokio::select! {
+                chunk = source.next_chunk() => {
+                    let Some(chunk) = chunk else { break };
+                    let (mut good, mut bad, mut seen) = (Vec::new(), Vec::new(), Offsets::new());
+                    for raw in &chunk {
+                        let k = seen.entry((raw.topic.clone(), raw.partition)).or_insert(raw.offset);
+                        *k = (*k).max(raw.offset);
+                        if parquet.is_durable(&raw.topic, raw.partition, raw.offset) {
+                            continue; // replayed after a crash: already in the table
+                        }
+                        match fb.decode(raw, &pipeline) {
+                            Ok(f) => good.push(f),
+                            Err(d) => {
+                                tracing::warn!(error = %d.message, "bad feedback record to the DLQ");
+                                bad.push(*d);
+                            }
+                        }
+                    }
+                    summary.records += good.len() as u64;
+                    summary.dlq += bad.len() as u64;
+                    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+                        parquet.write_feedback(&good)?;
+                        parquet.write_dlq(&bad)?;
+                        parquet.note_offsets(&seen);
+                        if parquet.roll_due() {
+                            roll(&mut parquet)?;
+                        }
+                        Ok(())
+                    })?;
+                }
+                _ = tick.tick() => {
+                    if parquet.roll_due() {
+                        tokio::task::block_in_place(|| roll(&mut parquet))?;
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        tokio::task::block_in_place(|| roll(&mut parquet))?;
+        source.stop().await?;
+        Ok(summary)
+    })))
+}
+
+/// Builds the manifest's monitor, if it has one.
+pub fn build_monitor(loaded: &Loaded, bootstrap: &str, tables: &Path) -> anyhow::Result<Option<Monitor>> {
+    let Some(cfg) = loaded.manifest.monitor.clone() else { return Ok(None) };
+    let (model, registry) = loaded.monitored_model().context("monitor.worker must name an onnx worker")?;
+    let monitor = Monitor::new(
+        cfg,
+        model,
+        loaded.feature_names(),
+        &loaded.base,
+        tables.to_path_buf(),
+        registry,
+        loaded.manifest.name.clone(),
+        loaded.hash.clone(),
+        bootstrap,
+    )?;
+    Ok(Some(monitor))
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Runs the monitor every interval until `stop` turns true. A failed
+/// evaluation is logged and retried at the next tick: monitoring must not
+/// stop the pipeline.
+pub fn spawn_monitor(monitor: Monitor, mut stop: watch::Receiver<bool>) -> JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(monitor.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut emitted = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match monitor.evaluate(now_us()).await {
+                    Ok(e) => {
+                        emitted += e.emitted.len() as u64;
+                        for g in &e.report.groups {
+                            tracing::info!(version = %g.model_version, route = %g.route, rows = g.rows,
+                                drift_share = g.drift_share, drifted = ?g.drifted(), "drift evaluated");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "drift evaluation failed; retrying at the next interval"),
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        emitted
+    })
+}
+
+/// `switchyard monitor`: evaluate now (once, or on the schedule).
+pub async fn monitor_command(
+    loaded: &Loaded,
+    tables: Option<PathBuf>,
+    bootstrap: Option<String>,
+    once: bool,
+    now: Option<String>,
+) -> anyhow::Result<()> {
+    let problems = loaded.validate();
+    anyhow::ensure!(problems.is_empty(), "{}: invalid manifest:\n{problems}", loaded.path.display());
+    let tables = tables.or_else(|| loaded.tables_root()).context("sinks.parquet.path is required")?;
+    let SourceConfig::Kafka(k) = &loaded.manifest.source;
+    let bootstrap = bootstrap.unwrap_or_else(|| k.bootstrap_servers.clone());
+    let monitor = build_monitor(loaded, &bootstrap, &tables)?
+        .with_context(|| format!("{}: has no `monitor:` section", loaded.path.display()))?;
+    if once {
+        let at = match now {
+            Some(t) => parse_time(&t)?,
+            None => now_us(),
+        };
+        let e = monitor.evaluate(at).await?;
+        print!("{}", render::text(&e.report, &e.accuracy, &[]));
+        for t in &e.emitted {
+            println!(
+                "\nretrain trigger {} for {} v{} ({}): {}",
+                t.trigger_id, t.model.name, t.model.version, t.reason, t.summary
+            );
+        }
+        for (v, reason) in &e.suppressed {
+            println!("\nretrain trigger for v{v} ({reason}) held back: cooldown");
+        }
+        if e.emitted.is_empty() && e.suppressed.is_empty() {
+            println!("\nno retrain trigger: nothing crossed a threshold");
+        }
+        return Ok(());
+    }
+    let (tx, rx) = watch::channel(false);
+    let task = spawn_monitor(monitor, rx);
+    crate::pipeline::shutdown_signal().await;
+    let _ = tx.send(true);
+    let n = task.await?;
+    println!("monitor stopped; {n} trigger(s) emitted");
+    Ok(())
+}
+
+/// RFC 3339 → µs.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_micros())
+        .map_err(|e| anyhow::anyhow!("`{s}` is not an RFC 3339 time ({e}); e.g. 2026-11-22T10:00:00Z"))
+}
+
+/// `30m`, `2h`, `7d`, `90s` → µs.
+pub fn parse_duration(s: &str) -> anyhow::Result<i64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| anyhow::anyhow!("`{s}`: expected a number and a unit, e.g. 30m, 2h, 7d"))?;
+    let unit_us = match unit {
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => anyhow::bail!("`{s}`: unit must be s, m, h or d"),
+    };
+    Ok(n * unit_us)
+}
+
+/// Options of `switchyard drift`.
+pub struct DriftOptions {
+    /// Table root override.
+    pub tables: Option<PathBuf>,
+    /// Current window start (RFC 3339).
+    pub current_start: Option<String>,
+    /// Current window end (RFC 3339).
+    pub current_end: Option<String>,
+    /// Current window length ending at `current_end` (or the newest row).
+    pub last: Option<String>,
+    /// Reference window start.
+    pub reference_start: Option<String>,
+    /// Reference window end.
+    pub reference_end: Option<String>,
+    /// Reference dataset.
+    pub reference_dataset: Option<PathBuf>,
+    /// Time buckets for the metric over time.
+    pub buckets: usize,
+    /// Write the HTML report here.
+    pub html: Option<PathBuf>,
+    /// Write one SVG per chart into this folder.
+    pub svg_dir: Option<PathBuf>,
+    /// Append the results to the `drift` table.
+    pub write: bool,
+}
+
+/// `switchyard drift`: the report for the manifest's model and a window.
+pub async fn drift_command(loaded: &Loaded, o: DriftOptions) -> anyhow::Result<()> {
+    let tables = o.tables.clone().or_else(|| loaded.tables_root()).context("sinks.parquet.path is required")?;
+    anyhow::ensure!(tables.exists(), "no tables at {} (run a pipeline first, or pass --tables)", tables.display());
+    let model = match loaded.monitored_model() {
+        Some((m, _)) => m,
+        None => loaded
+            .manifest
+            .workers
+            .values()
+            .find_map(|w| match w {
+                switchyard_workers::WorkerConfig::Onnx(c) => Some(c.model.clone()),
+                _ => None,
+            })
+            .context("the manifest has no onnx worker whose model could be analysed")?,
+    };
+    let ctx = catalog::open(&tables).await?;
+    let mon = loaded.manifest.monitor.as_ref();
+    let reference = match (&o.reference_start, &o.reference_end, &o.reference_dataset) {
+        (Some(s), Some(e), None) => Reference::Window(Window::new(parse_time(s)?, parse_time(e)?)),
+        (None, None, Some(d)) => Reference::Dataset(d.clone()),
+        (None, None, None) => match mon {
+            Some(m) => m.reference(&loaded.base)?,
+            None => anyhow::bail!(
+                "no reference: pass --reference-start and --reference-end, or --reference-dataset (or add `monitor.reference` to the manifest)"
+            ),
+        },
+        _ => anyhow::bail!("give --reference-start with --reference-end, or --reference-dataset"),
+    };
+    let end = match &o.current_end {
+        Some(e) => parse_time(e)?,
+        None => drift::analysis::newest_event_time(&ctx, &model).await?.map(|t| t + 1).unwrap_or_else(now_us),
+    };
+    let start = match (&o.current_start, &o.last) {
+        (Some(s), _) => parse_time(s)?,
+        (None, Some(l)) => end - parse_duration(l)?,
+        (None, None) => end - mon.map_or(3_600_000_000, |m| m.window_ms as i64 * 1000),
+    };
+    anyhow::ensure!(start < end, "the current window is empty: start {} is not before end {}", start, end);
+    let req = DriftRequest {
+        model: model.clone(),
+        feature_names: loaded.feature_names(),
+        reference,
+        current: Window::new(start, end),
+        tests: mon.map(|m| m.test_choices()).unwrap_or_default(),
+        drift_share: mon.map_or(0.5, |m| m.drift_share),
+        buckets: o.buckets,
+    };
+    let started = std::time::Instant::now();
+    let report = drift::analyse(&ctx, &req).await?;
+    let analysed = started.elapsed();
+    anyhow::ensure!(report.reference_rows > 0, "the reference ({}) has no rows of model `{model}`", report.reference);
+    let acc = drift::accuracy(&ctx, &model, req.current).await?;
+    let agreement = drift::agreement(&ctx, req.current).await?;
+    print!("{}", render::text(&report, &acc, &agreement));
+    println!("\nanalysed in {:.2} s", analysed.as_secs_f64());
+    if let Some(path) = &o.html {
+        std::fs::write(path, render::html(&report, &acc, &agreement))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("HTML report: {}", path.display());
+    }
+    if let Some(dir) = &o.svg_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut n = 0;
+        for g in &report.groups {
+            for c in &g.columns {
+                let stem = format!("{}-{}-{}", g.model_version, g.route, c.column).replace(['/', ' ', '='], "_");
+                std::fs::write(dir.join(format!("{stem}.svg")), render::distribution_svg(&c.column, &c.stats.shares))?;
+                if !c.over_time.is_empty() {
+                    std::fs::write(dir.join(format!("{stem}-over-time.svg")), render::over_time_svg(c, &g.buckets))?;
+                }
+                n += 1;
+            }
+        }
+        println!("{n} charts in {}", dir.display());
+    }
+    if o.write && !report.groups.is_empty() {
+        let path = tables::append(&tables, tables::DRIFT, report.computed_at_us, &report.to_batch()?)?;
+        println!("drift table: {}", path.display());
+    }
+    Ok(())
+}
