@@ -275,6 +275,8 @@ async fn fetch_loop(
             match tokio::time::timeout(POLL_SLICE, consumer.recv()).await {
                 Ok(r) => break Some(r),
                 Err(_) if limit.is_some_and(|l| waiting.elapsed() >= l) => break None,
+                // `stop()` dropped the receiver: end even while no record comes.
+                Err(_) if tx.is_closed() => return Ok(()),
                 Err(_) => {}
             }
         };

@@ -9,6 +9,7 @@
 mod broker;
 mod cloud;
 mod crash;
+mod drift_loop;
 mod drift_stats;
 mod e2e;
 mod hybrid;

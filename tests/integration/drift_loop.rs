@@ -1,0 +1,204 @@
+//! The monitoring loop end to end against a real broker: events with a
+//! reference period and a current period (drift injected into chosen
+//! features, or not), ground truth on a feedback topic (with a duplicate, a
+//! late correction and bad records), the streaming worker's monitor on its
+//! schedule, and the retrain trigger it emits — once, with its evidence —
+//! which the reference retrainer turns into a new model version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::broker;
+use crate::support::{create_topics, python, repo, sql_i64, switchyard, unique, write_manifest, Topics};
+
+/// `(key, payload, kafka timestamp ms)` records to `topic`.
+fn produce_at(bootstrap: &str, topic: &str, records: &[(String, String, i64)]) {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let futs: Vec<_> = records
+            .iter()
+            .map(|(k, p, ts)| {
+                producer.send(FutureRecord::to(topic).key(k).payload(p).timestamp(*ts), Duration::from_secs(10))
+            })
+            .collect();
+        for f in futures::future::join_all(futs).await {
+            f.unwrap();
+        }
+    });
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+struct Run {
+    tables: std::path::PathBuf,
+    triggers_topic: String,
+    stdout: String,
+    _dir: tempfile::TempDir,
+}
+
+/// 2,000 reference events three hours ago and 2,000 current events in the
+/// last ten minutes, `drift` applied to the current ones; feedback for 600
+/// current events; then the worker runs until idle.
+fn run_loop(test: &str, drift: impl Fn(&mut serde_json::Map<String, serde_json::Value>)) -> Run {
+    let bootstrap = broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let t = Topics::new(test);
+    let (feedback, triggers) = (unique(&format!("{test}-feedback")), unique(&format!("{test}-triggers")));
+    create_topics(&bootstrap, &[(&t.input, 3), (&t.results, 3), (&t.dlq, 1), (&feedback, 1), (&triggers, 1)]);
+
+    let file = dir.path().join("events.jsonl");
+    let out = switchyard(&["generate", "--events", "4000", "--out", file.to_str().unwrap(), "--malformed-rate", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let now = chrono::Utc::now().timestamp_millis();
+    let (ref_start, cur_start) = (now - 3 * 3_600_000, now - 600_000);
+    let mut records = Vec::new();
+    let mut labelled = Vec::new();
+    for (i, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
+        let mut e: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        let key = e["txn_id"].as_str().unwrap().to_string();
+        let ts = if i < 2000 {
+            ref_start + i as i64
+        } else {
+            drift(&mut e);
+            if i < 2600 {
+                labelled.push((key.clone(), e.get("txn_count_24h").and_then(|v| v.as_i64()).unwrap_or(2) > 2));
+            }
+            cur_start + i as i64
+        };
+        records.push((key, serde_json::Value::Object(e).to_string(), ts));
+    }
+    produce_at(&bootstrap, &t.input, &records);
+
+    let mut fb: Vec<(String, String, i64)> = labelled
+        .iter()
+        .map(|(k, y)| (k.clone(), serde_json::json!({"key": k, "label": *y as i64}).to_string(), now))
+        .collect();
+    // A duplicate, a later correction of the first label, and two bad records.
+    fb.push(fb[1].clone());
+    let (k0, y0) = &labelled[0];
+    fb.push((
+        k0.clone(),
+        serde_json::json!({"key": k0, "label": 1 - *y0 as i64, "source": "review"}).to_string(),
+        now + 1,
+    ));
+    fb.push(("bad".into(), r#"{"label": 1}"#.into(), now));
+    fb.push(("bad".into(), r#"{"key": "x", "label": 1, "comment": "?"}"#.into(), now));
+    produce_at(&bootstrap, &feedback, &fb);
+
+    // Two of sixteen features drift: a drift share of 0.1 asks for retraining
+    // (Evidently's dataset-level default, 0.5, would wait for eight).
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 1000);
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text += &format!(
+        "\nfeedback:\n  topics: [{feedback}]\n\
+         monitor:\n  worker: fraud\n  interval_ms: 500\n  window_ms: 3600000\n  min_rows: 500\n  drift_share: 0.1\n\
+         \x20 reference: {{start: \"{}\", end: \"{}\"}}\n\
+         \x20 accuracy: {{min_accuracy: 0.2, min_rows: 100}}\n\
+         \x20 triggers:\n    topic: {triggers}\n    cooldown_ms: 3600000\n",
+        rfc3339(ref_start - 1000),
+        rfc3339(ref_start + 3_600_000)
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let out = switchyard(&["run", manifest.to_str().unwrap(), "--idle-exit-ms", "5000", "--progress-secs", "0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    Run { tables, triggers_topic: triggers, stdout, _dir: dir }
+}
+
+fn triggers(tables: &Path) -> Vec<serde_json::Value> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = switchyard_sink::catalog::open(tables).await.unwrap();
+        let b = switchyard_sink::catalog::query(&ctx, "SELECT record FROM triggers").await.unwrap();
+        use arrow::array::AsArray;
+        b.iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_string::<i32>();
+                (0..b.num_rows()).map(|i| serde_json::from_str(a.value(i)).unwrap()).collect::<Vec<_>>()
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn injected_drift_emits_one_trigger_with_its_evidence_and_the_retrainer_registers_a_new_version() {
+    let run = run_loop("drift", |e| {
+        let amount = e["amount"].as_f64().unwrap();
+        e.insert("amount".into(), (amount * 6.0 + 150.0).into());
+        let d = e["distance_km"].as_f64().unwrap_or(5.0);
+        e.insert("distance_km".into(), (d * 20.0 + 200.0).into());
+    });
+    let tables = &run.tables;
+
+    // Feedback: 600 + duplicate + correction stored, the newest per event
+    // counted once, the bad ones in the DLQ with the stage named.
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM feedback"), 602, "{}", run.stdout);
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM feedback_latest"), 600);
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM dlq WHERE stage = 'feedback'"), 2);
+    assert_eq!(
+        sql_i64(tables, "SELECT count(*) FROM feedback_latest WHERE source = 'review'"),
+        1,
+        "the later correction replaces the first label"
+    );
+
+    // Exactly one trigger, on Kafka and in the table, despite many evaluations.
+    let evaluations = sql_i64(tables, "SELECT count(DISTINCT run_id) FROM drift");
+    assert!(evaluations >= 3, "the monitor evaluated {evaluations} times");
+    let on_kafka = crate::support::read_topic(&broker::bootstrap(), &run.triggers_topic);
+    assert_eq!(on_kafka.records, 1, "{}", run.stdout);
+    let t = triggers(tables);
+    assert_eq!(t.len(), 1);
+    let t = &t[0];
+    assert_eq!((t["model"]["name"].as_str(), t["model"]["version"].as_str()), (Some("fraud"), Some("1")));
+    assert!(t["reason"].as_str().unwrap().starts_with("drift"), "{t}");
+    let drifted: Vec<&str> =
+        t["evidence"]["drift"][0]["drifted"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(drifted.contains(&"amount") && drifted.contains(&"distance_km"), "{drifted:?}");
+    for untouched in ["hour", "txn_count_24h", "channel=web", "merchant_category=travel"] {
+        assert!(!drifted.contains(&untouched), "{untouched} was not changed but is flagged: {drifted:?}");
+    }
+    let amount =
+        t["evidence"]["drift"][0]["metrics"].as_array().unwrap().iter().find(|m| m["column"] == "amount").unwrap();
+    assert_eq!(amount["test"], "wasserstein", "2,000 reference rows: Evidently's default for numbers");
+    assert!(amount["score"].as_f64().unwrap() >= 0.1);
+    assert!(t["windows"]["reference"].as_str().unwrap().starts_with("window"));
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM audit WHERE event = 'trigger_emitted'"), 1);
+
+    // The trigger's training data, run by the reference retrainer, gives a
+    // new registered version.
+    let registry = run._dir.path().join("models");
+    let copy = std::process::Command::new("cp")
+        .args(["-r", repo().join("pipelines/models").to_str().unwrap(), registry.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let trigger_file = run._dir.path().join("trigger.json");
+    std::fs::write(&trigger_file, t.to_string()).unwrap();
+    let out = std::process::Command::new(python())
+        .arg(repo().join("pipelines/retrain.py"))
+        .args(["--trigger-file", trigger_file.to_str().unwrap(), "--registry", registry.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry.join("fraud/2/metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["training"]["trigger_id"], t["trigger_id"]);
+    assert_eq!(meta["training"]["rows"].as_i64(), Some(600), "one row per labelled prediction");
+}
+
+#[test]
+fn stable_stream_emits_no_trigger() {
+    let run = run_loop("stable", |_| {});
+    let tables = &run.tables;
+    assert!(sql_i64(tables, "SELECT count(DISTINCT run_id) FROM drift") >= 3, "{}", run.stdout);
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM drift WHERE \"column\" = '(dataset)' AND drifted"), 0);
+    assert!(triggers(tables).is_empty(), "{}", run.stdout);
+}
