@@ -65,7 +65,8 @@ pub fn versions(registry: &Path, name: &str) -> Result<Vec<String>> {
         .map_err(|e| Error::Registry(format!("model `{name}` not found: cannot read {}: {e}", dir.display())))?;
     let mut vs: Vec<String> = rd
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("model.onnx").is_file())
+        // `.tmp-*` folders are versions still being written (renamed when done).
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().join("model.onnx").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     vs.sort_by(|a, b| match (a.parse::<u64>(), b.parse::<u64>()) {
