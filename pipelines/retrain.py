@@ -77,7 +77,6 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -459,21 +458,16 @@ def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 # Training, export, evaluation
 # --------------------------------------------------------------------------
 def train(X: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], seed: int, max_epochs: int):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-    from threadpoolctl import threadpool_limits
+    """models/fraud/train.py's training with the parent's hidden sizes; the
+    epoch count is a cap (training stops when the loss stops improving)
+    because retraining sets are much smaller than the original synthetic one."""
+    import importlib.util
 
-    # Hyper-parameters of models/fraud/train.py; the epoch count is a cap
-    # (training stops when the loss stops improving) because retraining
-    # sets are much smaller than the original synthetic one.
-    clf = MLPClassifier(hidden_layer_sizes=hidden, activation="relu", solver="adam",
-                        alpha=1e-4, batch_size=256, learning_rate_init=1e-3,
-                        max_iter=max_epochs, shuffle=True, random_state=seed,
-                        early_stopping=False)
-    with threadpool_limits(limits=1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(X, y)
-    return clf
+    path = Path(__file__).resolve().parent / "models" / "fraud" / "train.py"
+    spec = importlib.util.spec_from_file_location("switchyard_fraud_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.train(X, y, seed, hidden=hidden, max_iter=max_epochs)
 
 
 def export_onnx(clf, input_name: str, width: int, doc: str) -> bytes:

@@ -86,39 +86,8 @@ enum Command {
     Drift {
         /// The manifest (YAML); its `monitor:` section gives the defaults.
         manifest: PathBuf,
-        /// Override the manifest's table folder.
-        #[arg(long)]
-        tables: Option<PathBuf>,
-        /// Current window start (RFC 3339).
-        #[arg(long)]
-        current_start: Option<String>,
-        /// Current window end (RFC 3339; default: just after the newest prediction).
-        #[arg(long)]
-        current_end: Option<String>,
-        /// Current window length, e.g. 30m, 2h, 7d (default: monitor.window_ms, else 1h).
-        #[arg(long, conflicts_with = "current_start")]
-        last: Option<String>,
-        /// Reference window start (RFC 3339; default: monitor.reference).
-        #[arg(long, requires = "reference_end")]
-        reference_start: Option<String>,
-        /// Reference window end (RFC 3339).
-        #[arg(long, requires = "reference_start")]
-        reference_end: Option<String>,
-        /// Reference dataset: Parquet with a `features` column (and `score`).
-        #[arg(long, conflicts_with_all = ["reference_start", "reference_end"])]
-        reference_dataset: Option<PathBuf>,
-        /// Split the current window into this many buckets for the metric over time.
-        #[arg(long, default_value_t = 12)]
-        buckets: usize,
-        /// Write a self-contained HTML report (tables and SVG charts) here.
-        #[arg(long)]
-        html: Option<PathBuf>,
-        /// Write every chart as an SVG file into this folder.
-        #[arg(long)]
-        svg_dir: Option<PathBuf>,
-        /// Append the results to the `drift` table.
-        #[arg(long)]
-        write: bool,
+        #[command(flatten)]
+        options: monitor::DriftOptions,
     },
     /// Evaluate drift and accuracy and emit retrain triggers, on the
     /// manifest's schedule (the streaming worker does this too), or once.
@@ -383,38 +352,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Drift {
-            manifest,
-            tables,
-            current_start,
-            current_end,
-            last,
-            reference_start,
-            reference_end,
-            reference_dataset,
-            buckets,
-            html,
-            svg_dir,
-            write,
-        } => {
+        Command::Drift { manifest, options } => {
             let loaded = manifest::load(&manifest)?;
-            monitor::drift_command(
-                &loaded,
-                monitor::DriftOptions {
-                    tables,
-                    current_start,
-                    current_end,
-                    last,
-                    reference_start,
-                    reference_end,
-                    reference_dataset,
-                    buckets,
-                    html,
-                    svg_dir,
-                    write,
-                },
-            )
-            .await?;
+            monitor::drift_command(&loaded, options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Monitor { manifest, tables, bootstrap_servers, once, now } => {

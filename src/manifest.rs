@@ -105,7 +105,7 @@ impl Loaded {
         if m.workers.is_empty() {
             problems.push("workers", "define at least one worker");
         }
-        let features: Vec<String> = m.preprocess.features.iter().flat_map(|f| f.output_names()).collect();
+        let features = self.feature_names();
         let fields: Vec<String> = m.schema.fields.iter().map(|f| f.name.clone()).collect();
         for (name, w) in &m.workers {
             let path = format!("workers.{name}");

@@ -203,9 +203,7 @@ pub async fn monitor_command(
 
 /// RFC 3339 → µs.
 pub fn parse_time(s: &str) -> anyhow::Result<i64> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_micros())
-        .map_err(|e| anyhow::anyhow!("`{s}` is not an RFC 3339 time ({e}); e.g. 2026-11-22T10:00:00Z"))
+    drift::monitor::parse_time(s).map_err(anyhow::Error::msg)
 }
 
 /// `30m`, `2h`, `7d`, `90s` → µs.
@@ -223,28 +221,40 @@ pub fn parse_duration(s: &str) -> anyhow::Result<i64> {
 }
 
 /// Options of `switchyard drift`.
+#[derive(clap::Args)]
 pub struct DriftOptions {
-    /// Table root override.
+    /// Override the manifest's table folder.
+    #[arg(long)]
     pub tables: Option<PathBuf>,
     /// Current window start (RFC 3339).
+    #[arg(long)]
     pub current_start: Option<String>,
-    /// Current window end (RFC 3339).
+    /// Current window end (RFC 3339; default: just after the newest prediction).
+    #[arg(long)]
     pub current_end: Option<String>,
-    /// Current window length ending at `current_end` (or the newest row).
+    /// Current window length, e.g. 30m, 2h, 7d (default: monitor.window_ms, else 1h).
+    #[arg(long, conflicts_with = "current_start")]
     pub last: Option<String>,
-    /// Reference window start.
+    /// Reference window start (RFC 3339; default: monitor.reference).
+    #[arg(long, requires = "reference_end")]
     pub reference_start: Option<String>,
-    /// Reference window end.
+    /// Reference window end (RFC 3339).
+    #[arg(long, requires = "reference_start")]
     pub reference_end: Option<String>,
-    /// Reference dataset.
+    /// Reference dataset: Parquet with a `features` column (and `score`).
+    #[arg(long, conflicts_with_all = ["reference_start", "reference_end"])]
     pub reference_dataset: Option<PathBuf>,
-    /// Time buckets for the metric over time.
+    /// Split the current window into this many buckets for the metric over time.
+    #[arg(long, default_value_t = 12)]
     pub buckets: usize,
-    /// Write the HTML report here.
+    /// Write a self-contained HTML report (tables and SVG charts) here.
+    #[arg(long)]
     pub html: Option<PathBuf>,
-    /// Write one SVG per chart into this folder.
+    /// Write every chart as an SVG file into this folder.
+    #[arg(long)]
     pub svg_dir: Option<PathBuf>,
     /// Append the results to the `drift` table.
+    #[arg(long)]
     pub write: bool,
 }
 

@@ -567,22 +567,14 @@ impl SinkStage {
                     preds.push(prediction(event.key, answer, row_features(j), answered_us, lineage));
                 }
                 Outcome::Failed { class, message } => {
-                    let raw = &chunk[i];
-                    dlq.push(DlqRecord {
-                        lineage_id: event.lineage.lineage_id,
-                        source_topic: raw.topic.clone(),
-                        source_partition: raw.partition,
-                        source_offset: raw.offset,
-                        kafka_timestamp_ms: raw.timestamp_ms,
-                        ingest_time_us: raw.received_us,
-                        key: raw.key.clone(),
-                        payload: raw.payload.clone(),
-                        headers: raw.headers.clone(),
-                        stage: Stage::Infer,
-                        error_class: class,
+                    dlq.push(DlqRecord::from_raw(
+                        &chunk[i],
+                        event.lineage.lineage_id,
+                        Stage::Infer,
+                        class,
                         message,
-                        pipeline: event.lineage.pipeline,
-                    });
+                        event.lineage.pipeline,
+                    ));
                 }
             }
         }

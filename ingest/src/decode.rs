@@ -83,21 +83,7 @@ impl Decoder {
         class: ErrorClass,
         message: String,
     ) -> DlqRecord {
-        DlqRecord {
-            lineage_id,
-            source_topic: raw.topic.clone(),
-            source_partition: raw.partition,
-            source_offset: raw.offset,
-            kafka_timestamp_ms: raw.timestamp_ms,
-            ingest_time_us: raw.received_us,
-            key: raw.key.clone(),
-            payload: raw.payload.clone(),
-            headers: raw.headers.clone(),
-            stage,
-            error_class: class,
-            message,
-            pipeline: self.ctx.pipeline.clone(),
-        }
+        DlqRecord::from_raw(raw, lineage_id, stage, class, message, self.ctx.pipeline.clone())
     }
 
     /// Decodes and validates one record. Every failure becomes a DLQ record

@@ -72,21 +72,14 @@ impl FeedbackConfig {
     /// Decodes one record into feedback, or a DLQ record that says why not.
     pub fn decode(&self, raw: &RawRecord, pipeline: &str) -> Result<Feedback, Box<DlqRecord>> {
         self.decode_inner(raw).map_err(|(class, message)| {
-            Box::new(DlqRecord {
-                lineage_id: derive_lineage_id(&raw.topic, raw.partition, raw.offset),
-                source_topic: raw.topic.clone(),
-                source_partition: raw.partition,
-                source_offset: raw.offset,
-                kafka_timestamp_ms: raw.timestamp_ms,
-                ingest_time_us: raw.received_us,
-                key: raw.key.clone(),
-                payload: raw.payload.clone(),
-                headers: raw.headers.clone(),
-                stage: Stage::Feedback,
-                error_class: class,
-                message: format!("feedback {}[{}]@{}: {message}", raw.topic, raw.partition, raw.offset),
-                pipeline: pipeline.to_string(),
-            })
+            Box::new(DlqRecord::from_raw(
+                raw,
+                derive_lineage_id(&raw.topic, raw.partition, raw.offset),
+                Stage::Feedback,
+                class,
+                format!("feedback {}[{}]@{}: {message}", raw.topic, raw.partition, raw.offset),
+                pipeline.to_string(),
+            ))
         })
     }
 

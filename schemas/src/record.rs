@@ -3,7 +3,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
-use crate::Lineage;
+use crate::{Lineage, RawRecord};
 
 /// One inference result: the event's lineage and the model's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +139,35 @@ pub struct DlqRecord {
     pub message: String,
     /// Pipeline name.
     pub pipeline: String,
+}
+
+impl DlqRecord {
+    /// The DLQ record of `raw`: its coordinates, key, value and headers as
+    /// received, and why it failed.
+    pub fn from_raw(
+        raw: &RawRecord,
+        lineage_id: String,
+        stage: Stage,
+        error_class: ErrorClass,
+        message: String,
+        pipeline: String,
+    ) -> Self {
+        Self {
+            lineage_id,
+            source_topic: raw.topic.clone(),
+            source_partition: raw.partition,
+            source_offset: raw.offset,
+            kafka_timestamp_ms: raw.timestamp_ms,
+            ingest_time_us: raw.received_us,
+            key: raw.key.clone(),
+            payload: raw.payload.clone(),
+            headers: raw.headers.clone(),
+            stage,
+            error_class,
+            message,
+            pipeline,
+        }
+    }
 }
 
 fn ts() -> DataType {

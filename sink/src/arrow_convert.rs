@@ -18,7 +18,8 @@ fn strings<'a, T: 'a>(rows: &'a [T], f: impl Fn(&'a T) -> &'a str) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
 }
 
-fn ts(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+/// A UTC µs timestamp column.
+pub(crate) fn ts(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_iter(values).with_timezone("UTC"))
 }
 

@@ -130,10 +130,7 @@ fn new_roll_id(prefix: &str) -> String {
 }
 
 fn date_of(ts_ms: Option<i64>, fallback_us: i64) -> String {
-    let ms = ts_ms.unwrap_or(fallback_us / 1000);
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "1970-01-01".into())
+    crate::tables::date_of(ts_ms.map_or(fallback_us, |ms| ms * 1000))
 }
 
 /// Makes a partition value safe as a directory name.

@@ -23,12 +23,17 @@ pub const AUDIT: &str = "audit";
 /// `feedback` table folder.
 pub const FEEDBACK: &str = "feedback";
 
+/// The `date` partition value (UTC) of a µs timestamp.
+pub(crate) fn date_of(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
 /// Writes `batch` as a new file of `table` in partition `date=<date of
 /// at_us>`; returns its path.
 pub fn append(root: &Path, table: &str, at_us: i64, batch: &RecordBatch) -> Result<PathBuf> {
-    let date = chrono::DateTime::from_timestamp_micros(at_us)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "1970-01-01".into());
+    let date = date_of(at_us);
     let dir = root.join(table).join(format!("date={date}"));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let name = format!("part-{at_us:016}-{}.parquet", &uuid::Uuid::new_v4().simple().to_string()[..8]);

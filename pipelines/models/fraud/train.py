@@ -306,14 +306,16 @@ def edge_case_events() -> list[dict]:
 # --------------------------------------------------------------------------
 # Training / export
 # --------------------------------------------------------------------------
-def train(X: np.ndarray, y: np.ndarray, seed: int):
+def train(X: np.ndarray, y: np.ndarray, seed: int,
+          hidden: tuple[int, ...] = HIDDEN, max_iter: int = MAX_ITER):
+    """Single-threaded, seeded MLP training (pipelines/retrain.py uses it too)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from threadpoolctl import threadpool_limits
 
-    clf = MLPClassifier(hidden_layer_sizes=HIDDEN, activation="relu", solver="adam",
+    clf = MLPClassifier(hidden_layer_sizes=hidden, activation="relu", solver="adam",
                         alpha=1e-4, batch_size=256, learning_rate_init=1e-3,
-                        max_iter=MAX_ITER, shuffle=True, random_state=seed,
+                        max_iter=max_iter, shuffle=True, random_state=seed,
                         early_stopping=False)
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use super::analysis::Window;
+use crate::tables::date_of;
 use crate::{Error, Result};
 
 /// Bins of the calibration table (equal width over [0, 1]).
@@ -77,10 +78,6 @@ pub struct Agreement {
 /// SQL string literal.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-fn date_of(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
 /// Filter on the event time of `predictions` (alias `p`).
@@ -305,8 +302,7 @@ pub fn accuracy_batch(
     let nan_null = |v: f64| (!v.is_nan()).then_some(v);
     let f64s =
         |f: &dyn Fn(&Accuracy) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from_iter(rows.iter().map(f))) };
-    let ts =
-        |v: Option<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) };
+    let ts = |v: Option<i64>| -> ArrayRef { crate::arrow_convert::ts(std::iter::repeat_n(v, n)) };
     let columns: Vec<ArrayRef> = vec![
         strs(&|_| run_id.to_string()),
         ts(Some(computed_at_us)),

@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{coalesce, col, lit, DataFrame, Expr, ParquetReadOptions, SessionContext};
@@ -21,6 +19,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::stats::{compare, ColumnStats, TestChoice};
+use crate::tables::date_of;
 use crate::{Error, Result};
 
 /// Name of the score column in drift results.
@@ -256,10 +255,6 @@ impl Acc {
 
 fn ts_lit(us: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())))
-}
-
-fn date_of(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
 /// The model's non-shadow predictions in `window`: `model_version`,
@@ -538,8 +533,7 @@ impl DriftReport {
             |f: &dyn Fn(&Row) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
         let f64s =
             |f: &dyn Fn(&Row) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from_iter(rows.iter().map(f))) };
-        let ts =
-            |v: Option<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) };
+        let ts = |v: Option<i64>| -> ArrayRef { crate::arrow_convert::ts(std::iter::repeat_n(v, n)) };
         let columns: Vec<ArrayRef> = vec![
             strs(&|_| self.run_id.clone()),
             ts(Some(self.computed_at_us)),

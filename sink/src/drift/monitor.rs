@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, AsArray, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, AsArray, StringArray};
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -156,7 +156,8 @@ fn default_min_training_rows() -> usize {
     200
 }
 
-fn parse_time(s: &str) -> std::result::Result<i64, String> {
+/// RFC 3339 → µs, with a message that shows the expected form.
+pub fn parse_time(s: &str) -> std::result::Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.timestamp_micros())
         .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}), e.g. 2026-11-22T10:00:00Z"))
@@ -575,7 +576,7 @@ impl Monitor {
                 .map_err(|(e, _)| e)?;
         }
         let strs = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
-        let ts = || -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![now_us]).with_timezone("UTC")) };
+        let ts = || crate::arrow_convert::ts(std::iter::once(Some(now_us)));
         let batch = RecordBatch::try_new(
             trigger_arrow_schema(),
             vec![
@@ -622,7 +623,7 @@ pub fn audit(
     let batch = RecordBatch::try_new(
         audit_arrow_schema(),
         vec![
-            Arc::new(TimestampMicrosecondArray::from(vec![at_us]).with_timezone("UTC")),
+            crate::arrow_convert::ts(std::iter::once(Some(at_us))),
             s(pipeline),
             s(event),
             s(model),

@@ -469,7 +469,8 @@ fn ks_exact_p_value(d: f64, n1: usize, n2: usize) -> f64 {
         if lo > hi {
             continue;
         }
-        let mut left = if lo == 0 { 0.0 } else { v[lo - 1] };
+        // The cell left of the band is outside it: no paths.
+        let mut left = 0.0;
         for (j, x) in v.iter_mut().enumerate().take(hi + 1).skip(lo) {
             *x = (i as f64 * *x + j as f64 * left) / (i + j) as f64;
             left = *x;
