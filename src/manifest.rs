@@ -132,6 +132,24 @@ impl Loaded {
         if let Some(f) = &m.feedback {
             f.validate("feedback", &mut problems);
         }
+        // A canary or shadow candidate is promoted or rolled back by the monitor.
+        for (name, w) in &m.workers {
+            if let WorkerConfig::Onnx(c) = w {
+                let staged = c.reload.as_ref().filter(|r| r.rollout != switchyard_workers::RolloutMode::Replace);
+                if let Some(r) = staged {
+                    if m.monitor.as_ref().is_none_or(|mon| &mon.worker != name) {
+                        problems.push(
+                            format!("workers.{name}.reload.rollout"),
+                            format!(
+                                "`{}` needs a `monitor:` section watching worker `{name}` to promote or roll back \
+                                 new versions (or use `replace`)",
+                                r.rollout.as_str()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         if let Some(mon) = &m.monitor {
             match m.workers.get(&mon.worker) {
                 Some(WorkerConfig::Onnx(_)) => {}

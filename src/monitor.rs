@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::manifest::{Loaded, SourceConfig};
+use crate::resolve::{Worker, Workers};
 
 /// What the feedback consumer did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -107,6 +109,63 @@ pub fn spawn_feedback(
     })))
 }
 
+/// Starts, for each local worker with `reload`, the task that reads the
+/// registry every `poll_ms` and takes up new versions; each change goes to
+/// the `audit` table. The tasks end when `stop` turns true and return what
+/// changed.
+pub fn spawn_reload(
+    workers: &Arc<Workers>,
+    pipeline: &str,
+    tables: &Path,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<Vec<String>>> {
+    let mut tasks = Vec::new();
+    for (name, w) in &workers.list {
+        let Worker::Local(worker) = w else { continue };
+        let Some(every) = worker.poll_interval() else { continue };
+        let (worker, name, pipeline, tables) =
+            (worker.clone(), name.clone(), pipeline.to_string(), tables.to_path_buf());
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut changes = Vec::new();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let w = worker.clone();
+                let events = match tokio::task::spawn_blocking(move || w.poll()).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(worker = %name, error = %e, "model reload failed");
+                        continue;
+                    }
+                };
+                let model = worker.model().name;
+                for e in events {
+                    if let Err(err) = drift::monitor::audit(
+                        &tables,
+                        now_us(),
+                        &pipeline,
+                        e.event,
+                        &model,
+                        &e.version,
+                        &name,
+                        &e.detail,
+                    ) {
+                        tracing::error!(error = %err, "cannot write the audit table");
+                    }
+                    changes.push(format!("{} {}: {}", e.event, e.version, e.detail));
+                }
+            }
+            changes
+        }));
+    }
+    tasks
+}
+
 /// Builds the manifest's monitor, if it has one.
 pub fn build_monitor(loaded: &Loaded, bootstrap: &str, tables: &Path) -> anyhow::Result<Option<Monitor>> {
     let Some(cfg) = loaded.manifest.monitor.clone() else { return Ok(None) };
@@ -184,8 +243,18 @@ pub async fn monitor_command(
                 t.trigger_id, t.model.name, t.model.version, t.reason, t.summary
             );
         }
-        for (v, reason) in &e.suppressed {
-            println!("\nretrain trigger for v{v} ({reason}) held back: cooldown");
+        for (v, why) in &e.suppressed {
+            println!("\nretrain trigger for v{v} held back: {why}");
+        }
+        match &e.rollout {
+            Some(drift::RolloutOutcome::Waiting { candidate, labelled }) => {
+                println!("\ncandidate v{candidate}: waiting, {labelled} labelled predictions so far")
+            }
+            Some(drift::RolloutOutcome::Promoted(d)) => println!("\ncandidate v{} promoted: {}", d.version, d.reason),
+            Some(drift::RolloutOutcome::RolledBack(d)) => {
+                println!("\ncandidate v{} rolled back: {}", d.version, d.reason)
+            }
+            None => {}
         }
         if e.emitted.is_empty() && e.suppressed.is_empty() {
             println!("\nno retrain trigger: nothing crossed a threshold");

@@ -103,6 +103,8 @@ pub struct Summary {
     pub feedback_dlq: u64,
     /// Retrain triggers the monitor emitted.
     pub triggers: u64,
+    /// Model version changes taken up while running (`event version: detail`).
+    pub model_changes: Vec<String>,
 }
 
 impl Summary {
@@ -343,6 +345,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             feedback: 0,
             feedback_dlq: 0,
             triggers: 0,
+            model_changes: Vec::new(),
         },
         first: None,
         last: None,
@@ -354,7 +357,8 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let feedback_task = crate::monitor::spawn_feedback(loaded, &kcfg.bootstrap_servers, &tables, stop_rx.clone())?;
     let monitor_task = crate::monitor::build_monitor(loaded, &kcfg.bootstrap_servers, &tables)?
-        .map(|m| crate::monitor::spawn_monitor(m, stop_rx));
+        .map(|m| crate::monitor::spawn_monitor(m, stop_rx.clone()));
+    let reload_tasks = crate::monitor::spawn_reload(&stages.workers, &m.name, &tables, stop_rx);
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -382,6 +386,9 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     }
     if let Some(t) = monitor_task {
         summary.triggers = t.await.context("monitor panicked")?;
+    }
+    for t in reload_tasks {
+        summary.model_changes.extend(t.await.context("model reload task panicked")?);
     }
     if let Some(s) = source_stats {
         summary.pauses = s.pauses.load(std::sync::atomic::Ordering::Relaxed);
@@ -561,6 +568,9 @@ impl SinkStage {
                         lineage.route.reason = format!("{}; fallback to `{name}`: {why}", lineage.route.reason);
                     }
                     lineage.route.route = name;
+                    if let Some(note) = resolve::rollout_note(&answer) {
+                        lineage.route.reason = format!("{}; {note}", lineage.route.reason);
+                    }
                     if !resolved.shadows.is_empty() {
                         served[j] = Some((lineage.clone(), event.key.clone()));
                     }
@@ -589,7 +599,10 @@ impl SinkStage {
             *self.summary.shadows.entry(name.clone()).or_default() += 1;
             lineage.shadow = true;
             lineage.fallback = false;
-            lineage.route.reason = format!("{}; shadow copy to `{name}`", lineage.route.reason);
+            lineage.route.reason = match resolve::rollout_note(&answer) {
+                Some(note) => format!("{}; shadow copy to `{name}` ({note})", lineage.route.reason),
+                None => format!("{}; shadow copy to `{name}`", lineage.route.reason),
+            };
             lineage.route.route = name;
             shadow_rows.push(prediction(key.clone(), answer, row_features(j), answered_us, lineage));
         }

@@ -37,6 +37,9 @@ pub fn summary(s: &Summary) -> String {
     if s.feedback > 0 || s.feedback_dlq > 0 {
         let _ = writeln!(out, "feedback       {:>10}   ({} bad, to the DLQ table)", s.feedback, s.feedback_dlq);
     }
+    for change in &s.model_changes {
+        let _ = writeln!(out, "model change   {change}");
+    }
     if s.triggers > 0 {
         let _ = writeln!(out, "retrain triggers {:>8}", s.triggers);
     }
@@ -119,6 +122,7 @@ pub fn json(s: &Summary) -> serde_json::Value {
         "feedback": s.feedback,
         "feedback_dlq": s.feedback_dlq,
         "triggers": s.triggers,
+        "model_changes": s.model_changes,
         "dlq": s.dlq,
         "replayed": s.replayed,
         "seconds": s.elapsed.as_secs_f64(),

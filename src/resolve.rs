@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_schemas::{ErrorClass, ModelRef, Value};
 use switchyard_workers::cloud::{CloudError, CloudInput, CloudWorker};
-use switchyard_workers::OnnxWorker;
+use switchyard_workers::{OnnxWorker, Role, RowAnswer};
 
 /// A worker the pipeline can send events to.
 #[derive(Clone)]
@@ -89,6 +89,10 @@ pub struct Answer {
     pub outputs: Option<String>,
     /// Who answered.
     pub model: ModelRef,
+    /// For a model version being rolled out: its part (canary or shadow).
+    pub rollout: Option<Role>,
+    /// The candidate version's shadow answer to the same event.
+    pub candidate_shadow: Option<Box<Answer>>,
 }
 
 /// What became of one event.
@@ -269,8 +273,17 @@ pub async fn resolve(workers: Arc<Workers>, jobs: Vec<Job>, features: Arc<Vec<f3
             }
         }
     }
-    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every job resolved")).collect();
-    let (shadows, shadow_failed) = shadow(&workers, &jobs, &outcomes, &features, width).await;
+    let mut outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every job resolved")).collect();
+    let (mut shadows, shadow_failed) = shadow(&workers, &jobs, &outcomes, &features, width).await;
+    // A candidate version in shadow answered beside the served one.
+    for (j, o) in outcomes.iter_mut().enumerate() {
+        if let Outcome::Served { worker, answer, .. } = o {
+            if let Some(a) = answer.candidate_shadow.take() {
+                shadows.push((j, *worker, *a));
+            }
+        }
+    }
+    shadows.sort_by_key(|s| s.0);
     Resolved { outcomes, shadows, shadow_failed }
 }
 
@@ -337,20 +350,24 @@ async fn ask(
     match &workers.list[w].1 {
         Worker::Local(worker) => {
             let input = rows_of(features, width, inputs.iter().map(|i| i.0));
-            match worker.infer(input, inputs.len()).await {
-                Ok(s) => inputs
-                    .iter()
-                    .enumerate()
-                    .map(|(row, i)| {
-                        let answer = Answer {
-                            score: Some(f64::from(s.score[row])),
-                            label: Some(s.label[row]),
-                            outputs: None,
-                            model: worker.model().clone(),
-                        };
-                        (i.0, Ok(answer))
-                    })
-                    .collect(),
+            let ids: Vec<&str> = inputs.iter().map(|i| i.2.as_str()).collect();
+            match worker.answer(input, &ids).await {
+                Ok(a) => {
+                    let mut shadow: Vec<Option<Answer>> = vec![None; inputs.len()];
+                    for (row, r) in a.shadow {
+                        shadow[row] = Some(local_answer(r));
+                    }
+                    inputs
+                        .iter()
+                        .zip(a.served)
+                        .zip(shadow)
+                        .map(|((i, r), sh)| {
+                            let mut answer = local_answer(r);
+                            answer.candidate_shadow = sh.map(Box::new);
+                            (i.0, Ok(answer))
+                        })
+                        .collect()
+                }
                 Err(e) => {
                     inputs.iter().map(|i| (i.0, Err(Miss::Next(format!("worker `{name}` failed: {e}"))))).collect()
                 }
@@ -385,13 +402,41 @@ async fn ask(
                 for (j, a) in sent.into_iter().zip(answers) {
                     out.push((
                         j,
-                        a.map(|a| Answer { score: a.score, label: a.label, outputs: a.outputs, model: a.model })
-                            .map_err(|e| miss(name, e)),
+                        a.map(|a| Answer {
+                            score: a.score,
+                            label: a.label,
+                            outputs: a.outputs,
+                            model: a.model,
+                            rollout: None,
+                            candidate_shadow: None,
+                        })
+                        .map_err(|e| miss(name, e)),
                     ));
                 }
             }
             out
         }
+    }
+}
+
+/// The lineage's note for an answer of a version being rolled out.
+pub fn rollout_note(answer: &Answer) -> Option<String> {
+    match answer.rollout? {
+        Role::Stable => None,
+        Role::Canary => Some(format!("canary of version {}", answer.model.version)),
+        Role::Shadow => Some(format!("candidate version {} in shadow", answer.model.version)),
+    }
+}
+
+fn local_answer(r: RowAnswer) -> Answer {
+    let rollout = (r.role != Role::Stable).then_some(r.role);
+    Answer {
+        score: Some(f64::from(r.score)),
+        label: Some(r.label),
+        outputs: None,
+        model: r.model,
+        rollout,
+        candidate_shadow: None,
     }
 }
 

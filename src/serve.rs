@@ -110,6 +110,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             instances: opts.instances.max(1),
             intra_op_threads: 1,
             execution_provider: Default::default(),
+            reload: None,
         };
         let worker = OnnxWorker::start(name, &config, Path::new("."), &entry.metadata.feature_order)
             .with_context(|| format!("loading model `{spec}`"))?;

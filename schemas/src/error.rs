@@ -9,6 +9,17 @@ pub enum Error {
     /// An Arrow array or schema operation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file's content is not what it should be (names the file).
+    #[error("{0}")]
+    Invalid(String),
     /// A broken invariant: a bug, not a user mistake.
     #[error("internal error: {0}")]
     Internal(String),

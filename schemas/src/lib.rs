@@ -13,6 +13,8 @@
 //!   the `feedback`, `triggers` and `audit` tables;
 //! * [`PiiScanner`] — what finds personal data in text (implemented by the
 //!   router's detectors, used by cloud workers before egress);
+//! * [`RolloutState`] — which registered model version serves and which
+//!   candidates were promoted or rejected (`rollout.json` in the registry);
 //! * [`Problems`] — the collector for manifest validation, so every stage reports
 //!   *all* of its mistakes with their paths;
 //! * [`Error`] — the crate's error type.
@@ -24,6 +26,7 @@ mod lineage;
 mod pii;
 mod problems;
 mod record;
+mod rollout;
 mod schema;
 
 pub use error::{Error, Result};
@@ -33,6 +36,7 @@ pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sens
 pub use pii::PiiScanner;
 pub use problems::{Problem, Problems};
 pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
+pub use rollout::{registered_versions, Decision, RolloutState};
 pub use schema::{EventSchema, FieldSpec, FieldType};
 
 /// Hex-encoded SHA-256 of `bytes`: used for manifest, spec and model hashes.

@@ -26,6 +26,9 @@ pub enum Error {
     /// A record could not be serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// The model registry's rollout state cannot be read or written.
+    #[error("model registry: {0}")]
+    Registry(String),
     /// A broken invariant: a bug, not a user mistake.
     #[error("internal error: {0}")]
     Internal(String),

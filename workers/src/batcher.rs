@@ -80,10 +80,23 @@ impl Batcher {
         max_queue_delay: Duration,
         max_queued_requests: usize,
     ) -> Result<Self> {
+        let stats = Arc::new(BatchStats::default());
+        Self::start_counting(name, models, max_batch_size, max_queue_delay, max_queued_requests, stats)
+    }
+
+    /// [`Batcher::start`] adding to `stats`, which other batchers may share
+    /// (the versions of one worker).
+    pub fn start_counting<M: BatchModel>(
+        name: &str,
+        models: Vec<M>,
+        max_batch_size: usize,
+        max_queue_delay: Duration,
+        max_queued_requests: usize,
+        stats: Arc<BatchStats>,
+    ) -> Result<Self> {
         let width =
             models.first().map(BatchModel::width).ok_or_else(|| Error::Internal("batcher needs a model".into()))?;
         let (tx, rx) = flume::bounded::<Job>(max_queued_requests.max(1));
-        let stats = Arc::new(BatchStats::default());
         let threads = models
             .into_iter()
             .enumerate()

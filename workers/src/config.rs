@@ -86,6 +86,66 @@ pub struct OnnxWorkerConfig {
     /// GPU is usable, else CPU), `cpu`, or `cuda` (fail if CUDA cannot start).
     #[serde(default)]
     pub execution_provider: ExecutionProviderKind,
+    /// Take up new versions of the model from the registry while running
+    /// (not with a pinned `version`); off when absent.
+    #[serde(default)]
+    pub reload: Option<ReloadConfig>,
+}
+
+/// How a running worker takes up new model versions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// How often the registry is read, in ms.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// How a new version goes into service.
+    #[serde(default)]
+    pub rollout: RolloutMode,
+    /// `canary`: share of events (chosen by lineage id, so replays agree)
+    /// the candidate answers.
+    #[serde(default = "default_canary_fraction")]
+    pub canary_fraction: f64,
+    /// `shadow`: share of events the candidate also scores (its answers are
+    /// stored as shadow rows, never sent on).
+    #[serde(default = "default_shadow_sample")]
+    pub shadow_sample: f64,
+}
+
+/// How a new model version goes into service.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutMode {
+    /// Answers a share of the events beside the stable version until the
+    /// monitor promotes or rejects it.
+    #[default]
+    Canary,
+    /// Scores events beside the stable version, which alone answers, until
+    /// the monitor promotes or rejects it.
+    Shadow,
+    /// Replaces the serving version as soon as it is registered.
+    Replace,
+}
+
+impl RolloutMode {
+    /// The manifest name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutMode::Canary => "canary",
+            RolloutMode::Shadow => "shadow",
+            RolloutMode::Replace => "replace",
+        }
+    }
+}
+
+fn default_poll_ms() -> u64 {
+    5_000
+}
+fn default_canary_fraction() -> f64 {
+    0.1
+}
+fn default_shadow_sample() -> f64 {
+    1.0
 }
 
 /// Which ONNX Runtime execution provider a worker uses.
@@ -143,6 +203,23 @@ impl OnnxWorkerConfig {
                 format!("{path}.execution_provider"),
                 "`cuda` needs a build with `--features cuda`; use `auto` or `cpu`",
             );
+        }
+        if let Some(r) = &self.reload {
+            if self.version.is_some() {
+                problems.push(
+                    format!("{path}.reload"),
+                    "the model version is pinned (`version`); remove it to take up new versions",
+                );
+            }
+            if r.poll_ms < 10 {
+                problems.push(format!("{path}.reload.poll_ms"), "must be at least 10");
+            }
+            if !(r.canary_fraction > 0.0 && r.canary_fraction < 1.0) {
+                problems.push(format!("{path}.reload.canary_fraction"), "must be above 0 and below 1");
+            }
+            if !(r.shadow_sample > 0.0 && r.shadow_sample <= 1.0) {
+                problems.push(format!("{path}.reload.shadow_sample"), "must be above 0 and at most 1");
+            }
         }
     }
 }

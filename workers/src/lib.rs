@@ -10,7 +10,8 @@
 //! * [`Batcher`] — the dynamic batcher (Triton's model: a batch closes at
 //!   `max_batch_size` rows or `max_queue_delay_ms` after its first request),
 //!   running a [`BatchModel`] on dedicated threads, never on the async runtime;
-//! * [`OnnxWorker`] — ONNX Runtime through `ort` behind a [`Batcher`];
+//! * [`OnnxWorker`] — ONNX Runtime through `ort` behind a [`Batcher`], taking
+//!   up new registry versions while running (canary, shadow or replace);
 //! * [`cloud`] — cloud API workers: KServe V2 and OpenAI-compatible clients
 //!   with coalescing, rate limits, retries, circuit breakers, budgets,
 //!   secrets and redaction ([`cloud::CloudWorker`]).
@@ -25,6 +26,6 @@ mod onnx;
 pub mod registry;
 
 pub use batcher::{BatchModel, BatchStats, Batcher, Scores};
-pub use config::{ExecutionProviderKind, OnnxWorkerConfig, WorkerConfig};
+pub use config::{ExecutionProviderKind, OnnxWorkerConfig, ReloadConfig, RolloutMode, WorkerConfig};
 pub use error::{Error, Result};
-pub use onnx::{init_runtime, OnnxModel, OnnxWorker};
+pub use onnx::{init_runtime, OnnxModel, OnnxWorker, ReloadEvent, Role, RowAnswer};

@@ -1,16 +1,18 @@
 //! ONNX Runtime models behind the dynamic batcher.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
-use switchyard_schemas::ModelRef;
+use switchyard_schemas::{ModelRef, RolloutState};
 
 use crate::batcher::{BatchModel, BatchStats, Batcher, Scores};
-use crate::config::{ExecutionProviderKind, OnnxWorkerConfig};
+use crate::config::{ExecutionProviderKind, OnnxWorkerConfig, RolloutMode};
 use crate::registry::{self, ModelEntry};
+
 use crate::{Error, Result};
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
@@ -198,24 +200,387 @@ impl BatchModel for OnnxModel {
     }
 }
 
-/// A local ONNX worker: a registry model, its sessions and their batcher.
-pub struct OnnxWorker {
+/// What a served row's answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The stable version.
+    Stable,
+    /// The candidate version, answering its canary share.
+    Canary,
+    /// The candidate version scoring beside the stable one (not sent on).
+    Shadow,
+}
+
+/// One row's answer and the version that gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowAnswer {
+    /// Positive-class probability.
+    pub score: f32,
+    /// Predicted class.
+    pub label: i64,
+    /// The model version that answered.
+    pub model: ModelRef,
+    /// Stable, canary or shadow.
+    pub role: Role,
+}
+
+/// The answers to a block of events: one served answer per row, and the
+/// candidate's shadow answers `(row, answer)` when it runs in shadow.
+#[derive(Debug, Clone, Default)]
+pub struct EventAnswers {
+    /// One per row, in order.
+    pub served: Vec<RowAnswer>,
+    /// Shadow answers of the candidate.
+    pub shadow: Vec<(usize, RowAnswer)>,
+}
+
+/// A change of the versions a worker serves, for the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadEvent {
+    /// `candidate_started`, `promoted`, `rolled_back`, `candidate_withdrawn`,
+    /// `replaced`, `stable_changed` or `load_failed`.
+    pub event: &'static str,
+    /// The version it is about.
+    pub version: String,
+    /// The version serving before.
+    pub previous: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// One loaded version: its sessions behind their batcher.
+struct Version {
     batcher: Batcher,
     model: ModelRef,
 }
 
+/// The versions answering now.
+struct Serving {
+    stable: Arc<Version>,
+    candidate: Option<Arc<Version>>,
+}
+
+/// A local ONNX worker: a registry model, its sessions and their batcher.
+/// With `reload`, it reads the registry every `poll_ms` ([`OnnxWorker::poll`])
+/// and takes up new versions as the rollout says, without a restart;
+/// requests in flight finish on the version they started on.
+pub struct OnnxWorker {
+    loader: Loader,
+    serving: RwLock<Arc<Serving>>,
+}
+
+/// What loading a version needs.
+struct Loader {
+    name: String,
+    config: OnnxWorkerConfig,
+    registry: PathBuf,
+    features: Vec<String>,
+    stats: Arc<BatchStats>,
+    /// Versions that failed to load, with the reason (not tried again).
+    failed: Mutex<BTreeMap<String, String>>,
+}
+
+/// FNV-1a: a stable hash, so a lineage id always falls on the same side.
+fn share_of(id: &str, salt: u64) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 1_000_000) as f64 / 1_000_000.0
+}
+
 impl OnnxWorker {
     /// Resolves the model in the registry (relative to `base`), checks it
-    /// against the pipeline's `features`, and starts its sessions.
+    /// against the pipeline's `features`, and starts its sessions. With a
+    /// canary or shadow rollout, the registry's `rollout.json` names the
+    /// stable version (it is recorded there on first start) and a newer
+    /// version not yet decided on starts as the candidate.
     pub fn start(name: &str, config: &OnnxWorkerConfig, base: &Path, features: &[String]) -> Result<Self> {
-        let registry = base.join(&config.registry);
-        let entry = registry::resolve(&registry, &config.model, config.version.as_deref())?;
-        entry.check_features(features)?;
-        let models = (0..config.instances.max(1))
-            .map(|_| OnnxModel::load(&entry, config.intra_op_threads, config.execution_provider))
+        let worker = Loader {
+            name: name.to_string(),
+            config: config.clone(),
+            registry: base.join(&config.registry),
+            features: features.to_vec(),
+            stats: Arc::new(BatchStats::default()),
+            failed: Mutex::new(BTreeMap::new()),
+        };
+        let (stable, candidate) = match (&config.version, &config.reload) {
+            (Some(v), _) => (v.clone(), None),
+            (None, Some(r)) if r.rollout != RolloutMode::Replace => {
+                let versions = registry::versions(&worker.registry, &config.model)?;
+                let mut state = worker.rollout_state()?;
+                let stable = state.stable_of(&versions).ok_or_else(|| worker.no_version())?;
+                if state.stable.is_none() {
+                    // Later versions are candidates of this one, also after a restart.
+                    state.stable = Some(stable.clone());
+                    state.save(&worker.registry, &config.model).map_err(|e| Error::Registry(e.to_string()))?;
+                }
+                (stable, state.candidate_of(&versions))
+            }
+            (None, _) => (
+                registry::versions(&worker.registry, &config.model)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| worker.no_version())?,
+                None,
+            ),
+        };
+        let stable = worker.load(&stable)?;
+        let candidate = match candidate {
+            Some(v) => match worker.load(&v) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(worker = name, version = %v, error = %e, "candidate version cannot be loaded; serving the stable one");
+                    worker.lock_failed().insert(v, e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let provider = &stable.model.provider;
+        tracing::info!(worker = name, model = %stable.model.name, version = %stable.model.version,
+            candidate = candidate.as_ref().map(|c| c.model.version.as_str()), provider, "ONNX worker ready");
+        Ok(Self { loader: worker, serving: RwLock::new(Arc::new(Serving { stable, candidate })) })
+    }
+
+    fn current(&self) -> Arc<Serving> {
+        self.serving.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The stable version: the one that answers [`OnnxWorker::infer`].
+    pub fn model(&self) -> ModelRef {
+        self.current().stable.model.clone()
+    }
+
+    /// The candidate version being rolled out, if any.
+    pub fn candidate(&self) -> Option<ModelRef> {
+        self.current().candidate.as_ref().map(|c| c.model.clone())
+    }
+
+    /// Runs `rows` rows of features through the stable version.
+    pub async fn infer(&self, features: Vec<f32>, rows: usize) -> Result<Scores> {
+        let serving = self.current();
+        serving.stable.batcher.infer(features, rows).await
+    }
+
+    /// Answers one row per id (`ids[i]` is row `i`'s lineage id): the
+    /// stable version, or for a canary's share of the ids the candidate;
+    /// in shadow, the candidate also scores its sample. A failing
+    /// candidate never costs an answer: its rows go to the stable version.
+    pub async fn answer(&self, features: Vec<f32>, ids: &[&str]) -> Result<EventAnswers> {
+        let serving = self.current();
+        let rows = ids.len();
+        let width = self.loader.features.len();
+        let stable = &serving.stable;
+        let row_answers = |s: Scores, v: &Version, role: Role| -> Vec<RowAnswer> {
+            s.score
+                .into_iter()
+                .zip(s.label)
+                .map(|(score, label)| RowAnswer { score, label, model: v.model.clone(), role })
+                .collect()
+        };
+        let (Some(cand), Some(reload)) = (&serving.candidate, &self.loader.config.reload) else {
+            let s = stable.batcher.infer(features, rows).await?;
+            return Ok(EventAnswers { served: row_answers(s, stable, Role::Stable), shadow: Vec::new() });
+        };
+        let pick = |share: f64, salt: u64| -> (Vec<usize>, Vec<f32>) {
+            let chosen: Vec<usize> = (0..rows).filter(|&i| share_of(ids[i], salt) < share).collect();
+            let rows_of = chosen.iter().flat_map(|&i| features[i * width..(i + 1) * width].iter().copied()).collect();
+            (chosen, rows_of)
+        };
+        match reload.rollout {
+            RolloutMode::Shadow => {
+                let (chosen, shadow_in) = pick(reload.shadow_sample, 0x5348);
+                let n = chosen.len();
+                let (served, shadow) =
+                    tokio::join!(stable.batcher.infer(features, rows), cand.batcher.infer(shadow_in, n));
+                let shadow = match shadow {
+                    Ok(s) => chosen.into_iter().zip(row_answers(s, cand, Role::Shadow)).collect(),
+                    Err(e) => {
+                        tracing::warn!(worker = %self.loader.name, version = %cand.model.version, error = %e, "candidate failed in shadow");
+                        Vec::new()
+                    }
+                };
+                Ok(EventAnswers { served: row_answers(served?, stable, Role::Stable), shadow })
+            }
+            RolloutMode::Canary | RolloutMode::Replace => {
+                let (chosen, canary_in) = pick(reload.canary_fraction, 0x4341);
+                let mut is_canary = vec![false; rows];
+                for &i in &chosen {
+                    is_canary[i] = true;
+                }
+                let rest: Vec<usize> = (0..rows).filter(|&i| !is_canary[i]).collect();
+                let rest_in = rest.iter().flat_map(|&i| features[i * width..(i + 1) * width].iter().copied()).collect();
+                let (a, b) = tokio::join!(
+                    stable.batcher.infer(rest_in, rest.len()),
+                    cand.batcher.infer(canary_in.clone(), chosen.len())
+                );
+                let mut out: Vec<Option<RowAnswer>> = vec![None; rows];
+                for (i, r) in rest.into_iter().zip(row_answers(a?, stable, Role::Stable)) {
+                    out[i] = Some(r);
+                }
+                let canary = match b {
+                    Ok(s) => row_answers(s, cand, Role::Canary),
+                    Err(e) => {
+                        tracing::warn!(worker = %self.loader.name, version = %cand.model.version, error = %e, "candidate failed; its canary rows go to the stable version");
+                        row_answers(stable.batcher.infer(canary_in, chosen.len()).await?, stable, Role::Stable)
+                    }
+                };
+                for (i, r) in chosen.into_iter().zip(canary) {
+                    out[i] = Some(r);
+                }
+                let served = out
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| Error::Internal("a row without an answer".into()))?;
+                Ok(EventAnswers { served, shadow: Vec::new() })
+            }
+        }
+    }
+
+    /// Batching counters (all versions together).
+    pub fn stats(&self) -> Arc<BatchStats> {
+        self.loader.stats.clone()
+    }
+
+    /// How often [`OnnxWorker::poll`] should run; `None` without `reload`.
+    pub fn poll_interval(&self) -> Option<Duration> {
+        self.loader
+            .config
+            .reload
+            .as_ref()
+            .filter(|_| self.loader.config.version.is_none())
+            .map(|r| Duration::from_millis(r.poll_ms))
+    }
+
+    /// Reads the registry and its rollout state and changes the serving
+    /// versions to match: a new candidate starts, a promoted one becomes
+    /// stable, a rejected one stops (with `replace`, the highest version
+    /// serves). Blocking: new sessions load here. Returns what changed.
+    pub fn poll(&self) -> Vec<ReloadEvent> {
+        let Some(reload) = self.poll_interval().and(self.loader.config.reload.as_ref()) else { return Vec::new() };
+        let versions = match registry::versions(&self.loader.registry, &self.loader.config.model) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(worker = %self.loader.name, error = %e, "registry unreadable; serving on");
+                return Vec::new();
+            }
+        };
+        let (state, target_stable, target_candidate) = match reload.rollout {
+            RolloutMode::Replace => {
+                let failed = self.loader.lock_failed();
+                (RolloutState::default(), versions.iter().find(|v| !failed.contains_key(*v)).cloned(), None)
+            }
+            _ => match self.loader.rollout_state() {
+                Ok(s) => {
+                    let (st, c) = (s.stable_of(&versions), s.candidate_of(&versions));
+                    (s, st, c)
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.loader.name, error = %e, "rollout state unreadable; serving on");
+                    return Vec::new();
+                }
+            },
+        };
+        let cur = self.current();
+        let old_stable = cur.stable.model.version.clone();
+        let mut events = Vec::new();
+        let mut stable = cur.stable.clone();
+        let mut candidate = cur.candidate.clone();
+        if let Some(target) = target_stable.filter(|t| *t != old_stable) {
+            let reused = candidate.as_ref().filter(|c| c.model.version == target).cloned();
+            let event = match (reload.rollout, &reused) {
+                (RolloutMode::Replace, _) => "replaced",
+                (_, Some(_)) => "promoted",
+                _ => "stable_changed",
+            };
+            if let Ok(v) = reused.map(Ok).unwrap_or_else(|| self.loader.try_load(&target, &old_stable, &mut events)) {
+                let why = state.last_promotion().map(|d| d.reason.clone()).unwrap_or_default();
+                events.push(ReloadEvent {
+                    event,
+                    version: target.clone(),
+                    previous: old_stable.clone(),
+                    detail: format!(
+                        "version {target} serves all events (was {old_stable}){}",
+                        if why.is_empty() { String::new() } else { format!(": {why}") }
+                    ),
+                });
+                if candidate.as_ref().is_some_and(|c| c.model.version == target) {
+                    candidate = None;
+                }
+                stable = v;
+            }
+        }
+        let cur_candidate = candidate.as_ref().map(|c| c.model.version.clone());
+        if target_candidate != cur_candidate {
+            if let Some(old) = &cur_candidate {
+                let (event, detail) = match state.rejected.get(old) {
+                    Some(d) => ("rolled_back", format!("version {old} stopped: {}", d.reason)),
+                    None => ("candidate_withdrawn", format!("version {old} stopped: no longer the candidate")),
+                };
+                events.push(ReloadEvent {
+                    event,
+                    version: old.clone(),
+                    previous: stable.model.version.clone(),
+                    detail,
+                });
+                candidate = None;
+            }
+            if let Some(target) = target_candidate {
+                if let Ok(v) = self.loader.try_load(&target, &stable.model.version, &mut events) {
+                    let share = match reload.rollout {
+                        RolloutMode::Shadow => {
+                            format!("scores {:.0}% of events in shadow", reload.shadow_sample * 100.0)
+                        }
+                        _ => format!("answers {:.0}% of events as a canary", reload.canary_fraction * 100.0),
+                    };
+                    events.push(ReloadEvent {
+                        event: "candidate_started",
+                        version: target.clone(),
+                        previous: stable.model.version.clone(),
+                        detail: format!("version {target} {share}; version {} serves the rest", stable.model.version),
+                    });
+                    candidate = Some(v);
+                }
+            }
+        }
+        if !events.is_empty() {
+            *self.serving.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Serving { stable, candidate });
+        }
+        for e in &events {
+            tracing::info!(worker = %self.loader.name, event = e.event, version = %e.version, "{}", e.detail);
+        }
+        events
+    }
+}
+
+impl Loader {
+    fn no_version(&self) -> Error {
+        Error::Registry(format!(
+            "model `{}` has no version with a model.onnx under {}",
+            self.config.model,
+            self.registry.join(&self.config.model).display()
+        ))
+    }
+
+    fn rollout_state(&self) -> Result<RolloutState> {
+        RolloutState::load(&self.registry, &self.config.model).map_err(|e| Error::Registry(e.to_string()))
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads `version` of the model: checks it and starts its sessions.
+    fn load(&self, version: &str) -> Result<Arc<Version>> {
+        let c = &self.config;
+        let entry = registry::resolve(&self.registry, &c.model, Some(version))?;
+        entry.check_features(&self.features)?;
+        let models = (0..c.instances.max(1))
+            .map(|_| OnnxModel::load(&entry, c.intra_op_threads, c.execution_provider))
             .collect::<Result<Vec<_>>>()?;
         let provider = models[0].provider();
-        tracing::info!(worker = name, model = %entry.metadata.name, version = %entry.metadata.version, provider, "ONNX worker ready");
         let model = ModelRef {
             name: entry.metadata.name.clone(),
             version: entry.metadata.version.clone(),
@@ -223,28 +588,35 @@ impl OnnxWorker {
             provider: format!("local/{provider}"),
             request_id: String::new(),
         };
-        let batcher = Batcher::start(
-            name,
+        let batcher = Batcher::start_counting(
+            &format!("{}-v{version}", self.name),
             models,
-            config.max_batch_size,
-            Duration::from_millis(config.max_queue_delay_ms),
-            config.max_queued_requests,
+            c.max_batch_size,
+            Duration::from_millis(c.max_queue_delay_ms),
+            c.max_queued_requests,
+            self.stats.clone(),
         )?;
-        Ok(Self { batcher, model })
+        Ok(Arc::new(Version { batcher, model }))
     }
 
-    /// The model that answers.
-    pub fn model(&self) -> &ModelRef {
-        &self.model
-    }
-
-    /// Runs `rows` rows of features through the batcher.
-    pub async fn infer(&self, features: Vec<f32>, rows: usize) -> Result<Scores> {
-        self.batcher.infer(features, rows).await
-    }
-
-    /// Batching counters.
-    pub fn stats(&self) -> Arc<BatchStats> {
-        self.batcher.stats()
+    /// Loads `version` unless it failed before; a failure is reported once.
+    fn try_load(
+        &self,
+        version: &str,
+        serving: &str,
+        events: &mut Vec<ReloadEvent>,
+    ) -> std::result::Result<Arc<Version>, ()> {
+        if self.lock_failed().contains_key(version) {
+            return Err(());
+        }
+        self.load(version).map_err(|e| {
+            self.lock_failed().insert(version.to_string(), e.to_string());
+            events.push(ReloadEvent {
+                event: "load_failed",
+                version: version.to_string(),
+                previous: serving.to_string(),
+                detail: format!("version {version} cannot be loaded, version {serving} serves on: {e}"),
+            });
+        })
     }
 }

@@ -60,22 +60,8 @@ pub struct ModelEntry {
 /// Versions of `name` in `registry`, highest first (numeric versions sort
 /// numerically, others after them by name).
 pub fn versions(registry: &Path, name: &str) -> Result<Vec<String>> {
-    let dir = registry.join(name);
-    let rd = std::fs::read_dir(&dir)
-        .map_err(|e| Error::Registry(format!("model `{name}` not found: cannot read {}: {e}", dir.display())))?;
-    let mut vs: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        // `.tmp-*` folders are versions still being written (renamed when done).
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().join("model.onnx").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    vs.sort_by(|a, b| match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(x), Ok(y)) => y.cmp(&x),
-        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
-        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
-        _ => a.cmp(b),
-    });
-    Ok(vs)
+    switchyard_schemas::registered_versions(registry, name)
+        .map_err(|e| Error::Registry(format!("model `{name}` not found: cannot read {e}")))
 }
 
 /// Finds `name` at `version` (the highest when `None`) and reads its metadata.

@@ -98,6 +98,12 @@ fn time_filter(window: Window, alias: &str) -> String {
 /// matched by `lineage_id`, else by key. With `features`, it also returns
 /// the feature vector: the retrainer's training set.
 pub fn labelled_sql(model: &str, window: Window, features: bool) -> String {
+    labelled_where(model, &format!(" AND NOT p.shadow{}", time_filter(window, "p")), features)
+}
+
+/// [`labelled_sql`] over the model's predictions (alias `p`) that pass
+/// `filter` (SQL starting with ` AND`).
+pub(crate) fn labelled_where(model: &str, filter: &str, features: bool) -> String {
     let feat = if features { ", p.features" } else { "" };
     format!(
         "WITH fb AS (\
@@ -108,7 +114,7 @@ pub fn labelled_sql(model: &str, window: Window, features: bool) -> String {
              FROM feedback) WHERE rn = 1), \
          p AS (\
            SELECT lineage_id, key, model_version, route, score, label AS predicted{pfeat} \
-           FROM predictions p WHERE p.model_name = {m} AND NOT p.shadow{time}) \
+           FROM predictions p WHERE p.model_name = {m}{filter}) \
          SELECT p.lineage_id, p.model_version, p.route, p.score, p.predicted{feat}, fb.label AS truth \
            FROM p JOIN fb ON fb.lineage_id = p.lineage_id \
          UNION ALL \
@@ -117,7 +123,6 @@ pub fn labelled_sql(model: &str, window: Window, features: bool) -> String {
            WHERE p.lineage_id NOT IN (SELECT lineage_id FROM fb WHERE lineage_id IS NOT NULL)",
         pfeat = if features { ", features" } else { "" },
         m = quote(model),
-        time = time_filter(window, "p"),
     )
 }
 
@@ -130,7 +135,13 @@ struct Labelled {
 
 /// Accuracy of the model per model version and route in `window`.
 pub async fn accuracy(ctx: &SessionContext, model: &str, window: Window) -> Result<Vec<Accuracy>> {
-    let batches = ctx.sql(&labelled_sql(model, window, false)).await?.collect().await?;
+    accuracy_of(ctx, &labelled_sql(model, window, false)).await
+}
+
+/// Accuracy per model version and route of the rows of a labelled query
+/// ([`labelled_where`]).
+pub(crate) async fn accuracy_of(ctx: &SessionContext, sql: &str) -> Result<Vec<Accuracy>> {
+    let batches = ctx.sql(sql).await?.collect().await?;
     let mut groups: BTreeMap<(String, String), Labelled> = BTreeMap::new();
     for b in &batches {
         let s = |name: &str| -> Result<ArrayRef> {

@@ -20,10 +20,11 @@ use arrow::record_batch::RecordBatch;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{audit_arrow_schema, trigger_arrow_schema, Problems};
+use switchyard_schemas::{audit_arrow_schema, trigger_arrow_schema, Decision, Problems};
 
 use super::accuracy::{accuracy, accuracy_batch, labelled_sql, Accuracy};
 use super::analysis::{analyse, format_time, DriftReport, DriftRequest, Reference, Window};
+use super::rollout::{self, RolloutCriteria, RolloutOutcome};
 use super::stats::{StatTest, TestChoice};
 use crate::tables::{self, ACCURACY, AUDIT, DRIFT, TRIGGERS};
 use crate::{catalog, Error, Result};
@@ -58,6 +59,10 @@ pub struct MonitorConfig {
     pub accuracy: Option<AccuracyThresholds>,
     /// Where triggers go, and how often.
     pub triggers: TriggersConfig,
+    /// When a candidate model version (a worker's canary or shadow
+    /// rollout) is promoted or rolled back.
+    #[serde(default)]
+    pub rollout: RolloutCriteria,
 }
 
 fn default_interval_ms() -> u64 {
@@ -88,6 +93,14 @@ pub struct ReferenceConfig {
     /// relative to the manifest's folder.
     #[serde(default)]
     pub dataset: Option<PathBuf>,
+    /// After a candidate version is promoted, compare with the period it
+    /// was judged on instead (the traffic it was validated for).
+    #[serde(default = "yes")]
+    pub rebase_on_promotion: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A column's test override.
@@ -205,6 +218,7 @@ impl MonitorConfig {
                 problems.push(format!("{path}.triggers.topic"), format!("`{t}` is not a valid topic name"));
             }
         }
+        self.rollout.validate(&format!("{path}.rollout"), problems);
     }
 
     /// The reference as the analysis takes it.
@@ -336,8 +350,10 @@ pub struct Evaluation {
     pub accuracy: Vec<Accuracy>,
     /// Triggers emitted by this evaluation.
     pub emitted: Vec<TriggerRecord>,
-    /// Triggers due but held back by the cooldown (model version, reason).
+    /// Triggers due but held back (model version, why).
     pub suppressed: Vec<(String, String)>,
+    /// The rollout of a candidate model version, when one is in progress.
+    pub rollout: Option<RolloutOutcome>,
 }
 
 /// The monitor of one pipeline's model.
@@ -404,10 +420,50 @@ impl Monitor {
     pub async fn evaluate(&self, now_us: i64) -> Result<Evaluation> {
         let ctx = catalog::open(&self.tables).await?;
         let current = Window::new(now_us - self.config.window_ms as i64 * 1000, now_us);
+        // A candidate version is judged first: its decision changes which
+        // version serves, and so which may ask for retraining.
+        let min_accuracy = self.config.accuracy.as_ref().and_then(|a| a.min_accuracy);
+        let rollout = rollout::decide(
+            &ctx,
+            &self.registry,
+            &self.model,
+            &self.config.worker,
+            &self.config.rollout,
+            min_accuracy,
+            now_us,
+        )
+        .await?;
+        if let Some(RolloutOutcome::Promoted(d) | RolloutOutcome::RolledBack(d)) = &rollout {
+            let event = if matches!(rollout, Some(RolloutOutcome::Promoted(_))) {
+                "promote_decided"
+            } else {
+                "rollback_decided"
+            };
+            audit(
+                &self.tables,
+                now_us,
+                &self.pipeline,
+                event,
+                &self.model,
+                &d.version,
+                &self.config.worker,
+                &d.reason,
+            )?;
+            tracing::warn!(model = %self.model, version = %d.version, "{event}: {}", d.reason);
+        }
+        let serving = rollout::versions(&self.registry, &self.model)?;
+        let reference = match serving.as_ref().and_then(|(_, st)| st.last_promotion()) {
+            Some(Decision { evaluated_from_us: Some(from), evaluated_to_us: Some(to), .. })
+                if self.config.reference.rebase_on_promotion =>
+            {
+                Reference::Window(Window::new(*from, *to))
+            }
+            _ => self.reference.clone(),
+        };
         let req = DriftRequest {
             model: self.model.clone(),
             feature_names: self.features.clone(),
-            reference: self.reference.clone(),
+            reference,
             current,
             tests: self.config.test_choices(),
             drift_share: self.config.drift_share,
@@ -461,6 +517,18 @@ impl Monitor {
         let mut emitted = Vec::new();
         let mut suppressed = Vec::new();
         for (version, (drift, acc)) in due {
+            // With a rollout state, only the serving version may ask for
+            // retraining, and not while a candidate is being judged.
+            if let Some((v, _)) = &serving {
+                if let Some(c) = &v.candidate {
+                    suppressed.push((version, format!("version {c} is being rolled out")));
+                    continue;
+                }
+                if v.stable != version {
+                    suppressed.push((version.clone(), format!("version {version} no longer serves")));
+                    continue;
+                }
+            }
             let reason = match (drift.is_empty(), acc.is_empty()) {
                 (false, false) => "drift+accuracy",
                 (false, true) => "drift",
@@ -468,14 +536,14 @@ impl Monitor {
             };
             let cooldown = self.config.triggers.cooldown_ms as i64 * 1000;
             if last.get(&version).is_some_and(|&t| now_us - t < cooldown) {
-                suppressed.push((version, reason.to_string()));
+                suppressed.push((version, format!("{reason}: within the cooldown of the last trigger")));
                 continue;
             }
             let record = self.trigger(&report, current, now_us, version, reason, drift, acc);
             self.emit(&record, now_us).await?;
             emitted.push(record);
         }
-        Ok(Evaluation { report, accuracy: acc, emitted, suppressed })
+        Ok(Evaluation { report, accuracy: acc, emitted, suppressed, rollout })
     }
 
     /// Time of the newest trigger per version of this model, from the table.
