@@ -17,4 +17,5 @@ mod kafka_source;
 mod model;
 mod peers;
 mod proxy;
+mod reload;
 mod support;

@@ -28,4 +28,4 @@ pub mod registry;
 pub use batcher::{BatchModel, BatchStats, Batcher, Scores};
 pub use config::{ExecutionProviderKind, OnnxWorkerConfig, ReloadConfig, RolloutMode, WorkerConfig};
 pub use error::{Error, Result};
-pub use onnx::{init_runtime, OnnxModel, OnnxWorker, ReloadEvent, Role, RowAnswer};
+pub use onnx::{init_runtime, EventAnswers, OnnxModel, OnnxWorker, ReloadEvent, Role, RowAnswer};

@@ -514,35 +514,37 @@ impl OnnxWorker {
         }
         let cur_candidate = candidate.as_ref().map(|c| c.model.version.clone());
         if target_candidate != cur_candidate {
+            // A new candidate that cannot be loaded leaves the current one running.
+            let started = target_candidate
+                .as_ref()
+                .and_then(|t| self.loader.try_load(t, &stable.model.version, &mut events).ok().map(|v| (t.clone(), v)));
             if let Some(old) = &cur_candidate {
-                let (event, detail) = match state.rejected.get(old) {
-                    Some(d) => ("rolled_back", format!("version {old} stopped: {}", d.reason)),
-                    None => ("candidate_withdrawn", format!("version {old} stopped: no longer the candidate")),
-                };
-                events.push(ReloadEvent {
-                    event,
-                    version: old.clone(),
-                    previous: stable.model.version.clone(),
-                    detail,
-                });
-                candidate = None;
-            }
-            if let Some(target) = target_candidate {
-                if let Ok(v) = self.loader.try_load(&target, &stable.model.version, &mut events) {
-                    let share = match reload.rollout {
-                        RolloutMode::Shadow => {
-                            format!("scores {:.0}% of events in shadow", reload.shadow_sample * 100.0)
-                        }
-                        _ => format!("answers {:.0}% of events as a canary", reload.canary_fraction * 100.0),
+                if started.is_some() || target_candidate.is_none() || state.rejected.contains_key(old) {
+                    let (event, detail) = match state.rejected.get(old) {
+                        Some(d) => ("rolled_back", format!("version {old} stopped: {}", d.reason)),
+                        None => ("candidate_withdrawn", format!("version {old} stopped: no longer the candidate")),
                     };
                     events.push(ReloadEvent {
-                        event: "candidate_started",
-                        version: target.clone(),
+                        event,
+                        version: old.clone(),
                         previous: stable.model.version.clone(),
-                        detail: format!("version {target} {share}; version {} serves the rest", stable.model.version),
+                        detail,
                     });
-                    candidate = Some(v);
+                    candidate = None;
                 }
+            }
+            if let Some((target, v)) = started {
+                let share = match reload.rollout {
+                    RolloutMode::Shadow => format!("scores {:.0}% of events in shadow", reload.shadow_sample * 100.0),
+                    _ => format!("answers {:.0}% of events as a canary", reload.canary_fraction * 100.0),
+                };
+                events.push(ReloadEvent {
+                    event: "candidate_started",
+                    version: target.clone(),
+                    previous: stable.model.version.clone(),
+                    detail: format!("version {target} {share}; version {} serves the rest", stable.model.version),
+                });
+                candidate = Some(v);
             }
         }
         if !events.is_empty() {
