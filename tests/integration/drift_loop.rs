@@ -69,7 +69,7 @@ fn run_loop(test: &str, drift: impl Fn(&mut serde_json::Map<String, serde_json::
         } else {
             drift(&mut e);
             if i < 2600 {
-                labelled.push((key.clone(), e.get("txn_count_24h").and_then(|v| v.as_i64()).unwrap_or(2) > 2));
+                labelled.push((key.clone(), truth(&e)));
             }
             cur_start + i as i64
         };
@@ -97,20 +97,39 @@ fn run_loop(test: &str, drift: impl Fn(&mut serde_json::Map<String, serde_json::
     // (Evidently's dataset-level default, 0.5, would wait for eight).
     let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 1000);
     let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text += &format!(
-        "\nfeedback:\n  topics: [{feedback}]\n\
-         monitor:\n  worker: fraud\n  interval_ms: 500\n  window_ms: 3600000\n  min_rows: 500\n  drift_share: 0.1\n\
-         \x20 reference: {{start: \"{}\", end: \"{}\"}}\n\
-         \x20 accuracy: {{min_accuracy: 0.2, min_rows: 100}}\n\
-         \x20 triggers:\n    topic: {triggers}\n    cooldown_ms: 3600000\n",
-        rfc3339(ref_start - 1000),
-        rfc3339(ref_start + 3_600_000)
-    );
+    text += &monitor_yaml(&feedback, &triggers, ref_start, "");
     std::fs::write(&manifest, text).unwrap();
     let out = switchyard(&["run", manifest.to_str().unwrap(), "--idle-exit-ms", "5000", "--progress-secs", "0"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     Run { tables, triggers_topic: triggers, stdout, _dir: dir }
+}
+
+/// The drift of these tests: `amount` and `distance_km` shifted and scaled.
+fn drift_amount_and_distance(e: &mut serde_json::Map<String, serde_json::Value>) {
+    let amount = e["amount"].as_f64().unwrap();
+    e.insert("amount".into(), (amount * 6.0 + 150.0).into());
+    let d = e["distance_km"].as_f64().unwrap_or(5.0);
+    e.insert("distance_km".into(), (d * 20.0 + 200.0).into());
+}
+
+/// The ground truth of these tests.
+fn truth(e: &serde_json::Map<String, serde_json::Value>) -> bool {
+    e.get("txn_count_24h").and_then(|v| v.as_i64()).unwrap_or(2) > 2
+}
+
+/// The `feedback:` and `monitor:` sections: reference window around
+/// `ref_start`, drift share 0.1, accuracy floor 0.2, one-hour cooldown.
+fn monitor_yaml(feedback: &str, triggers: &str, ref_start: i64, extra: &str) -> String {
+    format!(
+        "\nfeedback:\n  topics: [{feedback}]\n\
+         monitor:\n  worker: fraud\n  interval_ms: 500\n  window_ms: 3600000\n  min_rows: 500\n  drift_share: 0.1\n\
+         \x20 reference: {{start: \"{}\", end: \"{}\"}}\n\
+         \x20 accuracy: {{min_accuracy: 0.2, min_rows: 100}}\n\
+         \x20 triggers:\n    topic: {triggers}\n    cooldown_ms: 3600000\n{extra}",
+        rfc3339(ref_start - 1000),
+        rfc3339(ref_start + 3_600_000)
+    )
 }
 
 fn triggers(tables: &Path) -> Vec<serde_json::Value> {
@@ -130,12 +149,7 @@ fn triggers(tables: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn injected_drift_emits_one_trigger_with_its_evidence_and_the_retrainer_registers_a_new_version() {
-    let run = run_loop("drift", |e| {
-        let amount = e["amount"].as_f64().unwrap();
-        e.insert("amount".into(), (amount * 6.0 + 150.0).into());
-        let d = e["distance_km"].as_f64().unwrap_or(5.0);
-        e.insert("distance_km".into(), (d * 20.0 + 200.0).into());
-    });
+    let run = run_loop("drift", drift_amount_and_distance);
     let tables = &run.tables;
 
     // Feedback: 600 + duplicate + correction stored, the newest per event
@@ -201,4 +215,166 @@ fn stable_stream_emits_no_trigger() {
     assert!(sql_i64(tables, "SELECT count(DISTINCT run_id) FROM drift") >= 3, "{}", run.stdout);
     assert_eq!(sql_i64(tables, "SELECT count(*) FROM drift WHERE \"column\" = '(dataset)' AND drifted"), 0);
     assert!(triggers(tables).is_empty(), "{}", run.stdout);
+}
+
+/// `sql`'s single number, or `None` while its tables do not exist yet.
+fn try_sql_i64(tables: &Path, sql: &str) -> Option<i64> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use arrow::array::AsArray;
+        let ctx = switchyard_sink::catalog::open(tables).await.ok()?;
+        let b = switchyard_sink::catalog::query(&ctx, sql).await.ok()?;
+        Some(b.first()?.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0))
+    })
+}
+
+/// Waits until `sql` gives at least `want`, or fails naming what it waited for.
+fn wait_for(tables: &Path, sql: &str, want: i64, secs: u64, log: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = try_sql_i64(tables, sql);
+        if got.is_some_and(|n| n >= want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {secs} s for `{sql}` ≥ {want}, got {got:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn the_loop_closes_the_retrained_version_serves_after_its_canary_is_promoted() {
+    let bootstrap = broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tables, registry, log) = (dir.path().join("tables"), dir.path().join("models"), dir.path().join("run.log"));
+    let copy = std::process::Command::new("cp")
+        .args(["-r", repo().join("pipelines/models").to_str().unwrap(), registry.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let t = Topics::new("loop");
+    let (feedback, trig) = (unique("loop-feedback"), unique("loop-triggers"));
+    create_topics(&bootstrap, &[(&t.input, 3), (&t.results, 3), (&t.dlq, 1), (&feedback, 1), (&trig, 1)]);
+
+    // Phase 1: reference events three hours ago, drifted ones now, 600 labelled.
+    // Phase 2: 1,500 drifted events, all labelled (the canary's evidence).
+    // Phase 3: 500 events after the promotion.
+    let file = dir.path().join("events.jsonl");
+    let out = switchyard(&["generate", "--events", "6000", "--out", file.to_str().unwrap(), "--malformed-rate", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let now = chrono::Utc::now().timestamp_millis();
+    let ref_start = now - 3 * 3_600_000;
+    let mut phases: [Vec<(String, String, i64)>; 3] = Default::default();
+    let mut labels: [Vec<(String, String, i64)>; 2] = Default::default();
+    for (i, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
+        let mut e: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        let key = e["txn_id"].as_str().unwrap().to_string();
+        let phase = match i {
+            0..4000 => 0,
+            4000..5500 => 1,
+            _ => 2,
+        };
+        let ts = if i < 2000 { ref_start + i as i64 } else { now - 600_000 + i as i64 };
+        if i >= 2000 {
+            drift_amount_and_distance(&mut e);
+        }
+        if (2000..2600).contains(&i) || phase == 1 {
+            let label = serde_json::json!({"key": key, "label": truth(&e) as i64}).to_string();
+            labels[phase.min(1)].push((key.clone(), label, now));
+        }
+        phases[phase].push((key, serde_json::Value::Object(e).to_string(), ts));
+    }
+
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 1000);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace(
+            &format!("registry: {}", repo().join("pipelines/models").display()),
+            &format!("registry: {}", registry.display()),
+        )
+        .replace(
+            "    intra_op_threads: 1\n",
+            "    intra_op_threads: 1\n    reload: {poll_ms: 200, rollout: canary, canary_fraction: 0.5}\n",
+        )
+        + &monitor_yaml(&feedback, &trig, ref_start, "  rollout: {min_rows: 150, max_accuracy_drop: 0.05}\n");
+    std::fs::write(&manifest, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", manifest.to_str().unwrap(), "--progress-secs", "0"])
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    produce_at(&bootstrap, &t.input, &phases[0]);
+    produce_at(&bootstrap, &feedback, &labels[0]);
+    wait_for(&tables, "SELECT count(*) FROM triggers", 1, 60, &log);
+    let trigger = triggers(&tables).remove(0);
+    assert_eq!(trigger["model"]["version"], "1");
+
+    // The reference retrainer turns the trigger into version 2 ...
+    let trigger_file = dir.path().join("trigger.json");
+    std::fs::write(&trigger_file, trigger.to_string()).unwrap();
+    let out = std::process::Command::new(python())
+        .arg(repo().join("pipelines/retrain.py"))
+        .args(["--trigger-file", trigger_file.to_str().unwrap(), "--registry", registry.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // ... which the running worker takes up as a canary, the monitor judges
+    // on feedback, and promotes; then it serves everything.
+    let audit = |event: &str| format!("SELECT count(*) FROM audit WHERE event = '{event}' AND model_version = '2'");
+    wait_for(&tables, &audit("candidate_started"), 1, 30, &log);
+    produce_at(&bootstrap, &t.input, &phases[1]);
+    produce_at(&bootstrap, &feedback, &labels[1]);
+    wait_for(&tables, &audit("promoted"), 1, 90, &log);
+    produce_at(&bootstrap, &t.input, &phases[2]);
+    wait_for(&tables, "SELECT count(*) FROM predictions WHERE NOT shadow", 6000, 60, &log);
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    assert!(stdout.contains("model change   promoted 2"), "{stdout}");
+
+    let in_keys =
+        |phase: &[(String, String, i64)]| phase.iter().map(|(k, _, _)| format!("'{k}'")).collect::<Vec<_>>().join(",");
+    let count = |phase: usize, cond: &str| {
+        sql_i64(
+            &tables,
+            &format!("SELECT count(*) FROM predictions WHERE key IN ({}) AND {cond}", in_keys(&phases[phase])),
+        )
+    };
+    // Phase 1: version 1 alone. Phase 2: both, version 2 as the marked canary.
+    assert_eq!(count(0, "CAST(model_version AS VARCHAR) = '1'"), 4000);
+    let canary = count(1, "CAST(model_version AS VARCHAR) = '2'");
+    assert!(canary > 300 && canary < 1200, "about half of 1,500 events: {canary}");
+    assert_eq!(count(1, "CAST(model_version AS VARCHAR) = '2' AND route_reason LIKE '%canary of version 2%'"), canary);
+    // Phase 3 and anything after the promotion: version 2 only, no canary.
+    assert_eq!(count(2, "CAST(model_version AS VARCHAR) = '2' AND route_reason NOT LIKE '%canary%'"), 500);
+
+    // The audit trail tells the story in order; rollout.json says 2 serves.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let events: Vec<String> = rt.block_on(async {
+        use arrow::array::AsArray;
+        let ctx = switchyard_sink::catalog::open(&tables).await.unwrap();
+        let b =
+            switchyard_sink::catalog::query(&ctx, "SELECT concat(event, ' ', model_version) FROM audit ORDER BY time")
+                .await
+                .unwrap();
+        b.iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(|i| b.column(0).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()
+            })
+            .collect()
+    });
+    assert_eq!(events, ["trigger_emitted 1", "candidate_started 2", "promote_decided 2", "promoted 2"], "{stdout}");
+    let state = switchyard_schemas::RolloutState::load(&registry, "fraud").unwrap();
+    assert_eq!(state.stable.as_deref(), Some("2"));
+    assert!(state.promoted[0].reason.contains("labelled predictions"), "{:?}", state.promoted);
+    assert_eq!(triggers(&tables).len(), 1, "version 2, judged on the drifted traffic, asks for no retraining");
 }

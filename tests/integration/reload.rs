@@ -30,7 +30,8 @@ fn register(registry: &Path, to: &str, broken: bool) {
     let (from, dir) = (registry.join("fraud/1"), registry.join("fraud").join(to));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(from.join("model.onnx"), dir.join("model.onnx")).unwrap();
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(from.join("metadata.json")).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from.join("metadata.json")).unwrap()).unwrap();
     meta["version"] = to.into();
     if broken {
         meta["sha256"] = "00".repeat(32).into();
