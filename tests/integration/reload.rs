@@ -18,9 +18,8 @@ fn registry() -> tempfile::TempDir {
         .status()
         .unwrap();
     assert!(ok.success());
-    for f in ["rollout.json"] {
-        let _ = std::fs::remove_file(t.path().join("fraud").join(f));
-    }
+    // Start from no rollout state, whatever the working copy holds.
+    let _ = std::fs::remove_file(RolloutState::path(t.path(), "fraud"));
     t
 }
 
