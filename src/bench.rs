@@ -257,3 +257,151 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
         },
     }))
 }
+
+/// Feature names of the drift benchmark's data: six numbers, ten 0/1 columns
+/// (the shape of the fraud model's features).
+fn drift_features() -> Vec<String> {
+    (0..6).map(|i| format!("num{i}")).chain((0..10).map(|i| format!("flag{i}"))).collect()
+}
+
+/// Writes `rows` synthetic prediction rows to `tables/predictions`: half on
+/// the reference day (2026-01-01), half on the current day (2026-01-02) with
+/// drift in `num0` and `num1`. Written by the Parquet sink, in rolls of
+/// 250k rows.
+fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use switchyard_schemas::{Lineage, ModelRef, Prediction, RouteInfo};
+
+    let mut rng = StdRng::seed_from_u64(11);
+    let day0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.timestamp_micros();
+    let lineage = Lineage {
+        pipeline: "bench".into(),
+        model: ModelRef {
+            name: "fraud".into(),
+            version: "1".into(),
+            provider: "local/cpu".into(),
+            ..Default::default()
+        },
+        route: RouteInfo { route: "fraud".into(), rule_id: "default".into(), ..Default::default() },
+        ..Default::default()
+    };
+    let per_file = 250_000;
+    let mut written = 0;
+    let mut sink = switchyard_sink::ParquetSink::open(tables, per_file, Duration::from_secs(3600))?;
+    while written < rows {
+        let current = written >= rows / 2;
+        let half_end = if current { rows } else { rows / 2 };
+        let n = per_file.min(half_end - written);
+        let day = if current { 1 } else { 0 };
+        let start = day0 + day * 86_400_000_000 + (written % (rows / 2).max(1)) as i64 * 1000;
+        let preds: Vec<Prediction> = (0..n)
+            .map(|i| {
+                let mut l = lineage.clone();
+                l.ingest_time_us = start + i as i64 * 1000;
+                l.kafka_timestamp_ms = Some(l.ingest_time_us / 1000);
+                let mut normal = || {
+                    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+                };
+                let mut features: Vec<f32> = (0..6).map(|_| normal()).collect();
+                if current {
+                    features[0] = features[0] * 1.5 + 0.8;
+                    features[1] += 0.5;
+                }
+                features.extend((0..10).map(|k| f32::from(rng.random::<f32>() < 0.1 + 0.05 * k as f32)));
+                let score = 1.0 / (1.0 + (-(features[0] + features[1])).exp());
+                Prediction {
+                    key: String::new(),
+                    score: Some(f64::from(score)),
+                    label: Some(i64::from(score >= 0.5)),
+                    outputs: None,
+                    features,
+                    latency_us: 100,
+                    lineage: l,
+                }
+            })
+            .collect();
+        sink.write_predictions(&preds)?;
+        sink.roll()?;
+        written += n;
+        eprint!("\rwriting benchmark data: {written}/{rows} rows");
+    }
+    eprintln!();
+    Ok(())
+}
+
+/// The drift report over `rows` prediction rows (half reference, half
+/// current) against a DataFusion scan of the same columns over the same
+/// rows, in the same run: the median of `repeat` timings each. The data is
+/// written to `dir` once and reused while its row count matches.
+pub async fn drift(dir: &Path, rows: usize, repeat: usize) -> anyhow::Result<serde_json::Value> {
+    use futures::StreamExt as _;
+    use switchyard_sink::drift::{analyse, DriftRequest, Reference, Window};
+
+    let marker = dir.join("rows");
+    if std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<usize>().ok()) != Some(rows) {
+        let _ = std::fs::remove_dir_all(dir.join("predictions"));
+        let d = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || drift_data(&d, rows)).await??;
+        std::fs::write(&marker, rows.to_string())?;
+    }
+    let day0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.timestamp_micros();
+    let day = 86_400_000_000;
+    let (reference, current) = (Window::new(day0, day0 + day), Window::new(day0 + day, day0 + 2 * day));
+    let req = DriftRequest {
+        model: "fraud".into(),
+        feature_names: drift_features(),
+        reference: Reference::Window(reference),
+        current,
+        tests: Default::default(),
+        drift_share: 0.5,
+        buckets: 0,
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut report_s, mut scan_s) = (Vec::new(), Vec::new());
+    let mut last = None;
+    let mut scanned = 0;
+    for _ in 0..repeat.max(1) {
+        // The baseline: read and decode the same columns of the same rows.
+        let ctx = switchyard_sink::catalog::open(dir).await?;
+        let t = Instant::now();
+        let df =
+            switchyard_sink::drift::analysis::window_frame(&ctx, "fraud", Window::new(day0, day0 + 2 * day)).await?;
+        let mut streams = df.execute_stream_partitioned().await?;
+        let mut n = 0;
+        for s in &mut streams {
+            while let Some(b) = s.next().await {
+                n += b?.num_rows();
+            }
+        }
+        scan_s.push(t.elapsed().as_secs_f64());
+        scanned = n;
+
+        let ctx = switchyard_sink::catalog::open(dir).await?;
+        let t = Instant::now();
+        let report = analyse(&ctx, &req).await?;
+        report_s.push(t.elapsed().as_secs_f64());
+        last = Some(report);
+    }
+    let report = last.context("no run")?;
+    let g = report.groups.first().context("the drift report found no rows in the current window")?;
+    let (report_s, scan_s) = (median(report_s), median(scan_s));
+    Ok(serde_json::json!({
+        "bench": "drift",
+        "rows": rows,
+        "reference_rows": report.reference_rows,
+        "current_rows": g.rows,
+        "columns": g.columns.len(),
+        "drifted": g.drifted(),
+        "exact": g.columns.iter().all(|c| c.stats.exact),
+        "report_s": report_s,
+        "scan_rows": scanned,
+        "scan_s": scan_s,
+        "ratio": report_s / scan_s,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    }))
+}

@@ -232,6 +232,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         requests: usize,
     },
+    /// The drift report over synthetic prediction rows (half reference, half
+    /// current) against a DataFusion scan of the same columns, same run.
+    Drift {
+        /// Prediction rows in all (half in each window).
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        /// Folder for the data (written once, reused while `--rows` matches).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Timings per measurement (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Messages/s of a consumer that only counts (no decoding, no processing).
     Consume {
         /// Kafka bootstrap servers.
@@ -383,6 +396,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             let r = bench::cloud(&bench::CloudBench { registry, model, rps, seconds, requests }).await?;
             println!("{r}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Drift { rows, dir, repeat }) => {
+            anyhow::ensure!(rows >= 2, "--rows must be at least 2");
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("switchyard-bench-drift"));
+            println!("{}", bench::drift(&dir, rows, repeat).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Consume { bootstrap_servers, topic, group, idle_exit_ms }) => {
