@@ -88,7 +88,7 @@ fn time_filter(window: Window, alias: &str) -> String {
         f += &format!(" AND {t} >= {s} AND {alias}.date >= {}", quote(&date_of(s)));
     }
     if let Some(e) = window.end_us {
-        f += &format!(" AND {t} < {e} AND {alias}.date <= {}", quote(&date_of(e)));
+        f += &format!(" AND {t} < {e} AND {alias}.date <= {}", quote(&date_of(e - 1)));
     }
     f
 }

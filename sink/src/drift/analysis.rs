@@ -18,7 +18,7 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::stats::{compare, ColumnStats, TestChoice};
+use super::stats::{compare_chunks, ColumnStats, TestChoice};
 use crate::tables::date_of;
 use crate::{Error, Result};
 
@@ -164,26 +164,43 @@ pub struct DriftReport {
 /// Feature columns plus score, column-major; `times` per row.
 #[derive(Default)]
 struct Columns {
-    cols: Vec<Vec<f32>>,
+    /// Per column, its values in chunks as read (one per batch and group).
+    cols: Vec<Vec<Vec<f32>>>,
     times: Vec<i64>,
+}
+
+impl Columns {
+    fn new(width: usize) -> Self {
+        Self { cols: vec![Vec::new(); width + 1], times: Vec::new() }
+    }
+
+    /// Rows held (every row has a score slot).
+    fn rows(&self) -> usize {
+        self.cols.last().map_or(0, |c| c.iter().map(Vec::len).sum())
+    }
+
+    /// Column `j` as slices.
+    fn slices(&self, j: usize) -> Vec<&[f32]> {
+        self.cols[j].iter().map(Vec::as_slice).collect()
+    }
 }
 
 struct Acc {
     width: usize,
     groups: BTreeMap<(String, String), Columns>,
     skipped: u64,
+    /// Keep each row's event time (for the metric over time).
+    keep_times: bool,
 }
 
 impl Acc {
-    fn new(width: usize) -> Self {
-        Self { width, groups: BTreeMap::new(), skipped: 0 }
+    fn new(width: usize, keep_times: bool) -> Self {
+        Self { width, groups: BTreeMap::new(), skipped: 0, keep_times }
     }
 
     fn group(&mut self, version: &str, route: &str) -> &mut Columns {
         let width = self.width;
-        self.groups
-            .entry((version.to_string(), route.to_string()))
-            .or_insert_with(|| Columns { cols: vec![Vec::new(); width + 1], times: Vec::new() })
+        self.groups.entry((version.to_string(), route.to_string())).or_insert_with(|| Columns::new(width))
     }
 
     /// Adds a batch of (model_version, route, features, score, event_time);
@@ -216,7 +233,7 @@ impl Acc {
             .transpose()?;
         let times = times.as_ref().map(|t| t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>());
 
-        let width = self.width;
+        let (width, keep_times) = (self.width, self.keep_times);
         let mut i = 0;
         while i < n {
             // Rows of one partition share version and route: take runs.
@@ -233,18 +250,26 @@ impl Acc {
             }
             let mut skipped = 0;
             let g = self.group(v, r);
+            let mut chunk: Vec<Vec<f32>> = (0..=width).map(|_| Vec::with_capacity(end - i)).collect();
             for row in i..end {
                 let (lo, hi) = (offsets[row] as usize, offsets[row + 1] as usize);
                 if hi - lo != width || features.is_null(row) {
                     skipped += 1;
                     continue;
                 }
-                for (j, c) in g.cols[..width].iter_mut().enumerate() {
+                for (j, c) in chunk[..width].iter_mut().enumerate() {
                     c.push(values[lo + j]);
                 }
                 let s = scores.and_then(|s| (!s.is_null(row)).then(|| s.value(row) as f32)).unwrap_or(f32::NAN);
-                g.cols[width].push(s);
-                g.times.push(times.map(|t| t.value(row)).unwrap_or(0));
+                chunk[width].push(s);
+                if keep_times {
+                    g.times.push(times.map(|t| t.value(row)).unwrap_or(0));
+                }
+            }
+            for (col, c) in g.cols.iter_mut().zip(chunk) {
+                if !c.is_empty() {
+                    col.push(c);
+                }
             }
             self.skipped += skipped;
             i = end;
@@ -266,7 +291,8 @@ pub async fn window_frame(ctx: &SessionContext, model: &str, window: Window) -> 
         filter = filter.and(event_time.clone().gt_eq(ts_lit(s))).and(col("date").gt_eq(lit(date_of(s))));
     }
     if let Some(e) = window.end_us {
-        filter = filter.and(event_time.clone().lt(ts_lit(e))).and(col("date").lt_eq(lit(date_of(e))));
+        // The end is exclusive: a window ending at midnight reads no file of the next day.
+        filter = filter.and(event_time.clone().lt(ts_lit(e))).and(col("date").lt_eq(lit(date_of(e - 1))));
     }
     Ok(ctx.table("predictions").await?.filter(filter)?.select(vec![
         col("model_version"),
@@ -277,13 +303,14 @@ pub async fn window_frame(ctx: &SessionContext, model: &str, window: Window) -> 
     ])?)
 }
 
-async fn collect(df: DataFrame, width: usize, grouped: bool) -> Result<Acc> {
+/// Reads `df` on all partitions at once into per-group columns.
+async fn collect(df: DataFrame, width: usize, grouped: bool, keep_times: bool) -> Result<Acc> {
     let streams = df.execute_stream_partitioned().await?;
     let tasks: Vec<_> = streams
         .into_iter()
         .map(|mut s| {
             tokio::spawn(async move {
-                let mut acc = Acc::new(width);
+                let mut acc = Acc::new(width, keep_times);
                 while let Some(b) = s.next().await {
                     acc.add(&b?, grouped)?;
                 }
@@ -291,18 +318,14 @@ async fn collect(df: DataFrame, width: usize, grouped: bool) -> Result<Acc> {
             })
         })
         .collect();
-    let mut total = Acc::new(width);
+    let mut total = Acc::new(width, keep_times);
     for t in tasks {
         let acc = t.await.map_err(|e| Error::Internal(format!("drift reader panicked: {e}")))??;
         total.skipped += acc.skipped;
         for (k, mut g) in acc.groups {
             let dst = total.group(&k.0, &k.1);
             for (d, s) in dst.cols.iter_mut().zip(g.cols.iter_mut()) {
-                if d.is_empty() {
-                    std::mem::swap(d, s);
-                } else {
-                    d.append(s);
-                }
+                d.append(s);
             }
             dst.times.append(&mut g.times);
         }
@@ -313,7 +336,7 @@ async fn collect(df: DataFrame, width: usize, grouped: bool) -> Result<Acc> {
 async fn reference_columns(ctx: &SessionContext, req: &DriftRequest) -> Result<(Columns, u64)> {
     let width = req.feature_names.len();
     let acc = match &req.reference {
-        Reference::Window(w) => collect(window_frame(ctx, &req.model, *w).await?, width, false).await?,
+        Reference::Window(w) => collect(window_frame(ctx, &req.model, *w).await?, width, false, false).await?,
         Reference::Dataset(path) => {
             let p = path.to_string_lossy();
             let df = ctx
@@ -328,15 +351,11 @@ async fn reference_columns(ctx: &SessionContext, req: &DriftRequest) -> Result<(
                 )));
             }
             let cols = if has_score { vec![col("features"), col(SCORE)] } else { vec![col("features")] };
-            collect(df.select(cols)?, width, false).await?
+            collect(df.select(cols)?, width, false, false).await?
         }
     };
     let skipped = acc.skipped;
-    let cols = acc
-        .groups
-        .into_values()
-        .next()
-        .unwrap_or_else(|| Columns { cols: vec![Vec::new(); width + 1], times: Vec::new() });
+    let cols = acc.groups.into_values().next().unwrap_or_else(|| Columns::new(width));
     Ok((cols, skipped))
 }
 
@@ -358,14 +377,14 @@ pub async fn newest_event_time(ctx: &SessionContext, model: &str) -> Result<Opti
 pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftReport> {
     let width = req.feature_names.len();
     let (reference, ref_skipped) = reference_columns(ctx, req).await?;
-    let current = collect(window_frame(ctx, &req.model, req.current).await?, width, true).await?;
-    let reference_rows = reference.cols.first().map_or(0, Vec::len);
+    let current = collect(window_frame(ctx, &req.model, req.current).await?, width, true, req.buckets > 0).await?;
+    let reference_rows = reference.rows();
     let names: Vec<String> = req.feature_names.iter().cloned().chain([SCORE.to_string()]).collect();
     let choices: Vec<TestChoice> = names.iter().map(|n| req.tests.get(n).copied().unwrap_or_default()).collect();
     let reference = Arc::new(reference);
     let mut groups = Vec::new();
     for ((version, route), cur) in current.groups {
-        let rows = cur.times.len();
+        let rows = cur.rows();
         let buckets = bucket_bounds(req.current, &cur.times, req.buckets);
         let (reference, names, choices, bounds) = (reference.clone(), names.clone(), choices.clone(), buckets.clone());
         let columns = tokio::task::spawn_blocking(move || compare_all(&reference, &cur, &names, &choices, &bounds))
@@ -424,18 +443,19 @@ fn compare_all(
         current.times.iter().map(|&t| buckets.iter().position(|&(s, e)| t >= s && t < e)).collect()
     };
     let one = |j: usize| -> Option<ColumnDrift> {
-        let stats = compare(&reference.cols[j], &current.cols[j], choices[j])?;
+        let r = reference.slices(j);
+        let stats = compare_chunks(&r, &current.slices(j), choices[j])?;
         let over_time = if buckets.is_empty() {
             Vec::new()
         } else {
             let mut parts: Vec<Vec<f32>> = vec![Vec::new(); buckets.len()];
-            for (v, b) in current.cols[j].iter().zip(&bucket_of) {
+            for (v, b) in current.cols[j].iter().flatten().zip(&bucket_of) {
                 if let Some(b) = b {
                     parts[*b].push(*v);
                 }
             }
             let choice = TestChoice { test: Some(stats.test), threshold: Some(stats.threshold) };
-            parts.iter().map(|p| compare(&reference.cols[j], p, choice).map_or(f64::NAN, |s| s.score)).collect()
+            parts.iter().map(|p| compare_chunks(&r, &[p.as_slice()], choice).map_or(f64::NAN, |s| s.score)).collect()
         };
         Some(ColumnDrift { column: names[j].clone(), stats, over_time })
     };

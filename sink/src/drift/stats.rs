@@ -160,13 +160,57 @@ pub struct TestChoice {
 
 /// Compares one column's windows. `None` when either window has no values.
 pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option<ColumnStats> {
-    let r: Vec<f64> = reference.iter().filter(|v| !v.is_nan()).map(|&v| v as f64).collect();
-    let c: Vec<f64> = current.iter().filter(|v| !v.is_nan()).map(|&v| v as f64).collect();
-    if r.is_empty() || c.is_empty() {
+    compare_chunks(&[reference], &[current], choice)
+}
+
+/// The values of a column held in chunks (as read, batch by batch),
+/// without NaN: copying millions of values into one buffer costs more than
+/// the statistics, so they are read where they lie.
+#[derive(Clone, Copy)]
+pub struct Chunks<'a> {
+    parts: &'a [&'a [f32]],
+    len: usize,
+}
+
+impl<'a> Chunks<'a> {
+    /// The non-NaN values of `parts`.
+    pub fn new(parts: &'a [&'a [f32]]) -> Self {
+        let len = parts.iter().map(|p| p.iter().filter(|v| !v.is_nan()).count()).sum();
+        Self { parts, len }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Calls `f` with each value, as f64; stops when `f` says so.
+    fn each(&self, mut f: impl FnMut(f64) -> bool) {
+        for p in self.parts {
+            for &v in *p {
+                if !v.is_nan() && !f(f64::from(v)) {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn to_vec(self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.len);
+        self.each(|v| {
+            out.push(v);
+            true
+        });
+        out
+    }
+}
+
+/// [`compare`] over values held in chunks.
+pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoice) -> Option<ColumnStats> {
+    let (r, c) = (Chunks::new(reference), Chunks::new(current));
+    if r.len() == 0 || c.len() == 0 {
         return None;
     }
-    let ref_distinct = count_distinct(&r, &[], 21);
-    let distinct = count_distinct(&r, &c, 21);
+    let (ref_distinct, distinct) = count_distinct(r, c, 21);
     let default = if r.len() <= 1000 {
         match distinct {
             d if d > 5 => StatTest::Ks,
@@ -182,7 +226,7 @@ pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option
     let threshold = choice.threshold.unwrap_or(test.default_threshold());
 
     let binned = ref_distinct > 20;
-    let (shares, counts_r, counts_c) = if binned { sturges(&r, &c) } else { counted(&r, &c) };
+    let (shares, counts_r, counts_c) = if binned { sturges(r, c) } else { counted(r, c) };
     let (nr, nc) = (r.len() as f64, c.len() as f64);
     let pr: Vec<f64> = counts_r.iter().map(|&k| k as f64 / nr).collect();
     let pc: Vec<f64> = counts_c.iter().map(|&k| k as f64 / nc).collect();
@@ -198,16 +242,15 @@ pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option
 
     let exact = r.len() + c.len() <= EXACT_MAX_VALUES;
     let (ks_statistic, wasserstein) = if exact {
-        let mut rs = r.clone();
-        let mut cs = c.clone();
+        let (mut rs, mut cs) = (r.to_vec(), c.to_vec());
         rs.sort_unstable_by(f64::total_cmp);
         cs.sort_unstable_by(f64::total_cmp);
         (ks_statistic(&rs, &cs), wasserstein_sorted(&rs, &cs))
     } else {
-        fine_histogram_ks_wasserstein(&r, &c)
+        fine_histogram_ks_wasserstein(r, c)
     };
     let ks_p_value = ks_p_value(ks_statistic, r.len(), c.len());
-    let (mean_r, std_r) = mean_std(&r);
+    let (mean_r, std_r) = mean_std(r);
     let wasserstein_norm = wasserstein / std_r.max(0.001);
 
     let score = match test {
@@ -235,24 +278,30 @@ pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option
         reference_rows: r.len(),
         current_rows: c.len(),
         reference_mean: mean_r,
-        current_mean: mean_std(&c).0,
+        current_mean: mean_std(c).0,
         shares: Shares { reference: pr, current: pc, ..shares },
     })
 }
 
-/// Distinct values of `a` and `b` together, counting up to `cap`.
-fn count_distinct(a: &[f64], b: &[f64], cap: usize) -> usize {
-    let mut seen: Vec<u64> = Vec::with_capacity(cap);
-    for v in a.iter().chain(b) {
-        let bits = normalise_zero(*v).to_bits();
-        if !seen.contains(&bits) {
-            seen.push(bits);
-            if seen.len() >= cap {
-                return cap;
-            }
+/// Distinct values of `a`, and of `a` and `b` together, counting up to `cap`.
+fn count_distinct(a: Chunks, b: Chunks, cap: usize) -> (usize, usize) {
+    fn add(seen: &mut Vec<u64>, vals: Chunks, cap: usize) {
+        if seen.len() >= cap {
+            return;
         }
+        vals.each(|v| {
+            let bits = normalise_zero(v).to_bits();
+            if !seen.contains(&bits) {
+                seen.push(bits);
+            }
+            seen.len() < cap
+        });
     }
-    seen.len()
+    let mut seen: Vec<u64> = Vec::with_capacity(cap);
+    add(&mut seen, a, cap);
+    let in_a = seen.len();
+    add(&mut seen, b, cap);
+    (in_a, seen.len())
 }
 
 fn normalise_zero(v: f64) -> f64 {
@@ -263,20 +312,26 @@ fn normalise_zero(v: f64) -> f64 {
     }
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
+fn mean_std(v: Chunks) -> (f64, f64) {
     let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let mut sum = 0.0;
+    v.each(|x| {
+        sum += x;
+        true
+    });
+    let mean = sum / n;
+    let mut ss = 0.0;
+    v.each(|x| {
+        ss += (x - mean) * (x - mean);
+        true
+    });
+    let var = ss / n;
     (mean, var.sqrt())
 }
 
 /// numpy's Sturges edges over both windows and the counts per bin.
-fn sturges(r: &[f64], c: &[f64]) -> (Shares, Vec<u64>, Vec<u64>) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &v in r.iter().chain(c) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
+fn sturges(r: Chunks, c: Chunks) -> (Shares, Vec<u64>, Vec<u64>) {
+    let (lo, hi) = min_max(r, c);
     let n = (r.len() + c.len()) as f64;
     let (first, last, bins) = if lo == hi {
         (lo - 0.5, hi + 0.5, 1)
@@ -287,11 +342,12 @@ fn sturges(r: &[f64], c: &[f64]) -> (Shares, Vec<u64>, Vec<u64>) {
     let step = (last - first) / bins as f64;
     let mut edges: Vec<f64> = (0..=bins).map(|i| i as f64 * step + first).collect();
     edges[bins] = last;
-    let count = |vals: &[f64]| {
+    let count = |vals: Chunks| {
         let mut k = vec![0u64; bins];
-        for &v in vals {
+        vals.each(|v| {
             k[numpy_bin(v, first, last, &edges)] += 1;
-        }
+            true
+        });
         k
     };
     let (kr, kc) = (count(r), count(c));
@@ -314,15 +370,31 @@ fn numpy_bin(v: f64, first: f64, last: f64, edges: &[f64]) -> usize {
 }
 
 /// Counts per distinct value of both windows, values in ascending order.
-fn counted(r: &[f64], c: &[f64]) -> (Shares, Vec<u64>, Vec<u64>) {
+fn counted(r: Chunks, c: Chunks) -> (Shares, Vec<u64>, Vec<u64>) {
+    // Few distinct values (the reference has at most 20): a short list
+    // searched in order beats hashing; a map takes over past 64.
+    let mut few: Vec<(u64, u64, u64)> = Vec::new();
     let mut map: HashMap<u64, (u64, u64)> = HashMap::new();
-    for &v in r {
-        map.entry(normalise_zero(v).to_bits()).or_default().0 += 1;
+    for (vals, side) in [(r, 0), (c, 1)] {
+        vals.each(|v| {
+            let bits = normalise_zero(v).to_bits();
+            let (x, y) = (u64::from(side == 0), u64::from(side == 1));
+            if let Some(e) = few.iter_mut().find(|e| e.0 == bits) {
+                (e.1, e.2) = (e.1 + x, e.2 + y);
+            } else if few.len() < 64 {
+                few.push((bits, x, y));
+            } else {
+                let e = map.entry(bits).or_default();
+                (e.0, e.1) = (e.0 + x, e.1 + y);
+            }
+            true
+        });
     }
-    for &v in c {
-        map.entry(normalise_zero(v).to_bits()).or_default().1 += 1;
-    }
-    let mut keys: Vec<(f64, u64, u64)> = map.into_iter().map(|(b, (x, y))| (f64::from_bits(b), x, y)).collect();
+    let mut keys: Vec<(f64, u64, u64)> = few
+        .into_iter()
+        .map(|(b, x, y)| (f64::from_bits(b), x, y))
+        .chain(map.into_iter().map(|(b, (x, y))| (f64::from_bits(b), x, y)))
+        .collect();
     keys.sort_by(|a, b| a.0.total_cmp(&b.0));
     let values = keys.iter().map(|k| k.0).collect();
     let kr = keys.iter().map(|k| k.1).collect();
@@ -521,21 +593,31 @@ pub fn wasserstein_sorted(r: &[f64], c: &[f64]) -> f64 {
 }
 
 /// KS statistic and Wasserstein distance from CDFs on a 65,536-bin grid.
-fn fine_histogram_ks_wasserstein(r: &[f64], c: &[f64]) -> (f64, f64) {
+/// Smallest and largest value of both.
+fn min_max(r: Chunks, c: Chunks) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &v in r.iter().chain(c) {
-        lo = lo.min(v);
-        hi = hi.max(v);
+    for side in [r, c] {
+        side.each(|v| {
+            lo = lo.min(v);
+            hi = hi.max(v);
+            true
+        });
     }
+    (lo, hi)
+}
+
+fn fine_histogram_ks_wasserstein(r: Chunks, c: Chunks) -> (f64, f64) {
+    let (lo, hi) = min_max(r, c);
     if lo == hi {
         return (0.0, 0.0);
     }
     let scale = FINE_BINS as f64 / (hi - lo);
-    let hist = |vals: &[f64]| {
+    let hist = |vals: Chunks| {
         let mut h = vec![0u32; FINE_BINS];
-        for &v in vals {
+        vals.each(|v| {
             h[(((v - lo) * scale) as usize).min(FINE_BINS - 1)] += 1;
-        }
+            true
+        });
         h
     };
     let (hr, hc) = (hist(r), hist(c));
@@ -585,12 +667,14 @@ mod tests {
 
     #[test]
     fn fine_histogram_is_close_to_the_exact_values() {
-        let r: Vec<f64> = (0..20_000).map(|i| ((i * 7919) % 20_000) as f64 / 20_000.0).collect();
-        let c: Vec<f64> = r.iter().map(|x| x * x).collect();
-        let (mut rs, mut cs) = (r.clone(), c.clone());
+        let r: Vec<f32> = (0..20_000).map(|i| ((i * 7919) % 20_000) as f32 / 20_000.0).collect();
+        let c: Vec<f32> = r.iter().map(|x| x * x).collect();
+        let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
+        let (r, c) = (Chunks::new(&rp), Chunks::new(&cp));
+        let (mut rs, mut cs) = (r.to_vec(), c.to_vec());
         rs.sort_by(f64::total_cmp);
         cs.sort_by(f64::total_cmp);
-        let (d, w) = fine_histogram_ks_wasserstein(&r, &c);
+        let (d, w) = fine_histogram_ks_wasserstein(r, c);
         let width = 1.0 / FINE_BINS as f64;
         assert!((d - ks_statistic(&rs, &cs)).abs() <= 2.0 * 1.0 / 20_000.0 + width, "{d}");
         assert!((w - wasserstein_sorted(&rs, &cs)).abs() <= 2.0 * width, "{w}");
