@@ -537,4 +537,47 @@ mod tests {
         s.write_predictions(&[pred(1, "1"), pred(2, "1")]).unwrap();
         assert!(s.roll_due(), "by rows");
     }
+
+    #[test]
+    fn results_and_feedback_writers_share_a_root_without_touching_each_others_files() {
+        let t = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let fb = |offset: i64| switchyard_schemas::Feedback {
+            lineage_id: None,
+            key: Some(format!("k{offset}")),
+            label: 1,
+            observed_time_us: 1_767_225_600_000_000,
+            source: "review".into(),
+            feedback_topic: "fb".into(),
+            feedback_partition: 0,
+            feedback_offset: offset,
+            ingest_time_us: 1_767_225_600_000_000,
+        };
+        // Both write; only the feedback writer rolls. Its reopening (a
+        // restart) must not take the results writer's open files for orphans.
+        let mut results = ParquetSink::open(t.path(), 100, hour).unwrap();
+        results.write_predictions(&[pred(0, "1")]).unwrap();
+        results.note_offsets(&offsets(0));
+        for f in results.open.values_mut() {
+            f.writer.flush().unwrap();
+        }
+        let mut feedback = ParquetSink::open_feedback(t.path(), 100, hour).unwrap();
+        feedback.write_feedback(&[fb(0), fb(1)]).unwrap();
+        feedback.note_offsets(&[(("fb".to_string(), 0), 1)].into_iter().collect());
+        feedback.roll().unwrap();
+        drop(ParquetSink::open_feedback(t.path(), 100, hour).unwrap());
+        let open_results = parquet_files(&t.path().join(PREDICTIONS));
+        assert!(open_results.iter().any(|p| p.to_string_lossy().contains(".tmp-")), "{open_results:?}");
+
+        // The results writer rolls on, and each knows only its own offsets.
+        results.roll().unwrap();
+        let r = ParquetSink::open(t.path(), 100, hour).unwrap();
+        let f = ParquetSink::open_feedback(t.path(), 100, hour).unwrap();
+        assert!(r.is_durable("tx", 0, 0) && !r.is_durable("fb", 0, 1));
+        assert!(f.is_durable("fb", 0, 1) && !f.is_durable("tx", 0, 0));
+        let files = parquet_files(t.path());
+        assert!(files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "{files:?}");
+        let count = |table: &str| files.iter().filter(|p| p.starts_with(t.path().join(table))).count();
+        assert_eq!((count(PREDICTIONS), count(crate::tables::FEEDBACK)), (1, 1));
+    }
 }

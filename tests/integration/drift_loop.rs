@@ -378,3 +378,45 @@ fn the_loop_closes_the_retrained_version_serves_after_its_canary_is_promoted() {
     assert!(state.promoted[0].reason.contains("labelled predictions"), "{:?}", state.promoted);
     assert_eq!(triggers(&tables).len(), 1, "version 2, judged on the drifted traffic, asks for no retraining");
 }
+
+#[test]
+fn feedback_offsets_follow_the_rolls_and_a_replay_adds_no_rows() {
+    let bootstrap = broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let t = Topics::new("fbreplay");
+    let feedback = unique("fbreplay-feedback");
+    create_topics(&bootstrap, &[(&t.input, 1), (&t.results, 1), (&t.dlq, 1), (&feedback, 2)]);
+    let now = chrono::Utc::now().timestamp_millis();
+    // One event per run: a run waits for its first event before idling out.
+    let event = |k: &str| (k.to_string(), format!(r#"{{"txn_id": "{k}", "amount": 5.0, "hour": 3}}"#), now);
+    produce_at(&bootstrap, &t.input, &[event("k0")]);
+    let mut fb: Vec<(String, String, i64)> = (0..120)
+        .map(|i| (format!("k{i}"), serde_json::json!({"key": format!("k{i}"), "label": i % 2}).to_string(), now))
+        .collect();
+    fb.push(("bad".into(), r#"{"key": "k1", "label": "maybe"}"#.into(), now));
+    produce_at(&bootstrap, &feedback, &fb);
+
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 1000);
+    let base = std::fs::read_to_string(&manifest).unwrap();
+    let run = |group: &str| {
+        std::fs::write(&manifest, format!("{base}\nfeedback:\n  topics: [{feedback}]\n  group_id: {group}\n")).unwrap();
+        let out = switchyard(&["run", manifest.to_str().unwrap(), "--idle-exit-ms", "4000", "--progress-secs", "0"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let first = run(&format!("{}-fb", t.group));
+    assert_eq!(sql_i64(&tables, "SELECT count(*) FROM feedback"), 120, "{first}");
+    assert_eq!(sql_i64(&tables, "SELECT count(*) FROM dlq WHERE stage = 'feedback'"), 1);
+    // Committed offsets cover every record, good or bad, once rolled.
+    let committed = crate::support::committed(&bootstrap, &format!("{}-fb", t.group), &feedback, 2);
+    assert_eq!(committed.values().sum::<i64>(), 121, "{committed:?}");
+
+    // A consumer that starts over (another group: everything is replayed)
+    // recognises the rolled offsets and writes nothing twice.
+    produce_at(&bootstrap, &t.input, &[event("k1")]);
+    let second = run(&format!("{}-fb2", t.group));
+    assert_eq!(sql_i64(&tables, "SELECT count(*) FROM feedback"), 120, "{second}");
+    assert_eq!(sql_i64(&tables, "SELECT count(*) FROM dlq WHERE stage = 'feedback'"), 1);
+}

@@ -170,13 +170,24 @@ pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option
 pub struct Chunks<'a> {
     parts: &'a [&'a [f32]],
     len: usize,
+    min: f64,
+    max: f64,
 }
 
 impl<'a> Chunks<'a> {
     /// The non-NaN values of `parts`.
     pub fn new(parts: &'a [&'a [f32]]) -> Self {
-        let len = parts.iter().map(|p| p.iter().filter(|v| !v.is_nan()).count()).sum();
-        Self { parts, len }
+        let (mut len, mut min, mut max) = (0, f32::INFINITY, f32::NEG_INFINITY);
+        for p in parts {
+            for &v in *p {
+                if !v.is_nan() {
+                    len += 1;
+                    min = min.min(v);
+                    max = max.max(v);
+                }
+            }
+        }
+        Self { parts, len, min: f64::from(min), max: f64::from(max) }
     }
 
     fn len(&self) -> usize {
@@ -278,7 +289,7 @@ pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoi
         reference_rows: r.len(),
         current_rows: c.len(),
         reference_mean: mean_r,
-        current_mean: mean_std(c).0,
+        current_mean: mean(c),
         shares: Shares { reference: pr, current: pc, ..shares },
     })
 }
@@ -312,14 +323,18 @@ fn normalise_zero(v: f64) -> f64 {
     }
 }
 
-fn mean_std(v: Chunks) -> (f64, f64) {
-    let n = v.len() as f64;
+fn mean(v: Chunks) -> f64 {
     let mut sum = 0.0;
     v.each(|x| {
         sum += x;
         true
     });
-    let mean = sum / n;
+    sum / v.len() as f64
+}
+
+fn mean_std(v: Chunks) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = mean(v);
     let mut ss = 0.0;
     v.each(|x| {
         ss += (x - mean) * (x - mean);
@@ -595,15 +610,7 @@ pub fn wasserstein_sorted(r: &[f64], c: &[f64]) -> f64 {
 /// KS statistic and Wasserstein distance from CDFs on a 65,536-bin grid.
 /// Smallest and largest value of both.
 fn min_max(r: Chunks, c: Chunks) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for side in [r, c] {
-        side.each(|v| {
-            lo = lo.min(v);
-            hi = hi.max(v);
-            true
-        });
-    }
-    (lo, hi)
+    (r.min.min(c.min), r.max.max(c.max))
 }
 
 fn fine_histogram_ks_wasserstein(r: Chunks, c: Chunks) -> (f64, f64) {
