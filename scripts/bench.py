@@ -99,24 +99,23 @@ def main():
     ap.add_argument("--events", type=int, default=300_000, help="events through the broker")
     ap.add_argument("--file-events", type=int, default=1_000_000, help="events for the file benchmark")
     ap.add_argument("--out", default=str(ROOT / "docs/BENCHMARKS.md"))
-    ap.add_argument("--only", choices=["cloud"], help="run one section and update only it in --out")
+    ap.add_argument("--drift-rows", type=int, default=10_000_000, help="prediction rows for the drift benchmark")
+    ap.add_argument("--only", choices=["cloud", "drift"], help="run one section and update only it in --out")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     res = {}
+    if args.only in (None, "drift"):
+        res["drift"] = drift_bench(tmp, args.drift_rows)
+        if args.only:
+            replace_section(Path(args.out), DRIFT_BEGIN, DRIFT_END, drift_section(res["drift"]))
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(json.dumps(res, indent=1))
+            return
     res["cloud"] = last_json(run([binary(), "bench", "cloud", "--rps", "200", "--seconds", "5",
                                   "--requests", "2000"]).stdout)
     if args.only == "cloud":
-        out = Path(args.out)
-        text = out.read_text() if out.exists() else "# Benchmarks\n"
-        block = "\n".join(cloud_section(res["cloud"]))
-        if CLOUD_BEGIN in text:
-            before, rest = text.split(CLOUD_BEGIN, 1)
-            after = rest.split(CLOUD_END, 1)[1]
-            text = before + block + after
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        out.write_text(text)
+        replace_section(Path(args.out), CLOUD_BEGIN, CLOUD_END, cloud_section(res["cloud"]))
         print(json.dumps(res, indent=1))
         return
 
@@ -167,6 +166,65 @@ def main():
     write_report(res, args)
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(res, indent=1))
+
+
+def replace_section(out: Path, begin: str, end: str, lines: list) -> None:
+    """Replaces the lines between `begin` and `end` in `out` (appends them
+    when absent), leaving the rest of the file as it is."""
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    block = "\n".join(lines)
+    if begin in text:
+        before, rest = text.split(begin, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text)
+
+
+def drift_bench(tmp: Path, rows: int) -> dict:
+    """The drift report, a scan of the same columns and the numpy/scipy
+    baseline, over the same Parquet rows, in one run."""
+    data = tmp / "drift"
+    rust = last_json(run([binary(), "bench", "drift", "--rows", str(rows), "--dir", str(data)]).stdout)
+    py = last_json(run([PY, "scripts/bench_python.py", "drift", "--tables", str(data)]).stdout)
+    shutil.rmtree(data, ignore_errors=True)
+    return {"rust": rust, "python": py}
+
+
+DRIFT_BEGIN = "<!-- drift -->"
+DRIFT_END = "<!-- /drift -->"
+
+
+def drift_section(d: dict) -> list:
+    r, p = d["rust"], d["python"]
+    return [
+        DRIFT_BEGIN,
+        "## Drift report",
+        "",
+        f"`switchyard bench drift --rows {r['rows']}` (part of `make bench`; alone: `scripts/bench.py --only drift`): "
+        f"synthetic prediction rows written by the Parquet sink, {r['reference_rows']:,} in the reference window and "
+        f"{r['current_rows']:,} in the current one, {r['columns']} columns (16 features: 6 continuous, 10 binary; and "
+        "the score), drift injected into two features. The report computes every statistic for every column "
+        "(PSI, KS statistic and p-value, Jensen–Shannon, normalised Wasserstein, and the deciding test).",
+        "",
+        "| | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| drift report over {r['rows']:,} rows, {r['threads']} cores, s | **{r['report_s']:.2f}** | DataFusion scan of "
+        f"the same columns of the same rows: {r['scan_s']:.2f} | {r['ratio']:.2f}× the scan | ≤ 3 s |",
+        f"| same statistics in Python (pyarrow read, numpy/scipy), s | {p['seconds']:.2f} (read {p['read_s']:.2f}) | "
+        f"switchyard: {r['report_s']:.2f} | switchyard **{p['seconds'] / r['report_s']:.1f}×** faster | |",
+        "",
+        f"Flagged: {', '.join(r['drifted'])} (the two drifted features). Above 2 million values per column the KS "
+        "statistic and Wasserstein distance come from a 65,536-bin histogram (`exact` = "
+        f"{str(r['exact']).lower()}); the scipy baseline sorts. Median of 3 timings for switchyard and the scan; one "
+        "for Python.",
+        "",
+        ("Target met." if r["report_s"] <= 3.0 else
+         f"Target not met: {r['report_s']:.2f} s. Reading and decoding the columns alone (the scan) takes "
+         f"{r['scan_s']:.2f} s of it in this build (the optimised dev profile); the statistics and the "
+         "transposition of the feature lists into columns add the rest."),
+        DRIFT_END,
+    ]
 
 
 CLOUD_BEGIN = "<!-- cloud workers -->"
@@ -257,6 +315,8 @@ def write_report(r: dict, args):
         "Re-run: `make bench` (needs `make setup-broker`). Sizes: `scripts/bench.py --events N --file-events N`.",
         "",
         *cloud_section(r["cloud"]),
+        "",
+        *drift_section(r["drift"]),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
 

@@ -28,6 +28,8 @@ Modes (all print one JSON line with the rate at the end, on stdout):
              [--batch 1024] [--max-wait-ms 20] [--flush-each-batch]
   kafka-raw  --bootstrap HOST:PORT --topic T --group G [--idle-exit-s 3]
              [--batch 1024] [--max-wait-ms 20]
+  drift      --tables DIR [--reference-date D] [--current-date D]
+             (the data of `switchyard bench drift`)
 
 Run it with the project's venv:  .venv/bin/python scripts/bench_python.py ...
 """
@@ -816,10 +818,73 @@ def cmd_gen(args) -> int:
     return 0
 
 
+def _sturges_shares(r: np.ndarray, c: np.ndarray):
+    edges = np.histogram_bin_edges(np.concatenate([r, c]), bins="sturges")
+    hr, _ = np.histogram(r, edges)
+    hc, _ = np.histogram(c, edges)
+    return hr / len(r), hc / len(c)
+
+
+def _value_shares(r: np.ndarray, c: np.ndarray):
+    values = np.union1d(np.unique(r), np.unique(c))
+    hr = np.array([np.count_nonzero(r == v) for v in values])
+    hc = np.array([np.count_nonzero(c == v) for v in values])
+    return hr / len(r), hc / len(c)
+
+
+def _psi(pr: np.ndarray, pc: np.ndarray) -> float:
+    def fill(p):
+        p = p.copy()
+        p[p == 0] = p[p > 0].min() / 10 if (p > 0).any() else 1e-4
+        return p
+    pr, pc = fill(pr), fill(pc)
+    return float(np.sum((pr - pc) * np.log(pr / pc)))
+
+
+def cmd_drift(args) -> int:
+    """The drift report's statistics over the same Parquet rows, the way a
+    Python analyst would compute them: pyarrow to read, numpy/scipy for
+    PSI, KS (statistic and p-value), Jensen-Shannon, Wasserstein / std."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    t0 = time.perf_counter()
+    data = ds.dataset(args.tables / "predictions", format="parquet", partitioning="hive")
+
+    def window(date: str):
+        f = (pc.field("date") == date) & (pc.field("model_name") == "fraud") & ~pc.field("shadow")
+        t = data.to_table(columns=["features", "score"], filter=f)
+        feats = pc.list_flatten(t.column("features")).to_numpy().reshape(t.num_rows, -1)
+        score = t.column("score").to_numpy()
+        return np.column_stack([feats.astype(np.float64), score])
+
+    ref, cur = window(args.reference_date), window(args.current_date)
+    t_read = time.perf_counter() - t0
+    drifted = []
+    for j in range(ref.shape[1]):
+        r, c = ref[:, j], cur[:, j]
+        distinct_ref = len(np.unique(r[:1000_000]))
+        pr, pcur = _sturges_shares(r, c) if distinct_ref > 20 else _value_shares(r, c)
+        psi = _psi(pr, pcur)
+        js = float(jensenshannon(pr, pcur, base=2))
+        ks = ks_2samp(r, c)
+        wd = wasserstein_distance(r, c) / max(float(np.std(r)), 0.001)
+        test_score = wd if distinct_ref > 5 else js
+        if test_score >= 0.1:
+            drifted.append(j)
+        _ = (psi, ks.statistic, ks.pvalue)
+    total = time.perf_counter() - t0
+    print(json.dumps({"bench": "drift-python", "reference_rows": int(ref.shape[0]), "current_rows": int(cur.shape[0]),
+                      "columns": int(ref.shape[1]), "drifted": drifted, "read_s": t_read, "seconds": total}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="mode", required=True, metavar="{batch,kafka,kafka-raw}")
+    sub = ap.add_subparsers(dest="mode", required=True, metavar="{batch,kafka,kafka-raw,drift}")
 
     b = sub.add_parser("batch", help="JSON Lines file -> Parquet (file read not timed)")
     b.add_argument("--input", type=Path, help="JSON Lines file (topic = its file name, partition 0, offset = line)")
@@ -858,6 +923,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("kafka-raw", help="only consume and count (Python's consume rate)")
     kafka_common(r)
     r.set_defaults(func=cmd_kafka_raw)
+
+    d = sub.add_parser("drift", help="drift statistics over switchyard's predictions table (numpy/scipy)")
+    d.add_argument("--tables", type=Path, required=True)
+    d.add_argument("--reference-date", default="2026-01-01")
+    d.add_argument("--current-date", default="2026-01-02")
+    d.set_defaults(func=cmd_drift)
 
     g = sub.add_parser("gen", help=argparse.SUPPRESS)
     g.add_argument("--out", type=Path, required=True)
