@@ -215,8 +215,8 @@ def drift_section(d: dict) -> list:
         f"switchyard: {r['report_s']:.2f} | switchyard **{p['seconds'] / r['report_s']:.1f}×** faster | |",
         "",
         f"Flagged: {', '.join(r['drifted'])} (the two drifted features). Above 2 million values per column the KS "
-        "statistic and Wasserstein distance come from a 65,536-bin histogram (`exact` = "
-        f"{str(r['exact']).lower()}); the scipy baseline sorts. Median of 3 timings for switchyard and the scan; one "
+        "statistic and Wasserstein distance come from the value counts for the binary columns (exact) and from a "
+        "65,536-bin histogram for the continuous ones; the scipy baseline sorts. Median of 3 timings for switchyard and the scan; one "
         "for Python.",
         "",
         ("Target met." if r["report_s"] <= 3.0 else

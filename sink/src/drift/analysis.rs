@@ -376,8 +376,10 @@ pub async fn newest_event_time(ctx: &SessionContext, model: &str) -> Result<Opti
 /// Runs the analysis.
 pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftReport> {
     let width = req.feature_names.len();
+    let started = std::time::Instant::now();
     let (reference, ref_skipped) = reference_columns(ctx, req).await?;
     let current = collect(window_frame(ctx, &req.model, req.current).await?, width, true, req.buckets > 0).await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "drift windows read");
     let reference_rows = reference.rows();
     let names: Vec<String> = req.feature_names.iter().cloned().chain([SCORE.to_string()]).collect();
     let choices: Vec<TestChoice> = names.iter().map(|n| req.tests.get(n).copied().unwrap_or_default()).collect();
@@ -404,6 +406,7 @@ pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftRe
             columns,
         });
     }
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "drift statistics done");
     Ok(DriftReport {
         run_id: uuid::Uuid::new_v4().simple().to_string(),
         computed_at_us: chrono::Utc::now().timestamp_micros(),

@@ -20,8 +20,9 @@
 //! replaces empty bins with a small share as Evidently does.
 //!
 //! Above [`EXACT_MAX_VALUES`] values in the two windows together, the KS
-//! statistic and the Wasserstein distance come from a 65,536-bin histogram
-//! instead of sorted values (an error of at most one bin width, i.e.
+//! statistic and the Wasserstein distance come from the value counts when the
+//! reference has at most 20 distinct values (exact), else from a 65,536-bin
+//! histogram instead of sorted values (an error of at most one bin width, i.e.
 //! range/65,536), and [`ColumnStats::exact`] says so. As in scipy, the KS
 //! p-value is exact up to 10,000 values per side and asymptotic above.
 
@@ -251,17 +252,27 @@ pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoi
         (Some(chi), z)
     };
 
-    let exact = r.len() + c.len() <= EXACT_MAX_VALUES;
-    let (ks_statistic, wasserstein) = if exact {
+    let small = r.len() + c.len() <= EXACT_MAX_VALUES;
+    // Large windows: from the value counts when there are few values (exact,
+    // no further pass), else from the fine histogram, summing on the way.
+    let (ks_statistic, wasserstein, exact, means) = if small {
         let (mut rs, mut cs) = (r.to_vec(), c.to_vec());
         rs.sort_unstable_by(f64::total_cmp);
         cs.sort_unstable_by(f64::total_cmp);
-        (ks_statistic(&rs, &cs), wasserstein_sorted(&rs, &cs))
+        (ks_statistic(&rs, &cs), wasserstein_sorted(&rs, &cs), true, None)
+    } else if !binned {
+        let (d, w) = counted_ks_wasserstein(&shares.values, &counts_r, &counts_c);
+        let mean = |k: &[u64], n: f64| shares.values.iter().zip(k).map(|(v, &k)| v * k as f64).sum::<f64>() / n;
+        (d, w, true, Some((mean(&counts_r, nr), mean(&counts_c, nc))))
     } else {
-        fine_histogram_ks_wasserstein(r, c)
+        let (d, w, sum_r, sum_c) = fine_histogram_ks_wasserstein(r, c);
+        (d, w, false, Some((sum_r / nr, sum_c / nc)))
     };
     let ks_p_value = ks_p_value(ks_statistic, r.len(), c.len());
-    let (mean_r, std_r) = mean_std(r);
+    let (mean_r, std_r) = match means {
+        Some((m, _)) => (m, std_about(r, m)),
+        None => mean_std(r),
+    };
     let wasserstein_norm = wasserstein / std_r.max(0.001);
 
     let score = match test {
@@ -289,7 +300,7 @@ pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoi
         reference_rows: r.len(),
         current_rows: c.len(),
         reference_mean: mean_r,
-        current_mean: mean(c),
+        current_mean: means.map_or_else(|| mean(c), |m| m.1),
         shares: Shares { reference: pr, current: pc, ..shares },
     })
 }
@@ -330,6 +341,16 @@ fn mean(v: Chunks) -> f64 {
         true
     });
     sum / v.len() as f64
+}
+
+/// Population standard deviation of `v` about its `mean`.
+fn std_about(v: Chunks, mean: f64) -> f64 {
+    let mut ss = 0.0;
+    v.each(|x| {
+        ss += (x - mean) * (x - mean);
+        true
+    });
+    (ss / v.len() as f64).sqrt()
 }
 
 fn mean_std(v: Chunks) -> (f64, f64) {
@@ -613,21 +634,24 @@ fn min_max(r: Chunks, c: Chunks) -> (f64, f64) {
     (r.min.min(c.min), r.max.max(c.max))
 }
 
-fn fine_histogram_ks_wasserstein(r: Chunks, c: Chunks) -> (f64, f64) {
+/// KS statistic, Wasserstein distance and the sums of both windows.
+fn fine_histogram_ks_wasserstein(r: Chunks, c: Chunks) -> (f64, f64, f64, f64) {
     let (lo, hi) = min_max(r, c);
     if lo == hi {
-        return (0.0, 0.0);
+        return (0.0, 0.0, lo * r.len() as f64, lo * c.len() as f64);
     }
     let scale = FINE_BINS as f64 / (hi - lo);
     let hist = |vals: Chunks| {
         let mut h = vec![0u32; FINE_BINS];
+        let mut sum = 0.0;
         vals.each(|v| {
             h[(((v - lo) * scale) as usize).min(FINE_BINS - 1)] += 1;
+            sum += v;
             true
         });
-        h
+        (h, sum)
     };
-    let (hr, hc) = (hist(r), hist(c));
+    let ((hr, sum_r), (hc, sum_c)) = (hist(r), hist(c));
     let (nr, nc) = (r.len() as f64, c.len() as f64);
     let width = (hi - lo) / FINE_BINS as f64;
     let (mut fr, mut fc, mut d, mut w) = (0f64, 0f64, 0f64, 0f64);
@@ -638,6 +662,23 @@ fn fine_histogram_ks_wasserstein(r: Chunks, c: Chunks) -> (f64, f64) {
         d = d.max(diff);
         if k + 1 < FINE_BINS {
             w += diff * width;
+        }
+    }
+    (d, w, sum_r, sum_c)
+}
+
+/// KS statistic and Wasserstein distance of two windows given as counts per
+/// distinct value (`values` ascending): exact, from the step CDFs.
+fn counted_ks_wasserstein(values: &[f64], counts_r: &[u64], counts_c: &[u64]) -> (f64, f64) {
+    let (nr, nc) = (counts_r.iter().sum::<u64>() as f64, counts_c.iter().sum::<u64>() as f64);
+    let (mut fr, mut fc, mut d, mut w) = (0f64, 0f64, 0f64, 0f64);
+    for k in 0..values.len() {
+        fr += counts_r[k] as f64;
+        fc += counts_c[k] as f64;
+        let diff = (fr / nr - fc / nc).abs();
+        d = d.max(diff);
+        if k + 1 < values.len() {
+            w += diff * (values[k + 1] - values[k]);
         }
     }
     (d, w)
@@ -681,10 +722,25 @@ mod tests {
         let (mut rs, mut cs) = (r.to_vec(), c.to_vec());
         rs.sort_by(f64::total_cmp);
         cs.sort_by(f64::total_cmp);
-        let (d, w) = fine_histogram_ks_wasserstein(r, c);
+        let (d, w, _, _) = fine_histogram_ks_wasserstein(r, c);
         let width = 1.0 / FINE_BINS as f64;
         assert!((d - ks_statistic(&rs, &cs)).abs() <= 2.0 * 1.0 / 20_000.0 + width, "{d}");
         assert!((w - wasserstein_sorted(&rs, &cs)).abs() <= 2.0 * width, "{w}");
+    }
+
+    #[test]
+    fn large_windows_of_few_values_are_counted_exactly() {
+        // 3M values in all: beyond the sorting limit, but only two values.
+        let r: Vec<f32> = (0..1_500_000).map(|i| f32::from(i % 10 < 3)).collect();
+        let c: Vec<f32> = (0..1_500_000).map(|i| f32::from(i % 10 < 6)).collect();
+        let s = compare(&r, &c, TestChoice::default()).unwrap();
+        assert!(s.exact);
+        assert_eq!(s.test, StatTest::Jensenshannon);
+        // CDF at 0: 0.7 vs 0.4; the distance between 0 and 1 is 1.
+        assert!((s.ks_statistic - 0.3).abs() < 1e-12, "{}", s.ks_statistic);
+        let std_r = (0.3f64 * 0.7).sqrt();
+        assert!((s.wasserstein_norm - 0.3 / std_r).abs() < 1e-9, "{}", s.wasserstein_norm);
+        assert!((s.reference_mean - 0.3).abs() < 1e-12 && (s.current_mean - 0.6).abs() < 1e-12);
     }
 
     #[test]
