@@ -258,6 +258,10 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// 2026-01-01T00:00:00Z in µs: the drift benchmark's reference day; the
+/// current window is the day after.
+const DRIFT_DAY0_US: i64 = 1_767_225_600_000_000;
+
 /// Feature names of the drift benchmark's data: six numbers, ten 0/1 columns
 /// (the shape of the fraud model's features).
 fn drift_features() -> Vec<String> {
@@ -274,7 +278,7 @@ fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
     use switchyard_schemas::{Lineage, ModelRef, Prediction, RouteInfo};
 
     let mut rng = StdRng::seed_from_u64(11);
-    let day0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.timestamp_micros();
+    let day0 = DRIFT_DAY0_US;
     let lineage = Lineage {
         pipeline: "bench".into(),
         model: ModelRef {
@@ -346,7 +350,7 @@ pub async fn drift(dir: &Path, rows: usize, repeat: usize) -> anyhow::Result<ser
         tokio::task::spawn_blocking(move || drift_data(&d, rows)).await??;
         std::fs::write(&marker, rows.to_string())?;
     }
-    let day0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.timestamp_micros();
+    let day0 = DRIFT_DAY0_US;
     let day = 86_400_000_000;
     let (reference, current) = (Window::new(day0, day0 + day), Window::new(day0 + day, day0 + 2 * day));
     let req = DriftRequest {

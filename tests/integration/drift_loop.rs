@@ -12,7 +12,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use crate::broker;
-use crate::support::{create_topics, python, repo, sql_i64, switchyard, unique, write_manifest, Topics};
+use crate::support::{
+    copy_registry, create_topics, repo, retrain, sql_i64, switchyard, unique, write_manifest, Topics,
+};
 
 /// `(key, payload, kafka timestamp ms)` records to `topic`.
 fn produce_at(bootstrap: &str, topic: &str, records: &[(String, String, i64)]) {
@@ -189,19 +191,8 @@ fn injected_drift_emits_one_trigger_with_its_evidence_and_the_retrainer_register
     // The trigger's training data, run by the reference retrainer, gives a
     // new registered version.
     let registry = run._dir.path().join("models");
-    let copy = std::process::Command::new("cp")
-        .args(["-r", repo().join("pipelines/models").to_str().unwrap(), registry.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(copy.success());
-    let trigger_file = run._dir.path().join("trigger.json");
-    std::fs::write(&trigger_file, t.to_string()).unwrap();
-    let out = std::process::Command::new(python())
-        .arg(repo().join("pipelines/retrain.py"))
-        .args(["--trigger-file", trigger_file.to_str().unwrap(), "--registry", registry.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    copy_registry(&registry);
+    retrain(run._dir.path(), t, &registry);
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(registry.join("fraud/2/metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["training"]["trigger_id"], t["trigger_id"]);
@@ -250,11 +241,7 @@ fn the_loop_closes_the_retrained_version_serves_after_its_canary_is_promoted() {
     let bootstrap = broker::bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let (tables, registry, log) = (dir.path().join("tables"), dir.path().join("models"), dir.path().join("run.log"));
-    let copy = std::process::Command::new("cp")
-        .args(["-r", repo().join("pipelines/models").to_str().unwrap(), registry.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(copy.success());
+    copy_registry(&registry);
     let t = Topics::new("loop");
     let (feedback, trig) = (unique("loop-feedback"), unique("loop-triggers"));
     create_topics(&bootstrap, &[(&t.input, 3), (&t.results, 3), (&t.dlq, 1), (&feedback, 1), (&trig, 1)]);
@@ -317,14 +304,7 @@ fn the_loop_closes_the_retrained_version_serves_after_its_canary_is_promoted() {
     assert_eq!(trigger["model"]["version"], "1");
 
     // The reference retrainer turns the trigger into version 2 ...
-    let trigger_file = dir.path().join("trigger.json");
-    std::fs::write(&trigger_file, trigger.to_string()).unwrap();
-    let out = std::process::Command::new(python())
-        .arg(repo().join("pipelines/retrain.py"))
-        .args(["--trigger-file", trigger_file.to_str().unwrap(), "--registry", registry.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    retrain(dir.path(), &trigger, &registry);
 
     // ... which the running worker takes up as a canary, the monitor judges
     // on feedback, and promotes; then it serves everything.

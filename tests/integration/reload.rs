@@ -3,24 +3,22 @@
 //! replacement; it follows the promotions and rejections of the registry's
 //! `rollout.json`, and a version that cannot be loaded never costs an answer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use switchyard_schemas::{Decision, RolloutState};
 use switchyard_workers::{EventAnswers, OnnxWorker, OnnxWorkerConfig, Role};
 
-use crate::support::repo;
+use crate::support::copy_registry;
 
-/// A registry holding the committed `fraud/1`.
-fn registry() -> tempfile::TempDir {
+/// A copy of the committed registry (`fraud/1`) in a temporary folder, and
+/// its path.
+fn registry() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("cp")
-        .args(["-r", repo().join("pipelines/models/fraud").to_str().unwrap(), t.path().to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let registry = t.path().join("models");
+    copy_registry(&registry);
     // Start from no rollout state, whatever the working copy holds.
-    let _ = std::fs::remove_file(RolloutState::path(t.path(), "fraud"));
-    t
+    let _ = std::fs::remove_file(RolloutState::path(&registry, "fraud"));
+    (t, registry)
 }
 
 /// Registers version `to` as a copy of version 1; `broken` makes its hash
@@ -85,8 +83,8 @@ fn decide(registry: &Path, version: &str, promote: bool) {
 
 #[test]
 fn canary_candidates_follow_promotions_and_rejections_without_a_restart() {
-    let reg = registry();
-    let r = reg.path();
+    let (_dir, reg) = registry();
+    let r = reg.as_path();
     let w = worker(r, "rollout: canary, canary_fraction: 0.3");
     assert_eq!(RolloutState::load(r, "fraud").unwrap().stable.as_deref(), Some("1"), "recorded on first start");
     assert!(events(&w).is_empty());
@@ -130,8 +128,8 @@ fn canary_candidates_follow_promotions_and_rejections_without_a_restart() {
 
 #[test]
 fn shadow_candidates_score_beside_the_stable_version() {
-    let reg = registry();
-    let r = reg.path();
+    let (_dir, reg) = registry();
+    let r = reg.as_path();
     let w = worker(r, "rollout: shadow, shadow_sample: 0.5");
     register(r, "2", false);
     assert_eq!(events(&w), [("candidate_started", "2".to_string())]);
@@ -146,8 +144,8 @@ fn shadow_candidates_score_beside_the_stable_version() {
 
 #[test]
 fn replace_takes_up_the_newest_version_at_once() {
-    let reg = registry();
-    let r = reg.path();
+    let (_dir, reg) = registry();
+    let r = reg.as_path();
     let w = worker(r, "rollout: replace");
     register(r, "2", false);
     assert_eq!(events(&w), [("replaced", "2".to_string())]);

@@ -234,6 +234,27 @@ pub fn sql_i64(tables: &Path, sql: &str) -> i64 {
     })
 }
 
+/// A copy of the committed model registry (`pipelines/models`) at `dest`.
+pub fn copy_registry(dest: &Path) {
+    let ok = Command::new("cp")
+        .args(["-r", repo().join("pipelines/models").to_str().unwrap(), dest.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "copying the registry to {}", dest.display());
+}
+
+/// Runs the reference retrainer on `trigger` (written to `dir`) against `registry`.
+pub fn retrain(dir: &Path, trigger: &serde_json::Value, registry: &Path) {
+    let trigger_file = dir.join("trigger.json");
+    std::fs::write(&trigger_file, trigger.to_string()).unwrap();
+    let out = Command::new(python())
+        .arg(repo().join("pipelines/retrain.py"))
+        .args(["--trigger-file", trigger_file.to_str().unwrap(), "--registry", registry.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 pub fn python() -> PathBuf {
     let p = repo().join(".venv/bin/python");
     assert!(p.exists(), "Python environment missing: run `make setup`");

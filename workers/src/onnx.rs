@@ -310,7 +310,10 @@ impl OnnxWorker {
             (None, Some(r)) if r.rollout != RolloutMode::Replace => {
                 let versions = registry::versions(&worker.registry, &config.model)?;
                 let mut state = worker.rollout_state()?;
-                let stable = state.stable_of(&versions).ok_or_else(|| worker.no_version())?;
+                let stable = match &state.stable {
+                    Some(v) => v.clone(),
+                    None => registry::latest(&worker.registry, &config.model)?,
+                };
                 if state.stable.is_none() {
                     // Later versions are candidates of this one, also after a restart.
                     state.stable = Some(stable.clone());
@@ -318,13 +321,7 @@ impl OnnxWorker {
                 }
                 (stable, state.candidate_of(&versions))
             }
-            (None, _) => (
-                registry::versions(&worker.registry, &config.model)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| worker.no_version())?,
-                None,
-            ),
+            (None, _) => (registry::latest(&worker.registry, &config.model)?, None),
         };
         let stable = worker.load(&stable)?;
         let candidate = match candidate {
@@ -384,14 +381,17 @@ impl OnnxWorker {
             let s = stable.batcher.infer(features, rows).await?;
             return Ok(EventAnswers { served: row_answers(s, stable, Role::Stable), shadow: Vec::new() });
         };
-        let pick = |share: f64, salt: u64| -> (Vec<usize>, Vec<f32>) {
-            let chosen: Vec<usize> = (0..rows).filter(|&i| share_of(ids[i], salt) < share).collect();
-            let rows_of = chosen.iter().flat_map(|&i| features[i * width..(i + 1) * width].iter().copied()).collect();
-            (chosen, rows_of)
+        // Rows picked by lineage id (`salt` keeps canary and shadow picks apart).
+        let split = |share: f64, salt: u64| -> (Vec<usize>, Vec<usize>) {
+            (0..rows).partition(|&i| share_of(ids[i], salt) < share)
+        };
+        let rows_of = |idx: &[usize]| -> Vec<f32> {
+            idx.iter().flat_map(|&i| features[i * width..(i + 1) * width].iter().copied()).collect()
         };
         match reload.rollout {
             RolloutMode::Shadow => {
-                let (chosen, shadow_in) = pick(reload.shadow_sample, 0x5348);
+                let chosen = split(reload.shadow_sample, 0x5348).0;
+                let shadow_in = rows_of(&chosen);
                 let n = chosen.len();
                 let (served, shadow) =
                     tokio::join!(stable.batcher.infer(features, rows), cand.batcher.infer(shadow_in, n));
@@ -405,16 +405,10 @@ impl OnnxWorker {
                 Ok(EventAnswers { served: row_answers(served?, stable, Role::Stable), shadow })
             }
             RolloutMode::Canary | RolloutMode::Replace => {
-                let (chosen, canary_in) = pick(reload.canary_fraction, 0x4341);
-                let mut is_canary = vec![false; rows];
-                for &i in &chosen {
-                    is_canary[i] = true;
-                }
-                let rest: Vec<usize> = (0..rows).filter(|&i| !is_canary[i]).collect();
-                let rest_in = rest.iter().flat_map(|&i| features[i * width..(i + 1) * width].iter().copied()).collect();
+                let (chosen, rest) = split(reload.canary_fraction, 0x4341);
                 let (a, b) = tokio::join!(
-                    stable.batcher.infer(rest_in, rest.len()),
-                    cand.batcher.infer(canary_in.clone(), chosen.len())
+                    stable.batcher.infer(rows_of(&rest), rest.len()),
+                    cand.batcher.infer(rows_of(&chosen), chosen.len())
                 );
                 let mut out: Vec<Option<RowAnswer>> = vec![None; rows];
                 for (i, r) in rest.into_iter().zip(row_answers(a?, stable, Role::Stable)) {
@@ -424,7 +418,7 @@ impl OnnxWorker {
                     Ok(s) => row_answers(s, cand, Role::Canary),
                     Err(e) => {
                         tracing::warn!(worker = %self.loader.name, version = %cand.model.version, error = %e, "candidate failed; its canary rows go to the stable version");
-                        row_answers(stable.batcher.infer(canary_in, chosen.len()).await?, stable, Role::Stable)
+                        row_answers(stable.batcher.infer(rows_of(&chosen), chosen.len()).await?, stable, Role::Stable)
                     }
                 };
                 for (i, r) in chosen.into_iter().zip(canary) {
@@ -558,14 +552,6 @@ impl OnnxWorker {
 }
 
 impl Loader {
-    fn no_version(&self) -> Error {
-        Error::Registry(format!(
-            "model `{}` has no version with a model.onnx under {}",
-            self.config.model,
-            self.registry.join(&self.config.model).display()
-        ))
-    }
-
     fn rollout_state(&self) -> Result<RolloutState> {
         RolloutState::load(&self.registry, &self.config.model).map_err(|e| Error::Registry(e.to_string()))
     }

@@ -64,16 +64,21 @@ pub fn versions(registry: &Path, name: &str) -> Result<Vec<String>> {
         .map_err(|e| Error::Registry(format!("model `{name}` not found: cannot read {e}")))
 }
 
+/// The highest version of `name` in `registry`.
+pub fn latest(registry: &Path, name: &str) -> Result<String> {
+    versions(registry, name)?.into_iter().next().ok_or_else(|| {
+        Error::Registry(format!(
+            "model `{name}` has no version with a model.onnx under {}",
+            registry.join(name).display()
+        ))
+    })
+}
+
 /// Finds `name` at `version` (the highest when `None`) and reads its metadata.
 pub fn resolve(registry: &Path, name: &str, version: Option<&str>) -> Result<ModelEntry> {
     let version = match version {
         Some(v) => v.to_string(),
-        None => versions(registry, name)?.into_iter().next().ok_or_else(|| {
-            Error::Registry(format!(
-                "model `{name}` has no version with a model.onnx under {}",
-                registry.join(name).display()
-            ))
-        })?,
+        None => latest(registry, name)?,
     };
     let dir = registry.join(name).join(&version);
     let onnx_path = dir.join("model.onnx");

@@ -124,15 +124,19 @@ pub fn versions(registry: &std::path::Path, model: &str) -> Result<Option<(Versi
     Ok(Some((Versions { stable, candidate }, state)))
 }
 
-/// Time of the first prediction of `version` by `worker`, if any.
-async fn first_prediction(ctx: &SessionContext, model: &str, worker: &str, version: &str) -> Result<Option<i64>> {
-    let sql = format!(
-        "SELECT min(ingest_time) FROM predictions WHERE model_name = {} AND route = {} \
-         AND CAST(model_version AS VARCHAR) = {}",
+/// SQL filter on `predictions`: rows of `version` of `model` answered by `worker`.
+fn of_version(model: &str, worker: &str, version: &str) -> String {
+    format!(
+        "model_name = {} AND route = {} AND CAST(model_version AS VARCHAR) = {}",
         quote(model),
         quote(worker),
         quote(version)
-    );
+    )
+}
+
+/// Time of the first prediction of `version` by `worker`, if any.
+async fn first_prediction(ctx: &SessionContext, model: &str, worker: &str, version: &str) -> Result<Option<i64>> {
+    let sql = format!("SELECT min(ingest_time) FROM predictions WHERE {}", of_version(model, worker, version));
     for b in catalog::query(ctx, &sql).await? {
         let t = b.column(0).as_primitive::<TimestampMicrosecondType>();
         if b.num_rows() > 0 && !t.is_null(0) {
@@ -145,11 +149,8 @@ async fn first_prediction(ctx: &SessionContext, model: &str, worker: &str, versi
 /// Scores of `version` by `worker` since `since_us` (served and shadow).
 async fn scores(ctx: &SessionContext, model: &str, worker: &str, version: &str, since_us: i64) -> Result<Vec<f32>> {
     let sql = format!(
-        "SELECT score FROM predictions WHERE model_name = {} AND route = {} \
-         AND CAST(model_version AS VARCHAR) = {} AND CAST(ingest_time AS BIGINT) >= {since_us} AND score IS NOT NULL",
-        quote(model),
-        quote(worker),
-        quote(version)
+        "SELECT score FROM predictions WHERE {} AND CAST(ingest_time AS BIGINT) >= {since_us} AND score IS NOT NULL",
+        of_version(model, worker, version)
     );
     let mut out = Vec::new();
     for b in catalog::query(ctx, &sql).await? {
