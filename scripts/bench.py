@@ -281,7 +281,7 @@ def write_report(r: dict, args):
         "",
         "Produced by `make bench` (`scripts/bench.py`); every ratio compares figures measured in the same run.",
         f"Machine: {os.cpu_count()} cores ({cpu}), {time.strftime('%Y-%m-%d')}. Build: the optimised dev profile "
-        "(`opt-level = 2`, debug assertions on). Broker: tansu 0.6 (memory storage) on the same machine.",
+        "(`opt-level = 2`; dependencies without debug assertions, the workspace's own crates with them). Broker: tansu 0.6 (memory storage) on the same machine.",
         "",
         "| | measured | baseline (same run) | ratio | target |",
         "|---|---|---|---|---|",
