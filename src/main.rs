@@ -3,6 +3,7 @@
 //! The binary wires the stage crates together (see `pipeline`): it owns the
 //! CLI, manifest loading and validation, and nothing else of substance.
 
+mod backfill;
 mod bench;
 mod demo;
 mod generate;
@@ -71,6 +72,10 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         progress_secs: u64,
     },
+    /// Backfills: bounded runs of a pipeline over files or Kafka ranges,
+    /// described by a backfill manifest (pinned versions, own limits).
+    #[command(subcommand)]
+    Backfill(BackfillCommand),
     /// Run a SQL query over the tables (predictions, dlq, feedback,
     /// feedback_latest, drift, accuracy, triggers, audit).
     Sql {
@@ -165,7 +170,8 @@ enum Command {
         /// Number of events.
         #[arg(long, default_value_t = 10_000)]
         events: u64,
-        /// Write to this JSON Lines file (malformed records are kept, one per line).
+        /// Write to this file: JSON Lines (malformed records kept, one per
+        /// line), or Parquet when it ends in `.parquet` (well-formed rows only).
         #[arg(long, conflicts_with = "topic")]
         out: Option<PathBuf>,
         /// Produce to this topic (created if missing).
@@ -192,6 +198,31 @@ enum Command {
         /// Extra librdkafka producer property, `key=value` (repeatable).
         #[arg(long = "producer-property", value_parser = parse_key_value)]
         producer_properties: Vec<(String, String)>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackfillCommand {
+    /// Count the input, estimate routes, cloud requests and cost, and the
+    /// duration from measured throughput; runs nothing.
+    Plan {
+        /// The backfill manifest (YAML).
+        manifest: PathBuf,
+        #[command(flatten)]
+        options: backfill::PlanOptions,
+    },
+    /// Run the backfill, or resume it where it stopped; a finished backfill
+    /// run again adds nothing.
+    Run {
+        /// The backfill manifest (YAML).
+        manifest: PathBuf,
+        #[command(flatten)]
+        options: backfill::RunCommandOptions,
+    },
+    /// Check a backfill manifest and its pipeline; report every problem.
+    Validate {
+        /// The backfill manifest (YAML).
+        manifest: PathBuf,
     },
 }
 
@@ -355,6 +386,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     no_kafka_sink,
                     skip_topic_creation: no_create_topics,
                     progress_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
+                    ..Default::default()
                 },
             )
             .await?;
@@ -364,6 +396,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill(BackfillCommand::Plan { manifest, options }) => {
+            backfill::plan_command(backfill::load(&manifest)?, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill(BackfillCommand::Run { manifest, options }) => {
+            backfill::run_command(backfill::load(&manifest)?, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill(BackfillCommand::Validate { manifest }) => {
+            let b = backfill::load(&manifest)?;
+            let problems = b.validate();
+            if problems.is_empty() {
+                println!("{}: ok", manifest.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprint!("{}: {} problem(s)\n{problems}", manifest.display(), problems.items().len());
+                Ok(ExitCode::from(2))
+            }
         }
         Command::Drift { manifest, options } => {
             let loaded = manifest::load(&manifest)?;
@@ -432,6 +483,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let mut gen =
                 generate::Generator::new(generate::GenOptions { seed, malformed_rate, pii_rate, ..Default::default() });
             match (out, topic, bootstrap_servers) {
+                (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => {
+                    let (n, skipped) = generate::write_parquet(&mut gen, events, &path)?;
+                    eprintln!("wrote {n} rows to {} ({skipped} malformed records left out)", path.display());
+                }
                 (Some(path), _, _) => {
                     use std::io::Write as _;
                     let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use switchyard_ingest::bounded::{BoundedConfig, BoundedSource, Input};
 use switchyard_ingest::{Decoder, FileSource, KafkaCommitter, KafkaSource, LineageContext, Preprocessor};
 use switchyard_router::Router;
 use switchyard_schemas::{DlqRecord, ErrorClass, Event, Prediction, RawRecord, Stage};
@@ -54,6 +55,37 @@ pub struct RunOptions {
     pub skip_topic_creation: bool,
     /// Print a progress line this often (none when `None`).
     pub progress_every: Option<Duration>,
+    /// Run as a backfill: a bounded source instead of the manifest's, its own
+    /// checkpoint, no feedback consumer, monitor or model reload.
+    pub backfill: Option<BackfillSource>,
+    /// Counters the caller may watch while the run goes on (progress bars).
+    pub counters: Option<Arc<Counters>>,
+}
+
+/// The bounded source of a backfill run.
+#[derive(Debug, Clone)]
+pub struct BackfillSource {
+    /// Run id: stamped on every row, and names the run's checkpoint.
+    pub run_id: String,
+    /// The source section.
+    pub config: BoundedConfig,
+    /// Its inputs and their ranges, as planned.
+    pub inputs: Vec<Input>,
+    /// Also write results to the manifest's Kafka topics.
+    pub kafka: bool,
+}
+
+/// Live counts of a run, for progress displays.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read.
+    pub records: std::sync::atomic::AtomicU64,
+    /// Results written.
+    pub results: std::sync::atomic::AtomicU64,
+    /// Records sent to the DLQ.
+    pub dlq: std::sync::atomic::AtomicU64,
+    /// Records made durable (by the last roll).
+    pub durable: std::sync::atomic::AtomicU64,
 }
 
 /// What a run did.
@@ -105,6 +137,10 @@ pub struct Summary {
     pub triggers: u64,
     /// Model version changes taken up while running (`event version: detail`).
     pub model_changes: Vec<String>,
+    /// Ctrl-C or SIGTERM stopped the run before its source ended.
+    pub interrupted: bool,
+    /// Highest durable offset per input at the end (bounded runs).
+    pub durable: Offsets,
 }
 
 impl Summary {
@@ -117,23 +153,27 @@ impl Summary {
 enum Source {
     Kafka(KafkaSource),
     File(FileSource),
+    Bounded(BoundedSource),
 }
 
 impl Source {
-    async fn next_chunk(&mut self) -> Option<Vec<RawRecord>> {
+    /// The next chunk; `None` at the end; an error when a bounded source's
+    /// input cannot be read.
+    async fn next_chunk(&mut self) -> Option<anyhow::Result<Vec<RawRecord>>> {
         match self {
-            Source::Kafka(k) => k.next_chunk().await,
-            Source::File(f) => f.next_chunk(),
+            Source::Kafka(k) => k.next_chunk().await.map(Ok),
+            Source::File(f) => f.next_chunk().map(Ok),
+            Source::Bounded(b) => b.next_chunk().await.map(|r| r.map_err(anyhow::Error::from)),
         }
     }
 }
 
 /// The stateless per-chunk work: decode, validate, pre-process, route, plan.
-struct Stages {
+pub(crate) struct Stages {
     decoder: Decoder,
-    pre: Preprocessor,
+    pub(crate) pre: Preprocessor,
     router: Router,
-    workers: Arc<Workers>,
+    pub(crate) workers: Arc<Workers>,
 }
 
 /// A chunk on its way to the sink: events waiting for their answers.
@@ -150,6 +190,91 @@ struct Pending {
 }
 
 impl Stages {
+    /// The stages of `loaded` with its workers started; rows carry `run_id`
+    /// (empty for streaming). With `probe`, cloud endpoints are asked whether
+    /// they are ready (a warning when not).
+    pub(crate) async fn build(loaded: &Loaded, run_id: &str, probe: bool) -> anyhow::Result<Self> {
+        let m = &loaded.manifest;
+        let schema = Arc::new(m.schema.clone());
+        let pre = Preprocessor::build(&m.preprocess, &schema)?;
+        let router = m.routing.build(&schema, &loaded.route_kinds())?;
+        let decoder = Decoder::new(
+            schema.clone(),
+            LineageContext {
+                pipeline: m.name.clone(),
+                manifest_hash: loaded.hash.clone(),
+                preprocess_hash: pre.spec_hash().to_string(),
+                run_id: run_id.to_string(),
+            },
+        );
+        if m.workers.values().any(|w| matches!(w, WorkerConfig::Onnx(_))) {
+            init_runtime(None)?;
+        }
+        let scanner = Arc::new(router.scanner());
+        let field_names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        let mut workers = Vec::new();
+        for (name, w) in &m.workers {
+            let worker = match w {
+                WorkerConfig::Onnx(c) => Worker::Local(Arc::new(
+                    OnnxWorker::start(name, c, &loaded.base, pre.feature_names())
+                        .with_context(|| format!("starting worker `{name}`"))?,
+                )),
+                other => {
+                    let (protocol, c) = other.cloud().context("a non-local worker has cloud settings")?;
+                    let worker =
+                        CloudWorker::start(name, protocol, c, &loaded.base, &field_names, pre.width(), scanner.clone())
+                            .with_context(|| format!("starting worker `{name}`"))?;
+                    // An unreachable endpoint is not fatal (its events take their
+                    // fallbacks, or wait), but it is said at once.
+                    if probe {
+                        if let Err(e) = worker.check_ready().await {
+                            tracing::warn!(worker = %name, "cloud endpoint not ready: {e}");
+                        }
+                    }
+                    Worker::Cloud(Arc::new(worker))
+                }
+            };
+            workers.push((name.clone(), worker));
+        }
+        Ok(Stages { decoder, pre, router, workers: Arc::new(Workers { list: workers }) })
+    }
+
+    /// Decodes, validates, routes and pre-processes one record: its event
+    /// (lineage with the routing decision) and its job for the resolver, its
+    /// features appended to `features`; or its DLQ record.
+    pub(crate) fn admit(&self, raw: &RawRecord, features: &mut Vec<f32>) -> Result<(Event, Job), Box<DlqRecord>> {
+        let mut event = self.decoder.decode(raw)?;
+        let reject = |event: &Event, stage, class, msg: String| {
+            Box::new(self.decoder.reject(raw, event.lineage.lineage_id.clone(), stage, class, msg))
+        };
+        let route = match self.router.route(&event) {
+            Ok(r) => r,
+            Err(no_route) => return Err(reject(&event, Stage::Route, ErrorClass::NoRoute, no_route.to_string())),
+        };
+        let Some(w) = self.workers.index(&route.route) else {
+            let msg = format!("route `{}` names no running worker", route.route);
+            return Err(reject(&event, Stage::Route, ErrorClass::NoRoute, msg));
+        };
+        if let Err(msg) = self.pre.features_into(&event, features) {
+            return Err(reject(&event, Stage::Preprocess, ErrorClass::FeatureError, msg));
+        }
+        let plan = self.router.plan(&route, &event.lineage.lineage_id);
+        let mut chain = vec![w];
+        chain.extend(plan.fallbacks.iter().filter_map(|f| self.workers.index(f)));
+        let shadow = plan.shadow.as_deref().and_then(|s| self.workers.index(s));
+        let cloud = chain.iter().chain(shadow.iter()).any(|&w| self.workers.is_cloud(w));
+        let job = Job {
+            id: event.lineage.lineage_id.clone(),
+            values: if cloud { event.values.clone() } else { Vec::new() },
+            chain,
+            shadow,
+            deadline: plan.deadline,
+            withheld: plan.withheld,
+        };
+        event.lineage.route = route;
+        Ok((event, job))
+    }
+
     fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets) -> Pending {
         let mut features: Vec<f32> = Vec::with_capacity(chunk.len() * self.pre.width());
         let mut jobs = Vec::with_capacity(chunk.len());
@@ -173,47 +298,13 @@ impl Stages {
                 continue;
             }
             *last = raw.offset;
-            let mut event = match self.decoder.decode(raw) {
-                Ok(e) => e,
-                Err(d) => {
-                    dlq.push(*d);
-                    continue;
+            match self.admit(raw, &mut features) {
+                Ok((event, job)) => {
+                    jobs.push(job);
+                    events.push((i, event));
                 }
-            };
-            let route = match self.router.route(&event) {
-                Ok(r) => r,
-                Err(no_route) => {
-                    let id = event.lineage.lineage_id.clone();
-                    dlq.push(self.decoder.reject(raw, id, Stage::Route, ErrorClass::NoRoute, no_route.to_string()));
-                    continue;
-                }
-            };
-            let Some(w) = self.workers.index(&route.route) else {
-                let id = event.lineage.lineage_id.clone();
-                let msg = format!("route `{}` names no running worker", route.route);
-                dlq.push(self.decoder.reject(raw, id, Stage::Route, ErrorClass::NoRoute, msg));
-                continue;
-            };
-            if let Err(msg) = self.pre.features_into(&event, &mut features) {
-                let id = event.lineage.lineage_id.clone();
-                dlq.push(self.decoder.reject(raw, id, Stage::Preprocess, ErrorClass::FeatureError, msg));
-                continue;
+                Err(d) => dlq.push(*d),
             }
-            let plan = self.router.plan(&route, &event.lineage.lineage_id);
-            let mut chain = vec![w];
-            chain.extend(plan.fallbacks.iter().filter_map(|f| self.workers.index(f)));
-            let shadow = plan.shadow.as_deref().and_then(|s| self.workers.index(s));
-            let cloud = chain.iter().chain(shadow.iter()).any(|&w| self.workers.is_cloud(w));
-            jobs.push(Job {
-                id: event.lineage.lineage_id.clone(),
-                values: if cloud { event.values.clone() } else { Vec::new() },
-                chain,
-                shadow,
-                deadline: plan.deadline,
-                withheld: plan.withheld,
-            });
-            event.lineage.route = route;
-            events.push((i, event));
         }
         let features = Arc::new(features);
         let answers = (!jobs.is_empty())
@@ -231,45 +322,9 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     }
     let m = &loaded.manifest;
     let schema = Arc::new(m.schema.clone());
-    let pre = Preprocessor::build(&m.preprocess, &schema)?;
-    let router = m.routing.build(&schema, &loaded.route_kinds())?;
-    let decoder = Decoder::new(
-        schema.clone(),
-        LineageContext {
-            pipeline: m.name.clone(),
-            manifest_hash: loaded.hash.clone(),
-            preprocess_hash: pre.spec_hash().to_string(),
-        },
-    );
+    let run_id = opts.backfill.as_ref().map(|b| b.run_id.clone()).unwrap_or_default();
+    let stages = Stages::build(loaded, &run_id, true).await?;
 
-    if m.workers.values().any(|w| matches!(w, WorkerConfig::Onnx(_))) {
-        init_runtime(None)?;
-    }
-    let scanner = Arc::new(router.scanner());
-    let field_names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
-    let mut workers = Vec::new();
-    for (name, w) in &m.workers {
-        let worker = match w {
-            WorkerConfig::Onnx(c) => Worker::Local(Arc::new(
-                OnnxWorker::start(name, c, &loaded.base, pre.feature_names())
-                    .with_context(|| format!("starting worker `{name}`"))?,
-            )),
-            other => {
-                let (protocol, c) = other.cloud().context("a non-local worker has cloud settings")?;
-                let worker =
-                    CloudWorker::start(name, protocol, c, &loaded.base, &field_names, pre.width(), scanner.clone())
-                        .with_context(|| format!("starting worker `{name}`"))?;
-                // An unreachable endpoint is not fatal (its events take their
-                // fallbacks, or wait), but it is said at once.
-                if let Err(e) = worker.check_ready().await {
-                    tracing::warn!(worker = %name, "cloud endpoint not ready: {e}");
-                }
-                Worker::Cloud(Arc::new(worker))
-            }
-        };
-        workers.push((name.clone(), worker));
-    }
-    let stages = Stages { decoder, pre, router, workers: Arc::new(Workers { list: workers }) };
 
     let SourceConfig::Kafka(kcfg) = &m.source;
     let mut kcfg = kcfg.clone();
@@ -278,11 +333,16 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     }
     let pq = m.sinks.parquet.as_ref().context("sinks.parquet is required")?;
     let tables = opts.tables.clone().or_else(|| loaded.tables_root()).context("sinks.parquet.path is required")?;
-    let parquet = ParquetSink::open(&tables, pq.roll_max_rows, Duration::from_millis(pq.roll_interval_ms))
-        .with_context(|| format!("opening tables at {}", tables.display()))?;
+    let roll_interval = Duration::from_millis(pq.roll_interval_ms);
+    let parquet = match &opts.backfill {
+        Some(b) => ParquetSink::open_backfill(&tables, &b.run_id, pq.roll_max_rows, roll_interval),
+        None => ParquetSink::open(&tables, pq.roll_max_rows, roll_interval),
+    }
+    .with_context(|| format!("opening tables at {}", tables.display()))?;
     let durable = parquet.durable_offsets().clone();
-    let kafka_sink = match (&m.sinks.kafka, opts.no_kafka_sink) {
-        (Some(k), false) => {
+    let kafka_wanted = !opts.no_kafka_sink && opts.backfill.as_ref().is_none_or(|b| b.kafka);
+    let kafka_sink = match (&m.sinks.kafka, kafka_wanted) {
+        (Some(k), true) => {
             let bootstrap = k.bootstrap_servers.as_deref().unwrap_or(&kcfg.bootstrap_servers);
             if k.create_topics && !opts.skip_topic_creation {
                 // Like Kafka Connect's DLQ: create missing output topics, but a
@@ -304,9 +364,13 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
         _ => None,
     };
 
-    let (mut source, committer, source_stats) = match &opts.input_file {
-        Some(path) => (Source::File(FileSource::open(path, kcfg.chunk_size)?), None, None),
-        None => {
+    let (mut source, committer, source_stats) = match (&opts.backfill, &opts.input_file) {
+        (Some(b), _) => {
+            let s = b.config.open(b.inputs.clone(), &durable, schema.clone(), kcfg.max_queued_chunks)?;
+            (Source::Bounded(s), None, None)
+        }
+        (None, Some(path)) => (Source::File(FileSource::open(path, kcfg.chunk_size)?), None, None),
+        (None, None) => {
             let startup = opts.startup_timeout.unwrap_or(Duration::from_secs(60));
             let k = KafkaSource::start(&kcfg, opts.idle_exit, startup)?;
             let (c, s) = (k.committer(), k.stats());
@@ -346,32 +410,53 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
             feedback_dlq: 0,
             triggers: 0,
             model_changes: Vec::new(),
+            interrupted: false,
+            durable: Offsets::new(),
         },
+        counters: opts.counters.clone().unwrap_or_default(),
         first: None,
         last: None,
         progress_every: opts.progress_every,
         last_progress: Instant::now(),
     };
     let sink_task = tokio::spawn(sink.run(rx, Duration::from_millis(pq.roll_interval_ms.clamp(50, 1000))));
-    // The retraining loop's parts run beside the pipeline and stop with it.
+    // The retraining loop's parts run beside a streaming pipeline and stop
+    // with it; a backfill runs pinned versions and leaves monitoring to it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let feedback_task = crate::monitor::spawn_feedback(loaded, &kcfg.bootstrap_servers, &tables, stop_rx.clone())?;
-    let monitor_task = crate::monitor::build_monitor(loaded, &kcfg.bootstrap_servers, &tables)?
-        .map(|m| crate::monitor::spawn_monitor(m, stop_rx.clone()));
-    let reload_tasks = crate::monitor::spawn_reload(&stages.workers, &m.name, &tables, stop_rx);
+    let (feedback_task, monitor_task, reload_tasks) = if opts.backfill.is_some() {
+        (None, None, Vec::new())
+    } else {
+        (
+            crate::monitor::spawn_feedback(loaded, &kcfg.bootstrap_servers, &tables, stop_rx.clone())?,
+            crate::monitor::build_monitor(loaded, &kcfg.bootstrap_servers, &tables)?
+                .map(|m| crate::monitor::spawn_monitor(m, stop_rx.clone())),
+            crate::monitor::spawn_reload(&stages.workers, &m.name, &tables, stop_rx),
+        )
+    };
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut seen = Offsets::new();
+    let mut interrupted = false;
+    let mut source_error = None;
     loop {
         let chunk = tokio::select! {
             c = source.next_chunk() => c,
             _ = &mut shutdown => {
                 tracing::info!("shutting down: finishing in-flight records");
+                interrupted = true;
                 None
             }
         };
-        let Some(chunk) = chunk else { break };
+        let chunk = match chunk {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // What was read before stays: it is made durable below.
+                source_error = Some(e);
+                break;
+            }
+        };
         let pending = stages.prepare(chunk, &durable, &mut seen);
         if tx.send(pending).await.is_err() {
             break; // the sink stage failed; its error is reported below
@@ -379,6 +464,13 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     }
     drop(tx);
     let mut summary = sink_task.await.context("sink stage panicked")??;
+    summary.interrupted = interrupted;
+    if let Some(e) = source_error {
+        return Err(e.context(format!(
+            "reading the source stopped the run ({} records read before it are durable; run again to resume)",
+            summary.records
+        )));
+    }
     let _ = stop_tx.send(true);
     if let Some(t) = feedback_task {
         let f = t.await.context("feedback consumer panicked")??;
@@ -466,6 +558,7 @@ struct SinkStage {
     last: Option<i64>,
     progress_every: Option<Duration>,
     last_progress: Instant,
+    counters: Arc<Counters>,
 }
 
 /// A result row from a worker's answer; the lineage names the model.
@@ -511,6 +604,7 @@ impl SinkStage {
             }
         }
         self.roll_and_commit().await?;
+        self.summary.durable = self.parquet.durable_offsets().clone();
         let (latency, event_latency) = {
             let h = self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
             h.clone()
@@ -636,6 +730,12 @@ impl SinkStage {
         }
         self.summary.predictions += preds.len() as u64;
         self.summary.dlq += dlq.len() as u64;
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.counters.records.fetch_add(chunk.len() as u64, Relaxed);
+            self.counters.results.fetch_add(preds.len() as u64, Relaxed);
+            self.counters.dlq.fetch_add(dlq.len() as u64, Relaxed);
+        }
         tokio::task::block_in_place(|| -> anyhow::Result<()> {
             self.parquet.write_predictions(&preds)?;
             if !shadow_rows.is_empty() {
@@ -671,6 +771,7 @@ impl SinkStage {
             return Ok(());
         }
         self.summary.rolls += 1;
+        self.counters.durable.store(self.summary.records, std::sync::atomic::Ordering::Relaxed);
         if let Some(c) = &self.committer {
             let next: HashMap<(String, i32), i64> = roll.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
             // A failed commit loses nothing: the records are replayed and

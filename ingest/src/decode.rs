@@ -17,6 +17,8 @@ pub struct LineageContext {
     pub manifest_hash: String,
     /// Hash of the pre-processing spec.
     pub preprocess_hash: String,
+    /// Backfill run id stamped on every row; empty for streaming runs.
+    pub run_id: String,
 }
 
 /// Decodes and validates raw records against an [`EventSchema`].
@@ -70,6 +72,7 @@ impl Decoder {
             schema_version: self.schema.version,
             preprocess_hash: self.ctx.preprocess_hash.clone(),
             traceparent,
+            run_id: self.ctx.run_id.clone(),
             ..Lineage::default()
         }
     }
@@ -84,6 +87,7 @@ impl Decoder {
         message: String,
     ) -> DlqRecord {
         DlqRecord::from_raw(raw, lineage_id, stage, class, message, self.ctx.pipeline.clone())
+            .with_run_id(&self.ctx.run_id)
     }
 
     /// Decodes and validates one record. Every failure becomes a DLQ record
@@ -105,6 +109,9 @@ impl Decoder {
     }
 
     fn decode_values(&self, raw: &RawRecord) -> Result<Vec<Value>, (Stage, ErrorClass, String)> {
+        if let Some(e) = &raw.error {
+            return Err((Stage::Decode, ErrorClass::Unreadable, e.clone()));
+        }
         let payload = match raw.payload.as_deref() {
             None | Some([]) => {
                 return Err((

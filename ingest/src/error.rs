@@ -14,6 +14,10 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A bounded source's input cannot be listed or read (object store,
+    /// Parquet footer, broker offsets); the message names the input.
+    #[error("{0}")]
+    Source(String),
     /// A configuration that cannot be built (a user mistake).
     #[error("{0}")]
     Config(String),

@@ -228,7 +228,7 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRecord {
+pub(crate) fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRecord {
     let headers = m
         .headers()
         .map(|hs| {
@@ -246,6 +246,7 @@ fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRec
         payload: m.payload().map(<[u8]>::to_vec),
         headers,
         received_us,
+        error: None,
     }
 }
 

@@ -6,6 +6,8 @@
 //! * [`KafkaSource`] — consumer-group consumption with librdkafka, chunked,
 //!   with bounded queues that pause the consumer instead of growing memory;
 //!   [`FileSource`] — JSON Lines files, for benchmarks and bounded runs;
+//! * [`bounded`] — the bounded sources of backfills: Parquet, JSON Lines and
+//!   CSV files by glob (local or object storage) and Kafka offset/time ranges;
 //! * [`Decoder`] — bytes → JSON → schema-checked [`Event`](switchyard_schemas::Event)
 //!   with its [`Lineage`](switchyard_schemas::Lineage); what cannot be decoded
 //!   becomes a [`DlqRecord`](switchyard_schemas::DlqRecord) with context;
@@ -16,6 +18,7 @@
 //!
 //! Depends only on `switchyard-schemas`; the binary wires it to the router.
 
+pub mod bounded;
 mod decode;
 mod error;
 mod feedback;

@@ -20,6 +20,10 @@ pub struct RawRecord {
     pub headers: Vec<(String, String)>,
     /// When switchyard received the record, in µs since the epoch.
     pub received_us: i64,
+    /// Why the source could not read this record as a row (a CSV line with
+    /// the wrong number of fields, say); the record goes to the DLQ with
+    /// this message and its raw bytes as the payload.
+    pub error: Option<String>,
 }
 
 impl RawRecord {

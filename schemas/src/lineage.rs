@@ -23,6 +23,8 @@ pub mod headers {
     pub const PREPROCESS_HASH: &str = "switchyard.preprocess_hash";
     /// Latency tier a producer asks for (`realtime`, `standard`, `batch`).
     pub const LATENCY_TIER: &str = "switchyard.latency_tier";
+    /// Backfill run that produced the record (absent for streaming runs).
+    pub const RUN_ID: &str = "switchyard.run_id";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
 }
@@ -125,6 +127,9 @@ pub struct Lineage {
     pub shadow: bool,
     /// W3C `traceparent` of the event.
     pub traceparent: String,
+    /// Id of the backfill run that produced the row; empty for streaming runs.
+    #[serde(default)]
+    pub run_id: String,
 }
 
 /// Derives the lineage id of a record that carries none: a hash of its source

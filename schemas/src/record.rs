@@ -63,6 +63,9 @@ impl Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
+    /// The source could not read the record as a row (a file line that does
+    /// not parse in the file's format).
+    Unreadable,
     /// Empty message value (tombstone).
     EmptyPayload,
     /// Not valid UTF-8 / JSON.
@@ -94,6 +97,7 @@ impl ErrorClass {
     /// Snake-case name used in headers and tables.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorClass::Unreadable => "unreadable",
             ErrorClass::EmptyPayload => "empty_payload",
             ErrorClass::InvalidJson => "invalid_json",
             ErrorClass::NotAnObject => "not_an_object",
@@ -139,6 +143,8 @@ pub struct DlqRecord {
     pub message: String,
     /// Pipeline name.
     pub pipeline: String,
+    /// Id of the backfill run that read the record; empty for streaming runs.
+    pub run_id: String,
 }
 
 impl DlqRecord {
@@ -166,7 +172,14 @@ impl DlqRecord {
             error_class,
             message,
             pipeline,
+            run_id: String::new(),
         }
+    }
+
+    /// The same record, marked with a backfill run id.
+    pub fn with_run_id(mut self, run_id: &str) -> Self {
+        run_id.clone_into(&mut self.run_id);
+        self
     }
 }
 
@@ -208,6 +221,9 @@ pub fn prediction_arrow_schema() -> SchemaRef {
         Field::new("outputs", DataType::Utf8, true),
         Field::new("features", DataType::List(Arc::new(Field::new("item", DataType::Float32, false))), false),
         Field::new("latency_us", DataType::Int64, false),
+        // Added with backfills: files written before have no such column and
+        // read as null.
+        Field::new("run_id", DataType::Utf8, true),
     ]))
 }
 
@@ -226,5 +242,6 @@ pub fn dlq_arrow_schema() -> SchemaRef {
         Field::new("error_message", DataType::Utf8, false),
         Field::new("key", DataType::Binary, true),
         Field::new("payload", DataType::Binary, true),
+        Field::new("run_id", DataType::Utf8, true),
     ]))
 }

@@ -23,6 +23,11 @@ pub(crate) fn ts(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_iter(values).with_timezone("UTC"))
 }
 
+/// A nullable string column: empty strings are stored as null.
+fn optional_strings<T>(rows: &[&T], f: impl Fn(&T) -> &str) -> ArrayRef {
+    Arc::new(StringArray::from_iter(rows.iter().map(|r| Some(f(r)).filter(|s| !s.is_empty()))))
+}
+
 /// Predictions as one record batch.
 pub fn predictions_batch(rows: &[&Prediction]) -> Result<RecordBatch> {
     let mut features = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(arrow::datatypes::Field::new(
@@ -65,6 +70,7 @@ pub fn predictions_batch(rows: &[&Prediction]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(rows.iter().map(|p| p.outputs.as_deref()))),
         Arc::new(features.finish()),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|p| p.latency_us))),
+        optional_strings(rows, |p| p.lineage.run_id.as_str()),
     ];
     Ok(RecordBatch::try_new(prediction_arrow_schema(), columns)?)
 }
@@ -90,6 +96,7 @@ pub fn dlq_batch(rows: &[&DlqRecord]) -> Result<RecordBatch> {
         strings(rows, |r| &r.message),
         Arc::new(key.finish()),
         Arc::new(payload.finish()),
+        optional_strings(rows, |r| r.run_id.as_str()),
     ];
     Ok(RecordBatch::try_new(dlq_arrow_schema(), columns)?)
 }

@@ -19,7 +19,9 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionConfig;
+/// The DataFusion session the catalog's tables are registered in.
+pub use datafusion::prelude::SessionContext;
 use switchyard_schemas::{
     audit_arrow_schema, dlq_arrow_schema, feedback_arrow_schema, prediction_arrow_schema, trigger_arrow_schema,
 };

@@ -94,7 +94,7 @@ impl KafkaSink {
             let l = &p.lineage;
             let source = format!("{}/{}/{}", l.source_topic, l.source_partition, l.source_offset);
             let model = format!("{}/{}", l.model.name, l.model.version);
-            let headers = OwnedHeaders::new_with_capacity(10)
+            let mut headers = OwnedHeaders::new_with_capacity(11)
                 .insert(hdr(h::LINEAGE_ID, &l.lineage_id))
                 .insert(hdr(h::PIPELINE, &l.pipeline))
                 .insert(hdr(h::MANIFEST_HASH, &l.manifest_hash))
@@ -105,6 +105,9 @@ impl KafkaSink {
                 .insert(hdr(h::MODEL_SHA256, &l.model.sha256))
                 .insert(hdr(h::PREPROCESS_HASH, &l.preprocess_hash))
                 .insert(hdr(h::TRACEPARENT, &l.traceparent));
+            if !l.run_id.is_empty() {
+                headers = headers.insert(hdr(h::RUN_ID, &l.run_id));
+            }
             let record = FutureRecord::to(&self.results_topic).key(p.key.as_bytes()).payload(&body).headers(headers);
             pending.push(self.enqueue(record).await?);
         }
@@ -131,6 +134,7 @@ impl KafkaSink {
                 .insert(hdr(dlq_headers::CLASS, r.error_class.as_str()))
                 .insert(hdr(dlq_headers::MESSAGE, &r.message))
                 .insert(hdr(h::LINEAGE_ID, &r.lineage_id));
+            let headers = if r.run_id.is_empty() { headers } else { headers.insert(hdr(h::RUN_ID, &r.run_id)) };
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic).headers(headers);
             if let Some(k) = &r.key {
                 record = record.key(k.as_slice());

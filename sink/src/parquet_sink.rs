@@ -40,34 +40,52 @@ const FEEDBACK_ROLLS: &str = "_rolls_feedback";
 /// mistakes the other's open files for orphans.
 const FEEDBACK_ROLL_PREFIX: &str = "fb-";
 
-/// Which writer: the pipeline's results, or the feedback consumer's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Roll manifests of backfill runs, one folder per run under this.
+const BACKFILL_ROLLS: &str = "_rolls_backfill";
+/// Roll ids of a backfill run start with this and the run's tag.
+const BACKFILL_ROLL_PREFIX: &str = "bf-";
+
+/// Which writer: the pipeline's results, the feedback consumer's, or one
+/// backfill run's. Each keeps its own roll manifests (so its own source
+/// offsets) and never takes another's open files for orphans.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Writer {
     Results,
     Feedback,
+    /// A backfill run, by a fixed-length tag derived from its run id (so no
+    /// run's roll prefix is a prefix of another's).
+    Backfill { tag: String },
 }
 
 impl Writer {
-    fn rolls(self) -> &'static str {
+    fn rolls(&self) -> String {
         match self {
-            Writer::Results => ROLLS,
-            Writer::Feedback => FEEDBACK_ROLLS,
+            Writer::Results => ROLLS.to_string(),
+            Writer::Feedback => FEEDBACK_ROLLS.to_string(),
+            Writer::Backfill { tag } => format!("{BACKFILL_ROLLS}/{tag}"),
         }
     }
-    fn tables(self) -> &'static [&'static str] {
+    fn tables(&self) -> &'static [&'static str] {
         match self {
-            Writer::Results => &[PREDICTIONS, DLQ],
+            Writer::Results | Writer::Backfill { .. } => &[PREDICTIONS, DLQ],
             Writer::Feedback => &[crate::tables::FEEDBACK, DLQ],
         }
     }
-    fn prefix(self) -> &'static str {
+    fn prefix(&self) -> String {
         match self {
-            Writer::Results => "",
-            Writer::Feedback => FEEDBACK_ROLL_PREFIX,
+            Writer::Results => String::new(),
+            Writer::Feedback => FEEDBACK_ROLL_PREFIX.to_string(),
+            Writer::Backfill { tag } => format!("{BACKFILL_ROLL_PREFIX}{tag}-"),
         }
     }
-    fn owns(self, roll_id: &str) -> bool {
-        roll_id.starts_with(FEEDBACK_ROLL_PREFIX) == (self == Writer::Feedback)
+    fn owns(&self, roll_id: &str) -> bool {
+        match self {
+            Writer::Results => {
+                !roll_id.starts_with(FEEDBACK_ROLL_PREFIX) && !roll_id.starts_with(BACKFILL_ROLL_PREFIX)
+            }
+            Writer::Feedback => roll_id.starts_with(FEEDBACK_ROLL_PREFIX),
+            Writer::Backfill { .. } => roll_id.starts_with(&self.prefix()),
+        }
     }
 }
 
@@ -158,18 +176,32 @@ impl ParquetSink {
         Self::open_as(Writer::Feedback, root, roll_max_rows, roll_interval)
     }
 
+    /// Opens a writer of the `predictions` and `dlq` tables for one backfill
+    /// run: its roll manifests (and so its checkpoint, the highest durable
+    /// offset of every input) are its own, apart from the streaming
+    /// pipeline's and from other runs' writing to the same tables.
+    pub fn open_backfill(
+        root: &Path,
+        run_id: &str,
+        roll_max_rows: usize,
+        roll_interval: std::time::Duration,
+    ) -> Result<Self> {
+        Self::open_as(Writer::Backfill { tag: backfill_tag(run_id) }, root, roll_max_rows, roll_interval)
+    }
+
     fn open_as(writer: Writer, root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
-        for d in [PREDICTIONS, DLQ, crate::tables::FEEDBACK, writer.rolls()] {
+        for d in [PREDICTIONS, DLQ, crate::tables::FEEDBACK, writer.rolls().as_str()] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
+        let roll_id = new_roll_id(&writer.prefix());
         let mut sink = Self {
             writer,
             root: root.to_path_buf(),
             roll_max_rows: roll_max_rows.max(1),
             roll_interval,
             durable: Offsets::new(),
-            roll_id: new_roll_id(writer.prefix()),
+            roll_id,
             open: BTreeMap::new(),
             pending_offsets: Offsets::new(),
             pending_rows: 0,
@@ -212,9 +244,32 @@ impl ParquetSink {
         // Temp files of rolls that never committed hold rows whose offsets were
         // never committed either: the source replays them, so drop the files.
         for table in self.writer.tables() {
-            remove_orphans(&self.root.join(table), &committed, self.writer)?;
+            remove_orphans(&self.root.join(table), &committed, &self.writer)?;
         }
         Ok(())
+    }
+
+    /// The highest durable offsets of a backfill run's committed rolls under
+    /// `root` (its checkpoint), read without opening a writer.
+    pub fn backfill_offsets(root: &Path, run_id: &str) -> Result<Offsets> {
+        let writer = Writer::Backfill { tag: backfill_tag(run_id) };
+        let rolls = root.join(writer.rolls());
+        let mut durable = Offsets::new();
+        let Ok(entries) = std::fs::read_dir(&rolls) else { return Ok(durable) };
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let m: RollManifest = serde_json::from_slice(&text)
+                .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))?;
+            for o in m.offsets {
+                let e = durable.entry((o.topic, o.partition)).or_insert(o.max_offset);
+                *e = (*e).max(o.max_offset);
+            }
+        }
+        Ok(durable)
     }
 
     /// Highest durable offset per partition, from every committed roll.
@@ -326,7 +381,7 @@ impl ParquetSink {
             self.roll_started = None;
             return Ok(RollSummary::default());
         }
-        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id(self.writer.prefix()));
+        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id(&self.writer.prefix()));
         let open = std::mem::take(&mut self.open);
         let mut files = Vec::with_capacity(open.len());
         let mut tmps = Vec::with_capacity(open.len());
@@ -376,13 +431,18 @@ impl ParquetSink {
     }
 }
 
+/// A fixed-length tag of a run id, for its roll folder and roll ids.
+fn backfill_tag(run_id: &str) -> String {
+    switchyard_schemas::sha256_hex(run_id.as_bytes())[..12].to_string()
+}
+
 fn tmp_path(fin: &Path, roll_id: &str) -> PathBuf {
     let mut s = fin.as_os_str().to_owned();
     s.push(format!(".tmp-{roll_id}"));
     PathBuf::from(s)
 }
 
-fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>, writer: Writer) -> Result<()> {
+fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>, writer: &Writer) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in rd {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -452,6 +512,7 @@ mod tests {
         let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
         s.write_predictions(&[pred(0, "1"), pred(1, "2")]).unwrap();
         s.write_dlq(&[DlqRecord {
+            run_id: String::new(),
             lineage_id: "d".into(),
             source_topic: "tx".into(),
             source_partition: 0,

@@ -6,6 +6,7 @@
 //! Hybrid pipeline tests (`hybrid`) run the binary against another
 //! switchyard's `serve` endpoint.
 
+mod backfill;
 mod broker;
 mod cloud;
 mod crash;

@@ -4,7 +4,8 @@
 //! * MLServer 1.7.1 (KServe V2 / Open Inference Protocol) serving the
 //!   scikit-learn model of `tests/peers/mlserver`;
 //! * the LiteLLM proxy (OpenAI-compatible) with the deterministic offline
-//!   provider of `tests/peers/litellm`.
+//!   provider of `tests/peers/litellm`;
+//! * moto's S3 server, the object store of the backfill tests.
 //!
 //! Each starts once per test binary, on the first test that asks for it,
 //! on free ports, and is waited for until it answers its readiness checks.
@@ -83,6 +84,17 @@ pub fn litellm() -> &'static Peer {
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("LITELLM_TELEMETRY", "False");
         start("litellm", cmd, port, &[("/health/liveliness", None), ("/v1/models", Some(LITELLM_KEY))])
+    })
+}
+
+/// moto's S3-compatible server (any credentials are accepted).
+pub fn moto() -> &'static Peer {
+    static PEER: OnceLock<Peer> = OnceLock::new();
+    PEER.get_or_init(|| {
+        let port = free_port();
+        let mut cmd = Command::new(peers_bin("moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).current_dir(std::env::temp_dir());
+        start("moto", cmd, port, &[("/moto-api/", None)])
     })
 }
 

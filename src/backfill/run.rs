@@ -1,0 +1,394 @@
+//! `switchyard backfill run`: the bounded run, its status file, its summary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use switchyard_ingest::bounded::Input;
+
+use super::plan::Estimate;
+use super::progress::{self, ProgressOptions};
+use super::Backfill;
+use crate::pipeline::{self, BackfillSource, Counters, RunOptions};
+
+/// The run's status file, `<output>/_backfill/<name>.json`: the inputs as
+/// first planned (a resumed run reads the same ranges), the pins, the
+/// attempts and the latest plan. The checkpoint proper is the run's roll
+/// manifests; this file is for people and for the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Run id.
+    pub run_id: String,
+    /// Hash of the backfill and pipeline manifests the run started with.
+    pub manifest_hash: String,
+    /// Model version per worker and the policy version.
+    pub pins: BTreeMap<String, String>,
+    /// The inputs and their ranges.
+    pub inputs: Vec<Input>,
+    /// `running`, `interrupted`, `failed` or `finished`.
+    pub state: String,
+    /// One entry per `backfill run`.
+    pub attempts: Vec<Attempt>,
+    /// The latest `backfill plan` estimate.
+    #[serde(default)]
+    pub plan: Option<Estimate>,
+}
+
+/// One `backfill run` of a backfill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// Seconds it ran.
+    pub seconds: f64,
+    /// Records it read.
+    pub records: u64,
+    /// Results it wrote.
+    pub results: u64,
+    /// Records it sent to the DLQ.
+    pub dlq: u64,
+    /// Cloud spending it reported, by worker.
+    pub cost: BTreeMap<String, f64>,
+    /// `finished`, `interrupted` or the error that stopped it.
+    pub outcome: String,
+}
+
+impl Status {
+    /// Reads the status file, if the run was started before.
+    pub fn read(path: &Path) -> anyhow::Result<Option<Self>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b).with_context(|| format!("{}: corrupt backfill status", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes it atomically.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let dir = path.parent().context("status path has no folder")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Rows of all inputs.
+    pub fn total_rows(&self) -> u64 {
+        self.inputs.iter().filter_map(Input::rows).sum()
+    }
+}
+
+/// The pins as recorded in the status file and the summary.
+pub fn pins_of(b: &Backfill) -> BTreeMap<String, String> {
+    let mut pins: BTreeMap<String, String> = b.manifest.pins.models.clone();
+    for (name, w) in &b.pipeline.manifest.workers {
+        if let switchyard_workers::WorkerConfig::Onnx(c) = w {
+            if let Some(v) = &c.version {
+                pins.entry(name.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    pins.insert("policy_version".into(), b.manifest.pins.policy_version.clone());
+    pins
+}
+
+/// The run's status: read, or planned afresh (inputs resolved and counted).
+/// A status written by another manifest is refused.
+pub async fn status_for(b: &Backfill) -> anyhow::Result<(Status, PathBuf)> {
+    let path = b.status_path()?;
+    if let Some(s) = Status::read(&path)?.filter(|s| s.manifest_hash == b.hash || !s.attempts.is_empty()) {
+        anyhow::ensure!(
+            s.manifest_hash == b.hash,
+            "backfill `{}` was started from other manifests (the backfill or its pipeline changed since; status in \
+             {}). Give the changed backfill a new `name`, or restore the manifests to finish the run",
+            b.run_id(),
+            path.display()
+        );
+        return Ok((s, path));
+    }
+    let source = &b.manifest.source;
+    let mut inputs =
+        source.resolve(&b.base).await.with_context(|| format!("{}: listing the source", b.path.display()))?;
+    source.count(&mut inputs).await.with_context(|| format!("{}: counting rows", b.path.display()))?;
+    let status = Status {
+        run_id: b.run_id().to_string(),
+        manifest_hash: b.hash.clone(),
+        pins: pins_of(b),
+        inputs,
+        state: "planned".into(),
+        attempts: Vec::new(),
+        plan: None,
+    };
+    Ok((status, path))
+}
+
+/// Rows at or below the durable offsets, over all inputs.
+pub fn rows_done(inputs: &[Input], durable: &switchyard_sink::Offsets) -> u64 {
+    inputs
+        .iter()
+        .map(|i| {
+            let d = durable.get(&(i.source.clone(), i.partition)).copied();
+            let rows = i.rows().unwrap_or(0);
+            rows.saturating_sub(i.remaining(d).unwrap_or(rows))
+        })
+        .sum()
+}
+
+/// Options of `backfill run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunCommandOptions {
+    /// Plain progress lines every N seconds when stderr is not a terminal (0: none).
+    #[arg(long, default_value_t = 10)]
+    pub progress_secs: u64,
+    /// Override the pipeline's Kafka bootstrap servers (Kafka sources and sinks).
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+}
+
+/// Runs (or resumes) the backfill and prints its summary.
+pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Result<()> {
+    if let Some(bs) = &opts.bootstrap_servers {
+        if let switchyard_ingest::bounded::BoundedConfig::Kafka(k) = &mut b.manifest.source {
+            k.bootstrap_servers.clone_from(bs);
+        }
+    }
+    b.ensure_valid()?;
+    let root = b.output_root()?;
+    let (mut status, status_path) = status_for(&b).await?;
+    let total = status.total_rows();
+    let durable_before = durable_offsets(&root, b.run_id())?;
+    let done_before = rows_done(&status.inputs, &durable_before);
+    let resuming = done_before > 0;
+    if status.state == "finished" && done_before >= total {
+        eprintln!("backfill `{}` is finished: {total} rows; nothing to do", b.run_id());
+        let summary = totals(&b, &root, &status, None).await?;
+        println!("{summary}");
+        return Ok(());
+    }
+    eprintln!(
+        "backfill `{}`: {} {} with {total} rows{}; output {}",
+        b.run_id(),
+        status.inputs.len(),
+        b.manifest.source.unit(),
+        if resuming { format!(", resuming after {done_before} durable rows") } else { String::new() },
+        root.display()
+    );
+    status.state = "running".into();
+    status.write(&status_path)?;
+
+    let counters = Arc::new(Counters::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shown = progress::spawn(
+        counters.clone(),
+        ProgressOptions { done_before, total, every: Duration::from_secs(opts.progress_secs) },
+        stop_rx,
+    );
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let result = pipeline::run(
+        &b.pipeline,
+        RunOptions {
+            bootstrap_servers: opts.bootstrap_servers.clone(),
+            tables: Some(root.clone()),
+            backfill: Some(BackfillSource {
+                run_id: b.run_id().to_string(),
+                config: b.manifest.source.clone(),
+                inputs: status.inputs.clone(),
+                kafka: b.manifest.output.kafka,
+            }),
+            counters: Some(counters.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = shown.await;
+    let seconds = started.elapsed().as_secs_f64();
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut attempt = Attempt {
+        started: started_at,
+        seconds,
+        records: counters.records.load(Relaxed),
+        results: counters.results.load(Relaxed),
+        dlq: counters.dlq.load(Relaxed),
+        cost: BTreeMap::new(),
+        outcome: String::new(),
+    };
+    match result {
+        Err(e) => {
+            attempt.outcome = format!("{e:#}");
+            status.state = "failed".into();
+            status.attempts.push(attempt);
+            status.write(&status_path)?;
+            Err(e.context(format!("backfill `{}` stopped; `switchyard backfill run` resumes it", b.run_id())))
+        }
+        Ok(summary) => {
+            attempt.cost = summary
+                .cloud
+                .iter()
+                .filter_map(|(w, s)| s.budget_spent.map(|c| (w.clone(), c)))
+                .collect();
+            let done = rows_done(&status.inputs, &summary.durable);
+            let finished = !summary.interrupted && done >= total;
+            attempt.outcome = if finished { "finished" } else { "interrupted" }.into();
+            status.state = attempt.outcome.clone();
+            status.attempts.push(attempt);
+            status.write(&status_path)?;
+            let report = totals(&b, &root, &status, Some(&summary)).await?;
+            println!("{report}");
+            if let Some(path) = &opts.summary_json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report.json)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if !finished {
+                eprintln!(
+                    "backfill `{}` interrupted at {done} of {total} rows; `switchyard backfill run {}` resumes it",
+                    b.run_id(),
+                    b.path.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The durable offsets of the run's roll manifests, without opening a writer.
+fn durable_offsets(root: &Path, run_id: &str) -> anyhow::Result<switchyard_sink::Offsets> {
+    if !root.exists() {
+        return Ok(switchyard_sink::Offsets::new());
+    }
+    Ok(switchyard_sink::ParquetSink::backfill_offsets(root, run_id)?)
+}
+
+/// The end-of-run report: totals of the whole run (every attempt), from the
+/// tables themselves, against the plan.
+pub struct Report {
+    text: String,
+    /// The same as JSON.
+    pub json: serde_json::Value,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+async fn totals(
+    b: &Backfill,
+    root: &Path,
+    status: &Status,
+    this: Option<&pipeline::Summary>,
+) -> anyhow::Result<Report> {
+    use std::fmt::Write as _;
+    let ctx = switchyard_sink::catalog::open(root).await?;
+    let run = b.run_id().replace('\'', "''");
+    let routes = query_counts(
+        &ctx,
+        &format!(
+            "SELECT route, count(*) FROM predictions WHERE run_id = '{run}' AND NOT shadow GROUP BY route ORDER BY route"
+        ),
+    )
+    .await?;
+    let dlq = query_counts(
+        &ctx,
+        &format!("SELECT error_class, count(*) FROM dlq WHERE run_id = '{run}' GROUP BY error_class ORDER BY 1"),
+    )
+    .await?;
+    let results: u64 = routes.values().sum();
+    let dead: u64 = dlq.values().sum();
+    let seconds: f64 = status.attempts.iter().map(|a| a.seconds).sum();
+    let mut cost: BTreeMap<String, f64> = BTreeMap::new();
+    for a in &status.attempts {
+        for (w, c) in &a.cost {
+            *cost.entry(w.clone()).or_default() += c;
+        }
+    }
+    let total = status.total_rows();
+    let mut t = String::new();
+    let _ = writeln!(t, "backfill `{}` — {}", b.run_id(), status.state);
+    let _ = writeln!(
+        t,
+        "  rows       {total} in {} {} ({} attempt{})",
+        status.inputs.len(),
+        b.manifest.source.unit(),
+        status.attempts.len(),
+        if status.attempts.len() == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(t, "  results    {results}");
+    for (r, n) in &routes {
+        let _ = writeln!(t, "    {r:<20} {n:>10}");
+    }
+    let _ = writeln!(t, "  dlq        {dead}");
+    for (c, n) in &dlq {
+        let _ = writeln!(t, "    {c:<20} {n:>10}");
+    }
+    let _ = writeln!(t, "  duration   {seconds:.1} s ({:.0} rows/s)", (results + dead) as f64 / seconds.max(1e-9));
+    for (w, c) in &cost {
+        let _ = writeln!(t, "  cost       {w}: {c:.4}");
+    }
+    for (k, v) in &status.pins {
+        let _ = writeln!(t, "  pin        {k} = {v}");
+    }
+    if let Some(s) = this {
+        let _ = writeln!(
+            t,
+            "  this run   {} records, {} results, {} dlq, {} already durable, {:.0} rows/s",
+            s.records,
+            s.predictions,
+            s.dlq,
+            s.replayed,
+            s.rate()
+        );
+    }
+    if let Some(p) = &status.plan {
+        let _ = writeln!(
+            t,
+            "  plan       {} rows, {:.0} s estimated; routes {}",
+            p.rows,
+            p.seconds,
+            p.routes.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let _ = write!(t, "  tables     {}", root.display());
+    let json = serde_json::json!({
+        "run_id": b.run_id(),
+        "state": status.state,
+        "rows": total,
+        "results": results,
+        "routes": routes,
+        "dlq": dead,
+        "dlq_by_class": dlq,
+        "seconds": seconds,
+        "cost": cost,
+        "pins": status.pins,
+        "attempts": status.attempts.len(),
+        "plan": status.plan,
+        "tables": root,
+    });
+    Ok(Report { text: t, json })
+}
+
+async fn query_counts(ctx: &switchyard_sink::catalog::SessionContext, sql: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let batches = switchyard_sink::catalog::query(ctx, sql).await?;
+    let mut out = BTreeMap::new();
+    for batch in batches {
+        let keys = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let keys = keys.as_any().downcast_ref::<arrow::array::StringArray>().context("key column")?;
+        let counts = arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::UInt64)?;
+        let counts = counts.as_any().downcast_ref::<arrow::array::UInt64Array>().context("count column")?;
+        for i in 0..batch.num_rows() {
+            out.insert(keys.value(i).to_string(), counts.value(i));
+        }
+    }
+    Ok(out)
+}
