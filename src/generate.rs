@@ -202,7 +202,8 @@ pub fn write_parquet(gen: &mut Generator, events: u64, path: &std::path::Path) -
     while left > 0 {
         let n = left.min(64 * 1024);
         left -= n;
-        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(n as usize).build_decoder()?;
+        let mut decoder =
+            arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(n as usize).build_decoder()?;
         for _ in 0..n {
             let r = gen.next_record();
             if r.malformed {

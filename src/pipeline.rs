@@ -325,7 +325,6 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
     let run_id = opts.backfill.as_ref().map(|b| b.run_id.clone()).unwrap_or_default();
     let stages = Stages::build(loaded, &run_id, true).await?;
 
-
     let SourceConfig::Kafka(kcfg) = &m.source;
     let mut kcfg = kcfg.clone();
     if let Some(b) = &opts.bootstrap_servers {

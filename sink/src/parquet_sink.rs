@@ -54,7 +54,9 @@ enum Writer {
     Feedback,
     /// A backfill run, by a fixed-length tag derived from its run id (so no
     /// run's roll prefix is a prefix of another's).
-    Backfill { tag: String },
+    Backfill {
+        tag: String,
+    },
 }
 
 impl Writer {
@@ -80,9 +82,7 @@ impl Writer {
     }
     fn owns(&self, roll_id: &str) -> bool {
         match self {
-            Writer::Results => {
-                !roll_id.starts_with(FEEDBACK_ROLL_PREFIX) && !roll_id.starts_with(BACKFILL_ROLL_PREFIX)
-            }
+            Writer::Results => !roll_id.starts_with(FEEDBACK_ROLL_PREFIX) && !roll_id.starts_with(BACKFILL_ROLL_PREFIX),
             Writer::Feedback => roll_id.starts_with(FEEDBACK_ROLL_PREFIX),
             Writer::Backfill { .. } => roll_id.starts_with(&self.prefix()),
         }

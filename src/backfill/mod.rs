@@ -152,7 +152,9 @@ pub fn load(path: &Path) -> anyhow::Result<Backfill> {
     let pipeline_path = base.join(&manifest.pipeline);
     let pipeline = manifest::load(&pipeline_path)
         .map_err(|e| anyhow::anyhow!("{}: pipeline `{}`: {e:#}", path.display(), manifest.pipeline.display()))?;
-    let hash = switchyard_schemas::sha256_hex(format!("{}\u{0}{}", switchyard_schemas::sha256_hex(&bytes), pipeline.hash).as_bytes());
+    let hash = switchyard_schemas::sha256_hex(
+        format!("{}\u{0}{}", switchyard_schemas::sha256_hex(&bytes), pipeline.hash).as_bytes(),
+    );
     let mut b = Backfill { manifest, path: path.to_path_buf(), base, hash, pipeline };
     b.pin();
     Ok(b)
@@ -188,7 +190,10 @@ impl Backfill {
                     c.rate_limit = limits.rate_limit.unwrap_or_else(|| RateLimitConfig {
                         requests_per_second: c.rate_limit.requests_per_second.map(|r| r * share),
                         burst: c.rate_limit.burst.map(|b| ((f64::from(b) * share).ceil() as u32).max(1)),
-                        tokens_per_minute: c.rate_limit.tokens_per_minute.map(|t| ((f64::from(t) * share) as u32).max(1)),
+                        tokens_per_minute: c
+                            .rate_limit
+                            .tokens_per_minute
+                            .map(|t| ((f64::from(t) * share) as u32).max(1)),
                     });
                     c.max_concurrency =
                         limits.max_concurrency.unwrap_or(((c.max_concurrency as f64 * share).ceil() as usize).max(1));
@@ -257,7 +262,8 @@ impl Backfill {
         }
         let policy = &self.pipeline.manifest.routing.version;
         if m.pins.policy_version.trim().is_empty() {
-            problems.push("pins.policy_version", format!("pin the routing policy version (the pipeline's is `{policy}`)"));
+            problems
+                .push("pins.policy_version", format!("pin the routing policy version (the pipeline's is `{policy}`)"));
         } else if &m.pins.policy_version != policy {
             problems.push(
                 "pins.policy_version",

@@ -91,7 +91,10 @@ pub async fn plan_command(mut b: Backfill, opts: PlanOptions) -> anyhow::Result<
     let (mut status, path) = status_for(&b).await?;
     let estimate = estimate(&b, &status.inputs, opts.sample.max(1)).await?;
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"inputs": status.inputs, "estimate": estimate}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"inputs": status.inputs, "estimate": estimate}))?
+        );
     } else {
         println!("{}", render(&b, &status, &estimate));
     }
@@ -266,14 +269,10 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
     let sink_rows_per_s = rate(n_local as u64, sink_secs);
     // Stages run side by side: the run takes the longest stage, or the whole
     // work spread over the cores, whichever is longer.
-    let local_rows: u64 =
-        routes.iter().filter(|(r, _)| !cloud.contains_key(*r)).map(|(_, &k)| k).sum();
+    let local_rows: u64 = routes.iter().filter(|(r, _)| !cloud.contains_key(*r)).map(|(_, &k)| k).sum();
     let results: u64 = routes.values().sum();
-    let stage_secs = [
-        rows as f64 / prepare_rows_per_s,
-        local_rows as f64 / local_rows_per_s,
-        results as f64 / sink_rows_per_s,
-    ];
+    let stage_secs =
+        [rows as f64 / prepare_rows_per_s, local_rows as f64 / local_rows_per_s, results as f64 / sink_rows_per_s];
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let work: f64 = stage_secs.iter().filter(|s| s.is_finite()).sum();
     let longest = stage_secs.iter().copied().filter(|s| s.is_finite()).fold(0.0, f64::max);

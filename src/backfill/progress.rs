@@ -23,7 +23,11 @@ pub struct ProgressOptions {
 }
 
 /// Shows progress until `stop` turns true.
-pub fn spawn(counters: Arc<Counters>, opts: ProgressOptions, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    counters: Arc<Counters>,
+    opts: ProgressOptions,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let started = Instant::now();
         let bar = std::io::stderr().is_terminal().then(|| {

@@ -232,11 +232,7 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
             Err(e.context(format!("backfill `{}` stopped; `switchyard backfill run` resumes it", b.run_id())))
         }
         Ok(summary) => {
-            attempt.cost = summary
-                .cloud
-                .iter()
-                .filter_map(|(w, s)| s.budget_spent.map(|c| (w.clone(), c)))
-                .collect();
+            attempt.cost = summary.cloud.iter().filter_map(|(w, s)| s.budget_spent.map(|c| (w.clone(), c))).collect();
             let done = rows_done(&status.inputs, &summary.durable);
             let finished = !summary.interrupted && done >= total;
             attempt.outcome = if finished { "finished" } else { "interrupted" }.into();
@@ -378,7 +374,10 @@ async fn totals(
     Ok(Report { text: t, json })
 }
 
-async fn query_counts(ctx: &switchyard_sink::catalog::SessionContext, sql: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+async fn query_counts(
+    ctx: &switchyard_sink::catalog::SessionContext,
+    sql: &str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let batches = switchyard_sink::catalog::query(ctx, sql).await?;
     let mut out = BTreeMap::new();
     for batch in batches {

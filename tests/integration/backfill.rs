@@ -42,8 +42,15 @@ fn plan_json(manifest: &Path, extra: &[&str]) -> serde_json::Value {
 
 fn run_json(dir: &Path, manifest: &Path, extra: &[&str]) -> serde_json::Value {
     let summary = dir.join(format!("summary-{}.json", unique("s")));
-    let mut args =
-        vec!["backfill", "run", manifest.to_str().unwrap(), "--summary-json", summary.to_str().unwrap(), "--progress-secs", "1"];
+    let mut args = vec![
+        "backfill",
+        "run",
+        manifest.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--progress-secs",
+        "1",
+    ];
     args.extend_from_slice(extra);
     run_ok(&args);
     serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap()
@@ -56,7 +63,8 @@ fn durable_rows(out: &Path) -> u64 {
     for tag in tags.flatten() {
         for e in std::fs::read_dir(tag.path()).into_iter().flatten().flatten() {
             if e.path().extension().is_some_and(|x| x == "json") {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap_or_default()) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).unwrap_or_default())
+                {
                     n += v["rows"].as_u64().unwrap_or(0);
                 }
             }
@@ -109,7 +117,11 @@ fn a_million_parquet_rows_killed_at_a_random_point_resume_to_exact_counts_and_a_
     assert_eq!(summary["rows"], rows);
     assert_eq!(summary["results"].as_u64().unwrap() + summary["dlq"].as_u64().unwrap(), rows, "{summary}");
     let q = |sql: &str| sql_i64(&out, sql);
-    assert_eq!(q("SELECT count(*) FROM predictions") + q("SELECT count(*) FROM dlq"), rows as i64, "0 lost, 0 duplicated");
+    assert_eq!(
+        q("SELECT count(*) FROM predictions") + q("SELECT count(*) FROM dlq"),
+        rows as i64,
+        "0 lost, 0 duplicated"
+    );
     assert_eq!(q("SELECT count(DISTINCT lineage_id) FROM predictions"), q("SELECT count(*) FROM predictions"));
     assert_eq!(q("SELECT count(DISTINCT source_offset) FROM predictions"), q("SELECT count(*) FROM predictions"));
     // Every row carries the run id and the pins.
@@ -142,7 +154,8 @@ fn jsonl_and_csv_with_bad_rows_land_in_the_dlq_and_the_plan_matches_the_run() {
                c-4,99.0,23,pos,travel,1\n";
     std::fs::write(input.join("b.csv"), csv).unwrap();
     let tables = dir.path().join("tables");
-    let source = format!("  type: files\n  paths: [\"{0}/*.jsonl\", \"{0}/*.csv\"]\n  chunk_size: 512", input.display());
+    let source =
+        format!("  type: files\n  paths: [\"{0}/*.jsonl\", \"{0}/*.csv\"]\n  chunk_size: 512", input.display());
     let manifest = write_backfill(dir.path(), "mixed", &source, &tables);
 
     let plan = plan_json(&manifest, &["--sample", "20000"]);
@@ -170,7 +183,10 @@ fn jsonl_and_csv_with_bad_rows_land_in_the_dlq_and_the_plan_matches_the_run() {
     let est_secs = est["seconds"].as_f64().unwrap();
     let ran_secs = summary["seconds"].as_f64().unwrap();
     eprintln!("plan {est_secs:.2} s, run {ran_secs:.2} s (process {took:.2} s)");
-    assert!(est_secs > ran_secs / 4.0 && est_secs < ran_secs * 4.0, "duration: planned {est_secs:.2} s, ran {ran_secs:.2} s");
+    assert!(
+        est_secs > ran_secs / 4.0 && est_secs < ran_secs * 4.0,
+        "duration: planned {est_secs:.2} s, ran {ran_secs:.2} s"
+    );
 
     // The CSV's bad rows: a field count, and a number that is not one.
     let out = tables.join("backfills/mixed");
@@ -219,10 +235,16 @@ fn produce_timed(bootstrap: &str, topic: &str, partitions: i32, n: i64, t0_ms: i
                 i % 24
             );
             let key = format!("k-{p}-{i}");
-            let rec = BaseRecord::to(topic).partition(p).key(&key).payload(&payload).timestamp(t0_ms + i * 1000);
-            while let Err((e, _)) = producer.send(rec.clone()) {
-                assert!(matches!(e, rdkafka::error::KafkaError::MessageProduction(_)), "{e}");
-                producer.poll(Duration::from_millis(10));
+            let mut rec = BaseRecord::to(topic).partition(p).key(&key).payload(&payload).timestamp(t0_ms + i * 1000);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((e, back)) => {
+                        assert!(matches!(e, rdkafka::error::KafkaError::MessageProduction(_)), "{e}");
+                        producer.poll(Duration::from_millis(10));
+                        rec = back;
+                    }
+                }
             }
             gen += 1;
         }
@@ -277,7 +299,10 @@ fn kafka_offset_and_time_ranges_on_a_real_broker_read_exactly_their_records() {
     assert_eq!(sql_i64(&out, "SELECT min(source_offset) FROM predictions"), 50);
     assert_eq!(sql_i64(&out, "SELECT max(source_offset) FROM predictions"), 79);
     assert_eq!(
-        sql_i64(&out, &format!("SELECT count(*) FROM predictions WHERE kafka_timestamp < TIMESTAMP '{}'", iso(t0 + 50_000))),
+        sql_i64(
+            &out,
+            &format!("SELECT count(*) FROM predictions WHERE kafka_timestamp < TIMESTAMP '{}'", iso(t0 + 50_000))
+        ),
         0
     );
 }
@@ -317,7 +342,11 @@ fn files_on_an_s3_server_are_listed_by_glob_and_read_and_an_unreachable_store_is
     let parquet_rows = inputs[1]["end"].as_u64().unwrap();
     assert!(parquet_rows > 1900 && parquet_rows <= 2000, "{plan}");
     let summary = run_json(dir.path(), &manifest, &[]);
-    assert_eq!(summary["results"].as_u64().unwrap() + summary["dlq"].as_u64().unwrap(), 3000 + parquet_rows, "{summary}");
+    assert_eq!(
+        summary["results"].as_u64().unwrap() + summary["dlq"].as_u64().unwrap(),
+        3000 + parquet_rows,
+        "{summary}"
+    );
 
     // A store nobody answers at: the error names it.
     let source = format!(

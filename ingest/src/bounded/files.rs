@@ -235,7 +235,8 @@ impl FilesConfig {
                     let paths =
                         glob::glob(&text).map_err(|e| Error::Config(format!("`{pattern}`: not a valid glob: {e}")))?;
                     for entry in paths {
-                        let path = entry.map_err(|e| Error::Io { path: e.path().display().to_string(), source: e.into() })?;
+                        let path =
+                            entry.map_err(|e| Error::Io { path: e.path().display().to_string(), source: e.into() })?;
                         if !path.is_file() {
                             continue;
                         }
@@ -540,7 +541,13 @@ impl FilesReader {
     }
 
     fn record(f: &File, offset: i64, payload: Vec<u8>) -> RawRecord {
-        RawRecord { topic: f.input.source.clone(), partition: 0, offset, payload: Some(payload), ..RawRecord::default() }
+        RawRecord {
+            topic: f.input.source.clone(),
+            partition: 0,
+            offset,
+            payload: Some(payload),
+            ..RawRecord::default()
+        }
     }
 
     /// Returns Ok(false) when the receiver is gone.
@@ -748,7 +755,11 @@ mod tests {
         assert_eq!(all[1].payload.as_deref(), Some(&b""[..]));
         let c: Vec<&RawRecord> = all.iter().filter(|r| r.topic.ends_with("c.csv")).collect();
         assert_eq!(c[0].payload.as_deref(), Some(&br#"{"id":"c0","n":1,"x":0.5}"#[..]));
-        assert!(c[1].error.as_deref().unwrap().contains("row 2 (line 3) has 2 fields, the header has 3"), "{:?}", c[1].error);
+        assert!(
+            c[1].error.as_deref().unwrap().contains("row 2 (line 3) has 2 fields, the header has 3"),
+            "{:?}",
+            c[1].error
+        );
         assert_eq!(c[2].payload.as_deref(), Some(&br#"{"id":"c2","n":"zz","x":1.0}"#[..]));
 
         // Resume: a.jsonl done up to row 1, c.csv up to row 0.
@@ -765,10 +776,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_pattern_matching_nothing_and_an_unknown_scheme_are_errors_naming_them() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg: super::super::BoundedConfig = serde_yaml::from_str("{type: files, paths: [\"none/*.parquet\"]}").unwrap();
+        let cfg: super::super::BoundedConfig =
+            serde_yaml::from_str("{type: files, paths: [\"none/*.parquet\"]}").unwrap();
         let e = cfg.resolve(dir.path()).await.unwrap_err().to_string();
         assert!(e.contains("`none/*.parquet` matches no file"), "{e}");
-        let cfg: super::super::BoundedConfig = serde_yaml::from_str("{type: files, paths: [\"ftp://h/x.csv\"]}").unwrap();
+        let cfg: super::super::BoundedConfig =
+            serde_yaml::from_str("{type: files, paths: [\"ftp://h/x.csv\"]}").unwrap();
         let mut p = Problems::new();
         cfg.validate("source", &mut p);
         assert!(p.to_string().contains("source.paths[0]: `ftp://` is not supported"), "{p}");

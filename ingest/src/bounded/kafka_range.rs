@@ -101,9 +101,17 @@ impl RangeBound {
         }
     }
 
-    /// The offset this bound names for partition `p`, or `None` for the
-    /// default (earliest start, end of partition). Times are looked up.
-    fn resolve(&self, consumer: &BaseConsumer, topic: &str, p: i32, timeout: Duration) -> Result<Option<i64>> {
+    /// The offset this bound names for partition `p` (whose records are
+    /// `low..high`), or `None` for the default (earliest start, end of
+    /// partition). Times are looked up.
+    fn resolve(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        p: i32,
+        (low, high): (i64, i64),
+        timeout: Duration,
+    ) -> Result<Option<i64>> {
         if let Some(&o) = self.offsets.get(&p) {
             return Ok(Some(o));
         }
@@ -115,13 +123,50 @@ impl RangeBound {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(ms))?;
         let found = consumer.offsets_for_times(tpl, timeout)?;
-        let offset = found.find_partition(topic, p).map(|e| e.offset());
-        Ok(match offset {
-            Some(Offset::Offset(o)) => Some(o),
+        let offset = match found.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.clamp(low, high),
             // No record at or after the time: the range ends (or starts) at the end.
-            _ => Some(i64::MAX),
-        })
+            _ => high,
+        };
+        // Check the broker's answer against the records around it: some
+        // brokers keep no time index and answer with the earliest offset.
+        let at = |o: i64| if o >= high { Ok(None) } else { timestamp_at(consumer, topic, p, o, timeout) };
+        let after_ok = at(offset)?.is_none_or(|ts| ts >= ms);
+        let before_ok = offset == low || at(offset - 1)?.is_some_and(|ts| ts < ms);
+        if after_ok && before_ok {
+            return Ok(Some(offset));
+        }
+        tracing::info!(topic, partition = p, "the broker's offset for {t} does not match its records; searching");
+        // First offset whose record is at or after the time (timestamps
+        // taken to grow within the partition, as the broker's index does).
+        let (mut lo, mut hi) = (low, high);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at(mid)? {
+                Some(ts) if ts < ms => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(Some(lo))
     }
+}
+
+/// The timestamp of the first record at or after `offset` (None when none
+/// comes within `timeout`).
+fn timestamp_at(consumer: &BaseConsumer, topic: &str, p: i32, offset: i64, timeout: Duration) -> Result<Option<i64>> {
+    use rdkafka::message::Message as _;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.partition() == p && m.offset() >= offset => return Ok(m.timestamp().to_millis()),
+            Some(Err(e)) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 impl KafkaRangeConfig {
@@ -194,11 +239,11 @@ impl KafkaRangeConfig {
                 )));
             }
             let (low, high) = consumer.fetch_watermarks(&self.topic, p, timeout).map_err(unreachable)?;
-            let start = self.start.resolve(&consumer, &self.topic, p, timeout).map_err(|e| match e {
+            let start = self.start.resolve(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
                 Error::Kafka(k) => unreachable(k),
                 e => e,
             })?;
-            let end = self.end.resolve(&consumer, &self.topic, p, timeout).map_err(|e| match e {
+            let end = self.end.resolve(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
                 Error::Kafka(k) => unreachable(k),
                 e => e,
             })?;

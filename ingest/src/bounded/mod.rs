@@ -137,9 +137,7 @@ impl BoundedConfig {
         let thread = match self {
             BoundedConfig::Files(f) => {
                 let reader = f.reader(inputs, done, schema, chunk)?;
-                std::thread::Builder::new()
-                    .name("backfill-files".into())
-                    .spawn(move || reader.run(&handle, &tx))
+                std::thread::Builder::new().name("backfill-files".into()).spawn(move || reader.run(&handle, &tx))
             }
             BoundedConfig::Kafka(k) => {
                 let reader = k.reader(inputs, done, chunk)?;
