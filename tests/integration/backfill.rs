@@ -359,3 +359,45 @@ fn files_on_an_s3_server_are_listed_by_glob_and_read_and_an_unreachable_store_is
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("s3://{bucket}")) && err.contains("listing"), "{err}");
 }
+
+#[test]
+fn ctrl_c_stops_a_backfill_cleanly_and_the_same_command_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tx.jsonl");
+    let rows = 400_000u64;
+    run_ok(&["generate", "--events", &rows.to_string(), "--out", input.to_str().unwrap()]);
+    let tables = dir.path().join("tables");
+    let source = format!("  type: files\n  paths: [\"{}\"]", input.display());
+    let manifest = write_backfill(dir.path(), "interrupted", &source, &tables);
+    let out = tables.join("backfills/interrupted");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["backfill", "run", manifest.to_str().unwrap(), "--progress-secs", "0"])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while durable_rows(&out) < 20_000 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "Ctrl-C is a clean stop: {stderr}");
+    assert!(stderr.contains("interrupted at") && stderr.contains("resumes it"), "{stderr}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_backfill/interrupted.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "interrupted");
+    let done = durable_rows(&out);
+    assert!(done < rows, "stopped early ({done} rows durable)");
+
+    let summary = run_json(dir.path(), &manifest, &[]);
+    assert_eq!(summary["state"], "finished");
+    assert_eq!(summary["attempts"], 2);
+    assert_eq!(summary["results"].as_u64().unwrap() + summary["dlq"].as_u64().unwrap(), rows, "{summary}");
+    let n = sql_i64(&out, "SELECT count(*) FROM predictions") + sql_i64(&out, "SELECT count(*) FROM dlq");
+    assert_eq!(n, rows as i64, "nothing lost or repeated across the stop");
+}
