@@ -325,6 +325,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `ok` or every problem of a manifest; exit code 2 for problems.
+fn report_problems(manifest: &std::path::Path, problems: &switchyard_schemas::Problems) -> ExitCode {
+    if problems.is_empty() {
+        println!("{}: ok", manifest.display());
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{}: {} problem(s)\n{problems}", manifest.display(), problems.items().len());
+        ExitCode::from(2)
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve {
@@ -352,17 +363,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { manifest } => {
-            let loaded = manifest::load(&manifest)?;
-            let problems = loaded.validate();
-            if problems.is_empty() {
-                println!("{}: ok", manifest.display());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprint!("{}: {} problem(s)\n{problems}", manifest.display(), problems.items().len());
-                Ok(ExitCode::from(2))
-            }
-        }
+        Command::Validate { manifest } => Ok(report_problems(&manifest, &manifest::load(&manifest)?.validate())),
         Command::Run {
             manifest,
             bootstrap_servers,
@@ -406,15 +407,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(BackfillCommand::Validate { manifest }) => {
-            let b = backfill::load(&manifest)?;
-            let problems = b.validate();
-            if problems.is_empty() {
-                println!("{}: ok", manifest.display());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprint!("{}: {} problem(s)\n{problems}", manifest.display(), problems.items().len());
-                Ok(ExitCode::from(2))
-            }
+            Ok(report_problems(&manifest, &backfill::load(&manifest)?.validate()))
         }
         Command::Drift { manifest, options } => {
             let loaded = manifest::load(&manifest)?;

@@ -215,16 +215,7 @@ impl ParquetSink {
     fn recover(&mut self) -> Result<()> {
         let rolls = self.root.join(self.writer.rolls());
         let mut committed = std::collections::HashSet::new();
-        for entry in std::fs::read_dir(&rolls).map_err(|e| Error::io(&rolls, e))? {
-            let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                // A manifest temp file: the roll never reached its commit point.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            let m: RollManifest = serde_json::from_slice(&text)
-                .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))?;
+        for m in committed_rolls(&rolls, true)? {
             for f in &m.files {
                 let fin = self.root.join(f);
                 let tmp = tmp_path(&fin, &m.roll_id);
@@ -235,10 +226,7 @@ impl ParquetSink {
                     tracing::warn!(file = %fin.display(), roll = %m.roll_id, "file of a committed roll is missing");
                 }
             }
-            for o in m.offsets {
-                let e = self.durable.entry((o.topic, o.partition)).or_insert(o.max_offset);
-                *e = (*e).max(o.max_offset);
-            }
+            merge_offsets(&mut self.durable, m.offsets);
             committed.insert(m.roll_id);
         }
         // Temp files of rolls that never committed hold rows whose offsets were
@@ -255,18 +243,9 @@ impl ParquetSink {
         let writer = Writer::Backfill { tag: backfill_tag(run_id) };
         let rolls = root.join(writer.rolls());
         let mut durable = Offsets::new();
-        let Ok(entries) = std::fs::read_dir(&rolls) else { return Ok(durable) };
-        for entry in entries {
-            let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            let m: RollManifest = serde_json::from_slice(&text)
-                .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))?;
-            for o in m.offsets {
-                let e = durable.entry((o.topic, o.partition)).or_insert(o.max_offset);
-                *e = (*e).max(o.max_offset);
+        if rolls.is_dir() {
+            for m in committed_rolls(&rolls, false)? {
+                merge_offsets(&mut durable, m.offsets);
             }
         }
         Ok(durable)
@@ -428,6 +407,34 @@ impl ParquetSink {
         self.pending_rows = 0;
         self.roll_started = None;
         Ok(summary)
+    }
+}
+
+/// The committed roll manifests in `rolls`; with `remove_temps`, manifest
+/// temp files (rolls that never reached their commit point) are deleted.
+fn committed_rolls(rolls: &Path, remove_temps: bool) -> Result<Vec<RollManifest>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(rolls).map_err(|e| Error::io(rolls, e))? {
+        let path = entry.map_err(|e| Error::io(rolls, e))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            if remove_temps {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        out.push(
+            serde_json::from_slice(&text)
+                .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))?,
+        );
+    }
+    Ok(out)
+}
+
+fn merge_offsets(durable: &mut Offsets, offsets: Vec<RollOffset>) {
+    for o in offsets {
+        let e = durable.entry((o.topic, o.partition)).or_insert(o.max_offset);
+        *e = (*e).max(o.max_offset);
     }
 }
 
@@ -640,5 +647,35 @@ mod tests {
         assert!(files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "{files:?}");
         let count = |table: &str| files.iter().filter(|p| p.starts_with(t.path().join(table))).count();
         assert_eq!((count(PREDICTIONS), count(crate::tables::FEEDBACK)), (1, 1));
+    }
+
+    #[test]
+    fn backfill_runs_and_the_streaming_writer_keep_their_own_offsets_and_open_files() {
+        let t = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        // Run `a` writes and leaves its roll open (a crash); the streaming
+        // writer and run `a-b` (whose id extends `a`'s) open beside it.
+        let mut a = ParquetSink::open_backfill(t.path(), "a", 100, hour).unwrap();
+        a.write_predictions(&[pred(0, "1")]).unwrap();
+        a.note_offsets(&offsets(0));
+        for f in a.open.values_mut() {
+            f.writer.flush().unwrap();
+        }
+        let mut ab = ParquetSink::open_backfill(t.path(), "a-b", 100, hour).unwrap();
+        ab.write_predictions(&[pred(5, "1")]).unwrap();
+        ab.note_offsets(&offsets(5));
+        ab.roll().unwrap();
+        let mut streaming = ParquetSink::open(t.path(), 100, hour).unwrap();
+        streaming.roll().unwrap();
+        let open = parquet_files(&t.path().join(PREDICTIONS));
+        assert!(open.iter().any(|p| p.to_string_lossy().contains(".tmp-")), "run a's open file survives: {open:?}");
+        a.roll().unwrap();
+
+        assert_eq!(ParquetSink::backfill_offsets(t.path(), "a").unwrap().get(&("tx".to_string(), 0)), Some(&0));
+        assert_eq!(ParquetSink::backfill_offsets(t.path(), "a-b").unwrap().get(&("tx".to_string(), 0)), Some(&5));
+        assert!(ParquetSink::backfill_offsets(t.path(), "c").unwrap().is_empty());
+        let s = ParquetSink::open(t.path(), 100, hour).unwrap();
+        assert!(!s.is_durable("tx", 0, 0), "a backfill's offsets are not the streaming pipeline's");
+        assert_eq!(parquet_files(&t.path().join(PREDICTIONS)).len(), 2);
     }
 }

@@ -292,6 +292,15 @@ impl Backfill {
         problems
     }
 
+    /// Points a Kafka source at `bootstrap_servers` when given, then checks
+    /// the manifest (see [`Backfill::ensure_valid`]).
+    pub fn ready(&mut self, bootstrap_servers: Option<&str>) -> anyhow::Result<()> {
+        if let (Some(bs), BoundedConfig::Kafka(k)) = (bootstrap_servers, &mut self.manifest.source) {
+            bs.clone_into(&mut k.bootstrap_servers);
+        }
+        self.ensure_valid()
+    }
+
     /// Fails with every problem when the manifest is not valid.
     pub fn ensure_valid(&self) -> anyhow::Result<()> {
         let problems = self.validate();

@@ -82,12 +82,7 @@ pub struct PlanOptions {
 
 /// Plans the backfill, prints the plan and records it in the status file.
 pub async fn plan_command(mut b: Backfill, opts: PlanOptions) -> anyhow::Result<()> {
-    if let Some(bs) = &opts.bootstrap_servers {
-        if let switchyard_ingest::bounded::BoundedConfig::Kafka(k) = &mut b.manifest.source {
-            k.bootstrap_servers.clone_from(bs);
-        }
-    }
-    b.ensure_valid()?;
+    b.ready(opts.bootstrap_servers.as_deref())?;
     let (mut status, path) = status_for(&b).await?;
     let estimate = estimate(&b, &status.inputs, opts.sample.max(1)).await?;
     if opts.json {

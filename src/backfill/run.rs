@@ -156,12 +156,7 @@ pub struct RunCommandOptions {
 
 /// Runs (or resumes) the backfill and prints its summary.
 pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Result<()> {
-    if let Some(bs) = &opts.bootstrap_servers {
-        if let switchyard_ingest::bounded::BoundedConfig::Kafka(k) = &mut b.manifest.source {
-            k.bootstrap_servers.clone_from(bs);
-        }
-    }
-    b.ensure_valid()?;
+    b.ready(opts.bootstrap_servers.as_deref())?;
     let root = b.output_root()?;
     let (mut status, status_path) = status_for(&b).await?;
     let total = status.total_rows();

@@ -292,10 +292,14 @@ fn kafka_offset_and_time_ranges_on_a_real_broker_read_exactly_their_records() {
         iso(t0 + 50_000),
         iso(t0 + 80_000)
     );
+    // Into the main tables, this one.
     let manifest = write_backfill(dir.path(), "by-time", &source, &tables);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{text}  tables: main\n")).unwrap();
     let summary = run_json(dir.path(), &manifest, &[]);
     assert_eq!(summary["results"], 60, "{summary}");
-    let out = tables.join("backfills/by-time");
+    let out = tables.clone();
+    assert_eq!(sql_i64(&out, "SELECT count(*) FROM predictions WHERE run_id = 'by-time'"), 60);
     assert_eq!(sql_i64(&out, "SELECT min(source_offset) FROM predictions"), 50);
     assert_eq!(sql_i64(&out, "SELECT max(source_offset) FROM predictions"), 79);
     assert_eq!(

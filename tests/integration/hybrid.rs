@@ -902,3 +902,59 @@ fn serve_speaks_kserve_v2_with_bearer_auth() {
         assert!(body["error"].as_str().unwrap().contains("16 values for shape [2, 16]"), "{body}");
     });
 }
+
+/// A backfill of the hybrid pipeline against `switchyard serve`: the cloud
+/// worker spends the run's own budget, not the pipeline's, and what the
+/// budget cannot pay for falls back to the local model, as the plan said.
+#[test]
+fn a_backfill_spends_its_own_cloud_budget_and_the_rest_falls_back_as_planned() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    manifest(dir.path(), &server.url, &[]);
+    let input = generate(dir.path(), 4000, 0.1, 11);
+    let n = records(&input).len() as u64;
+    let tables = dir.path().join("tables");
+    let backfill = dir.path().join("cloud-backfill.yaml");
+    std::fs::write(
+        &backfill,
+        format!(
+            "name: cloud-backfill\npipeline: hybrid.yaml\nsource:\n  type: files\n  paths: [\"{}\"]\npins:\n  models: \
+             {{fraud: \"1\"}}\n  policy_version: fraud-policy/2\noutput:\n  path: {}\ncloud:\n  fraud-cloud:\n    budget: \
+             {{cost_per_request: 0.001, limit: 0.01, on_exhausted: fallback}}\n    rate_limit: {{requests_per_second: 100}}\n",
+            input.display(),
+            tables.display()
+        ),
+    )
+    .unwrap();
+    let bf = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .current_dir(repo())
+            .env("RUST_LOG", "warn")
+            .env(TOKEN_ENV, &server.token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let plan: serde_json::Value =
+        serde_json::from_slice(&bf(&["backfill", "plan", backfill.to_str().unwrap(), "--json"])).unwrap();
+    let cloud = &plan["estimate"]["cloud"]["fraud-cloud"];
+    assert_eq!(cloud["requests"], 10, "the budget pays for 10 requests: {plan}");
+    assert!(cloud["fall_back"].as_u64().unwrap() > 0, "{plan}");
+    assert!((cloud["cost"].as_f64().unwrap() - 0.01).abs() < 1e-9, "{plan}");
+
+    let summary_file = dir.path().join("summary.json");
+    bf(&["backfill", "run", backfill.to_str().unwrap(), "--summary-json", summary_file.to_str().unwrap()]);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_file).unwrap()).unwrap();
+    assert_eq!(s["results"].as_u64().unwrap() + s["dlq"].as_u64().unwrap(), n, "{s}");
+    let spent = s["cost"]["fraud-cloud"].as_f64().unwrap();
+    assert!(spent > 0.0 && spent <= 0.01 + 1e-9, "the run's budget, not the pipeline's (0.1): {s}");
+    let cloud_rows = s["routes"]["fraud-cloud"].as_u64().unwrap();
+    assert!(cloud_rows > 0 && cloud_rows <= 10 * 64, "{s}");
+    let out = tables.join("backfills/cloud-backfill");
+    let fell_back = results(&out, "NOT shadow AND fallback AND route = 'fraud' AND route_reason LIKE '%budget%'");
+    assert!(fell_back > 0, "events past the budget fall back to the local model");
+    let planned = plan["estimate"]["routes"]["fraud-cloud"].as_u64().unwrap();
+    assert!(cloud_rows <= planned + 64, "planned {planned} cloud results, got {cloud_rows}");
+}
