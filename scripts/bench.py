@@ -106,26 +106,21 @@ def main():
 
     tmp = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     res = {}
-    if args.only in (None, "backfill"):
-        res["backfill"] = backfill_bench(tmp, args.backfill_rows)
-        if args.only:
-            replace_section(Path(args.out), BACKFILL_BEGIN, BACKFILL_END, backfill_section(res["backfill"]))
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(json.dumps(res, indent=1))
-            return
-    if args.only in (None, "drift"):
-        res["drift"] = drift_bench(tmp, args.drift_rows)
-        if args.only:
-            replace_section(Path(args.out), DRIFT_BEGIN, DRIFT_END, drift_section(res["drift"]))
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(json.dumps(res, indent=1))
-            return
-    res["cloud"] = last_json(run([binary(), "bench", "cloud", "--rps", "200", "--seconds", "5",
-                                  "--requests", "2000"]).stdout)
-    if args.only == "cloud":
-        replace_section(Path(args.out), CLOUD_BEGIN, CLOUD_END, cloud_section(res["cloud"]))
-        print(json.dumps(res, indent=1))
-        return
+    # Sections that `--only` can run alone: (measure, markers, report lines).
+    sections = {
+        "backfill": (lambda: backfill_bench(tmp, args.backfill_rows), BACKFILL_BEGIN, BACKFILL_END, backfill_section),
+        "drift": (lambda: drift_bench(tmp, args.drift_rows), DRIFT_BEGIN, DRIFT_END, drift_section),
+        "cloud": (lambda: last_json(run([binary(), "bench", "cloud", "--rps", "200", "--seconds", "5",
+                                         "--requests", "2000"]).stdout), CLOUD_BEGIN, CLOUD_END, cloud_section),
+    }
+    for name, (measure, begin, end, section) in sections.items():
+        if args.only in (None, name):
+            res[name] = measure()
+            if args.only:
+                replace_section(Path(args.out), begin, end, section(res[name]))
+                shutil.rmtree(tmp, ignore_errors=True)
+                print(json.dumps(res, indent=1))
+                return
 
     # (b) capacity without the broker
     events_file = tmp / "events.jsonl"

@@ -84,8 +84,6 @@ pub struct Counters {
     pub results: std::sync::atomic::AtomicU64,
     /// Records sent to the DLQ.
     pub dlq: std::sync::atomic::AtomicU64,
-    /// Records made durable (by the last roll).
-    pub durable: std::sync::atomic::AtomicU64,
 }
 
 /// What a run did.
@@ -770,7 +768,6 @@ impl SinkStage {
             return Ok(());
         }
         self.summary.rolls += 1;
-        self.counters.durable.store(self.summary.records, std::sync::atomic::Ordering::Relaxed);
         if let Some(c) = &self.committer {
             let next: HashMap<(String, i32), i64> = roll.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
             // A failed commit loses nothing: the records are replayed and

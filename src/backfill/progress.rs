@@ -50,7 +50,7 @@ pub fn spawn(
             }
             let read = counters.records.load(Relaxed);
             let dlq = counters.dlq.load(Relaxed);
-            let pos = (opts.done_before + read).min(opts.total.max(opts.done_before + read));
+            let pos = opts.done_before + read;
             match &bar {
                 Some(b) => {
                     b.set_position(pos);

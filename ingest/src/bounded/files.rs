@@ -326,7 +326,9 @@ impl FilesConfig {
     }
 
     /// Rebuilds the readers' view of resolved inputs (stores and formats).
+    /// One store per bucket, shared by its files.
     fn files_of(&self, inputs: &[Input]) -> Result<Vec<File>> {
+        let mut stores: std::collections::HashMap<(&str, &str), Arc<dyn ObjectStore>> = Default::default();
         inputs
             .iter()
             .map(|input| {
@@ -335,7 +337,15 @@ impl FilesConfig {
                     None => None,
                     Some((scheme, rest)) => {
                         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-                        Some((store_for(scheme, bucket, &self.storage_options)?, StorePath::from(key)))
+                        let store = match stores.get(&(scheme, bucket)) {
+                            Some(s) => s.clone(),
+                            None => {
+                                let s = store_for(scheme, bucket, &self.storage_options)?;
+                                stores.insert((scheme, bucket), s.clone());
+                                s
+                            }
+                        };
+                        Some((store, StorePath::from(key)))
                     }
                 };
                 Ok(File { input: input.clone(), format, store })

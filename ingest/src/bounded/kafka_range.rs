@@ -239,14 +239,13 @@ impl KafkaRangeConfig {
                 )));
             }
             let (low, high) = consumer.fetch_watermarks(&self.topic, p, timeout).map_err(unreachable)?;
-            let start = self.start.resolve(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
-                Error::Kafka(k) => unreachable(k),
-                e => e,
-            })?;
-            let end = self.end.resolve(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
-                Error::Kafka(k) => unreachable(k),
-                e => e,
-            })?;
+            let bound = |b: &RangeBound| {
+                b.resolve(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
+                    Error::Kafka(k) => unreachable(k),
+                    e => e,
+                })
+            };
+            let (start, end) = (bound(&self.start)?, bound(&self.end)?);
             let start = start.unwrap_or(low).clamp(low, high);
             let end = end.unwrap_or(high).clamp(start, high);
             inputs.push(Input { source: self.topic.clone(), partition: p, start, end: Some(end), bytes: None });
