@@ -268,9 +268,9 @@ fn drift_features() -> Vec<String> {
     (0..6).map(|i| format!("num{i}")).chain((0..10).map(|i| format!("flag{i}"))).collect()
 }
 
-/// Writes `rows` synthetic prediction rows to `tables/predictions`: half on
-/// the reference day (2026-01-01), half on the current day (2026-01-02) with
-/// drift in `num0` and `num1`. Written by the Parquet sink, in rolls of
+/// Writes `rows` synthetic prediction rows to `tables/predictions`: half
+/// spread over the reference day (2026-01-01), half over the current day
+/// (2026-01-02) with drift in `num0` and `num1`. Written by the Parquet sink, in rolls of
 /// 250k rows.
 fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
     use rand::rngs::StdRng;
@@ -298,11 +298,13 @@ fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
         let half_end = if current { rows } else { rows / 2 };
         let n = per_file.min(half_end - written);
         let day = if current { 1 } else { 0 };
-        let start = day0 + day * 86_400_000_000 + (written % (rows / 2).max(1)) as i64 * 1000;
+        // Rows spread evenly over their day.
+        let step = 86_400_000_000 / (rows / 2).max(1) as i64;
+        let start = day0 + day * 86_400_000_000 + (written % (rows / 2).max(1)) as i64 * step;
         let preds: Vec<Prediction> = (0..n)
             .map(|i| {
                 let mut l = lineage.clone();
-                l.ingest_time_us = start + i as i64 * 1000;
+                l.ingest_time_us = start + i as i64 * step;
                 l.kafka_timestamp_ms = Some(l.ingest_time_us / 1000);
                 let mut normal = || {
                     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
@@ -335,32 +337,95 @@ fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one process of the drift benchmark times.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DriftPart {
+    /// A DataFusion scan of the columns the report reads.
+    Scan,
+    /// The report.
+    Report,
+}
+
+/// The drift benchmark's request: 2026-01-01 against 2026-01-02, with the
+/// metric over time in 12 buckets as `switchyard drift` draws by default.
+fn drift_request() -> switchyard_sink::drift::DriftRequest {
+    use switchyard_sink::drift::{DriftRequest, Reference, Window};
+    let (day0, day) = (DRIFT_DAY0_US, 86_400_000_000);
+    DriftRequest {
+        model: "fraud".into(),
+        feature_names: drift_features(),
+        reference: Reference::Window(Window::new(day0, day0 + day)),
+        current: Window::new(day0 + day, day0 + 2 * day),
+        tests: Default::default(),
+        drift_share: 0.5,
+        buckets: 12,
+    }
+}
+
+/// Times one part of the drift benchmark in this process, from opening the
+/// tables to the result.
+pub async fn drift_part(dir: &Path, part: DriftPart) -> anyhow::Result<serde_json::Value> {
+    use futures::StreamExt as _;
+    let req = drift_request();
+    let t = Instant::now();
+    let ctx = switchyard_sink::catalog::open(dir).await?;
+    Ok(match part {
+        DriftPart::Scan => {
+            let (reference, current) = switchyard_sink::drift::analysis::input_frames(&ctx, &req).await?;
+            let mut rows = 0;
+            for df in [reference, current] {
+                for mut s in df.execute_stream_partitioned().await? {
+                    while let Some(b) = s.next().await {
+                        rows += b?.num_rows();
+                    }
+                }
+            }
+            serde_json::json!({"part": "scan", "s": t.elapsed().as_secs_f64(), "rows": rows})
+        }
+        DriftPart::Report => {
+            let report = switchyard_sink::drift::analyse(&ctx, &req).await?;
+            let s = t.elapsed().as_secs_f64();
+            let g = report.groups.first().context("the drift report found no rows in the current window")?;
+            serde_json::json!({
+                "part": "report",
+                "s": s,
+                "reference_rows": report.reference_rows,
+                "current_rows": g.rows,
+                "columns": g.columns.len(),
+                "buckets": g.buckets.len(),
+                "filled_buckets": g.columns[0].over_time.iter().filter(|v| v.is_finite()).count(),
+                "drifted": g.drifted(),
+                "exact": g.columns.iter().all(|c| c.stats.exact),
+            })
+        }
+    })
+}
+
 /// The drift report over `rows` prediction rows (half reference, half
-/// current) against a DataFusion scan of the same columns over the same
-/// rows, in the same run: the median of `repeat` timings each. The data is
+/// current) against a DataFusion scan of the columns it reads, in the same
+/// run: each timing in a fresh process (as `switchyard drift` runs),
+/// alternating scan and report, the median of `repeat` each. The data is
 /// written to `dir` once and reused while its row count matches.
 pub async fn drift(dir: &Path, rows: usize, repeat: usize) -> anyhow::Result<serde_json::Value> {
-    use futures::StreamExt as _;
-    use switchyard_sink::drift::{analyse, DriftRequest, Reference, Window};
-
+    // The marker names the layout too: data of an older layout is rewritten.
     let marker = dir.join("rows");
-    if std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<usize>().ok()) != Some(rows) {
+    let layout = format!("{rows} spread-over-day");
+    if std::fs::read_to_string(&marker).ok().as_deref().map(str::trim) != Some(layout.as_str()) {
         let _ = std::fs::remove_dir_all(dir.join("predictions"));
         let d = dir.to_path_buf();
         tokio::task::spawn_blocking(move || drift_data(&d, rows)).await??;
-        std::fs::write(&marker, rows.to_string())?;
+        std::fs::write(&marker, &layout)?;
     }
-    let day0 = DRIFT_DAY0_US;
-    let day = 86_400_000_000;
-    let (reference, current) = (Window::new(day0, day0 + day), Window::new(day0 + day, day0 + 2 * day));
-    let req = DriftRequest {
-        model: "fraud".into(),
-        feature_names: drift_features(),
-        reference: Reference::Window(reference),
-        current,
-        tests: Default::default(),
-        drift_share: 0.5,
-        buckets: 0,
+    let exe = std::env::current_exe().context("finding the switchyard binary")?;
+    let one = |part: &str| -> anyhow::Result<serde_json::Value> {
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "drift", "--rows", &rows.to_string(), "--one", part, "--dir"])
+            .arg(dir)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        anyhow::ensure!(out.status.success(), "the drift benchmark's {part} process failed");
+        Ok(serde_json::from_slice(&out.stdout)?)
     };
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -370,42 +435,30 @@ pub async fn drift(dir: &Path, rows: usize, repeat: usize) -> anyhow::Result<ser
     let mut last = None;
     let mut scanned = 0;
     for _ in 0..repeat.max(1) {
-        // The baseline: read and decode the same columns of the same rows.
-        let ctx = switchyard_sink::catalog::open(dir).await?;
-        let t = Instant::now();
-        let df =
-            switchyard_sink::drift::analysis::window_frame(&ctx, "fraud", Window::new(day0, day0 + 2 * day)).await?;
-        let mut streams = df.execute_stream_partitioned().await?;
-        let mut n = 0;
-        for s in &mut streams {
-            while let Some(b) = s.next().await {
-                n += b?.num_rows();
-            }
-        }
-        scan_s.push(t.elapsed().as_secs_f64());
-        scanned = n;
-
-        let ctx = switchyard_sink::catalog::open(dir).await?;
-        let t = Instant::now();
-        let report = analyse(&ctx, &req).await?;
-        report_s.push(t.elapsed().as_secs_f64());
+        let scan = one("scan")?;
+        scan_s.push(scan["s"].as_f64().context("scan time")?);
+        scanned = scan["rows"].as_u64().context("scan rows")?;
+        let report = one("report")?;
+        report_s.push(report["s"].as_f64().context("report time")?);
         last = Some(report);
     }
     let report = last.context("no run")?;
-    let g = report.groups.first().context("the drift report found no rows in the current window")?;
     let (report_s, scan_s) = (median(report_s), median(scan_s));
     Ok(serde_json::json!({
         "bench": "drift",
         "rows": rows,
-        "reference_rows": report.reference_rows,
-        "current_rows": g.rows,
-        "columns": g.columns.len(),
-        "drifted": g.drifted(),
-        "exact": g.columns.iter().all(|c| c.stats.exact),
+        "reference_rows": report["reference_rows"],
+        "current_rows": report["current_rows"],
+        "columns": report["columns"],
+        "buckets": report["buckets"],
+        "filled_buckets": report["filled_buckets"],
+        "drifted": report["drifted"],
+        "exact": report["exact"],
         "report_s": report_s,
         "scan_rows": scanned,
         "scan_s": scan_s,
         "ratio": report_s / scan_s,
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "fresh_process": true,
     }))
 }

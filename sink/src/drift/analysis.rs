@@ -3,7 +3,7 @@
 //!
 //! DataFusion selects the windows (partition pruning by `date`, filters on
 //! model, shadow and time) and streams the `features` and `score` columns;
-//! the columns are then compared one by one with [`super::stats::compare`],
+//! the columns are then compared one by one with [`super::stats::comparison`],
 //! on all cores.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::stats::{compare_chunks, ColumnStats, TestChoice};
+use super::stats::{comparison, ColumnStats, TestChoice, NO_BUCKET};
 use crate::tables::date_of;
 use crate::{Error, Result};
 
@@ -251,19 +251,41 @@ impl Acc {
             let mut skipped = 0;
             let g = self.group(v, r);
             let mut chunk: Vec<Vec<f32>> = (0..=width).map(|_| Vec::with_capacity(end - i)).collect();
-            for row in i..end {
-                let (lo, hi) = (offsets[row] as usize, offsets[row + 1] as usize);
-                if hi - lo != width || features.is_null(row) {
-                    skipped += 1;
-                    continue;
+            let (lo, hi) = (offsets[i] as usize, offsets[end] as usize);
+            let regular = features.null_count() == 0
+                && hi - lo == (end - i) * width
+                && offsets[i..=end].windows(2).all(|w| (w[1] - w[0]) as usize == width);
+            if regular && width > 0 {
+                // Every row has the model's width: transpose blocks that stay
+                // in cache, one column at a time.
+                for block in values[lo..hi].chunks(1024 * width) {
+                    for (j, c) in chunk[..width].iter_mut().enumerate() {
+                        c.extend(block[j..].iter().step_by(width));
+                    }
                 }
-                for (j, c) in chunk[..width].iter_mut().enumerate() {
-                    c.push(values[lo + j]);
+                match scores {
+                    Some(s) if s.null_count() == 0 => {
+                        chunk[width].extend(s.values()[i..end].iter().map(|&x| x as f32));
+                    }
+                    _ => chunk[width].extend((i..end).map(|row| score_at(scores, row))),
                 }
-                let s = scores.and_then(|s| (!s.is_null(row)).then(|| s.value(row) as f32)).unwrap_or(f32::NAN);
-                chunk[width].push(s);
                 if keep_times {
-                    g.times.push(times.map(|t| t.value(row)).unwrap_or(0));
+                    g.times.extend((i..end).map(|row| times.map(|t| t.value(row)).unwrap_or(0)));
+                }
+            } else {
+                for row in i..end {
+                    let (lo, hi) = (offsets[row] as usize, offsets[row + 1] as usize);
+                    if hi - lo != width || features.is_null(row) {
+                        skipped += 1;
+                        continue;
+                    }
+                    for (j, c) in chunk[..width].iter_mut().enumerate() {
+                        c.push(values[lo + j]);
+                    }
+                    chunk[width].push(score_at(scores, row));
+                    if keep_times {
+                        g.times.push(times.map(|t| t.value(row)).unwrap_or(0));
+                    }
                 }
             }
             for (col, c) in g.cols.iter_mut().zip(chunk) {
@@ -276,6 +298,11 @@ impl Acc {
         }
         Ok(())
     }
+}
+
+/// The score of `row` as f32, NaN where there is none.
+fn score_at(scores: Option<&Float64Array>, row: usize) -> f32 {
+    scores.and_then(|s| (!s.is_null(row)).then(|| s.value(row) as f32)).unwrap_or(f32::NAN)
 }
 
 fn ts_lit(us: i64) -> Expr {
@@ -333,10 +360,12 @@ async fn collect(df: DataFrame, width: usize, grouped: bool, keep_times: bool) -
     Ok(total)
 }
 
-async fn reference_columns(ctx: &SessionContext, req: &DriftRequest) -> Result<(Columns, u64)> {
-    let width = req.feature_names.len();
-    let acc = match &req.reference {
-        Reference::Window(w) => collect(window_frame(ctx, &req.model, *w).await?, width, false, false).await?,
+/// The two frames an analysis reads, with only the columns it uses: the
+/// reference (`features`, `score`), then the current window (`model_version`,
+/// `route`, `features`, `score`, and `event_time` when there are buckets).
+pub async fn input_frames(ctx: &SessionContext, req: &DriftRequest) -> Result<(DataFrame, DataFrame)> {
+    let reference = match &req.reference {
+        Reference::Window(w) => window_frame(ctx, &req.model, *w).await?.select_columns(&["features", SCORE])?,
         Reference::Dataset(path) => {
             let p = path.to_string_lossy();
             let df = ctx
@@ -350,13 +379,15 @@ async fn reference_columns(ctx: &SessionContext, req: &DriftRequest) -> Result<(
                     path.display()
                 )));
             }
-            let cols = if has_score { vec![col("features"), col(SCORE)] } else { vec![col("features")] };
-            collect(df.select(cols)?, width, false, false).await?
+            df.select_columns(if has_score { &["features", SCORE] } else { &["features"] })?
         }
     };
-    let skipped = acc.skipped;
-    let cols = acc.groups.into_values().next().unwrap_or_else(|| Columns::new(width));
-    Ok((cols, skipped))
+    let mut current = vec!["model_version", "route", "features", SCORE];
+    if req.buckets > 0 {
+        current.push("event_time");
+    }
+    let current = window_frame(ctx, &req.model, req.current).await?.select_columns(&current)?;
+    Ok((reference, current))
 }
 
 /// The newest event time of the model's predictions, µs.
@@ -377,8 +408,11 @@ pub async fn newest_event_time(ctx: &SessionContext, model: &str) -> Result<Opti
 pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftReport> {
     let width = req.feature_names.len();
     let started = std::time::Instant::now();
-    let (reference, ref_skipped) = reference_columns(ctx, req).await?;
-    let current = collect(window_frame(ctx, &req.model, req.current).await?, width, true, req.buckets > 0).await?;
+    let (reference, current) = input_frames(ctx, req).await?;
+    let reference = collect(reference, width, false, false).await?;
+    let ref_skipped = reference.skipped;
+    let reference = reference.groups.into_values().next().unwrap_or_else(|| Columns::new(width));
+    let current = collect(current, width, true, req.buckets > 0).await?;
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "drift windows read");
     let reference_rows = reference.rows();
     let names: Vec<String> = req.feature_names.iter().cloned().chain([SCORE.to_string()]).collect();
@@ -440,34 +474,36 @@ fn compare_all(
     buckets: &[(i64, i64)],
 ) -> Vec<ColumnDrift> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(names.len().max(1));
-    let bucket_of: Vec<Option<usize>> = if buckets.is_empty() {
+    let bucket_of: Vec<u32> = if buckets.is_empty() {
         Vec::new()
     } else {
-        current.times.iter().map(|&t| buckets.iter().position(|&(s, e)| t >= s && t < e)).collect()
+        let of = |t: i64| buckets.iter().position(|&(s, e)| t >= s && t < e).map_or(NO_BUCKET, |b| b as u32);
+        current.times.iter().map(|&t| of(t)).collect()
     };
     let one = |j: usize| -> Option<ColumnDrift> {
         let r = reference.slices(j);
-        let stats = compare_chunks(&r, &current.slices(j), choices[j])?;
-        let over_time = if buckets.is_empty() {
-            Vec::new()
-        } else {
-            let mut parts: Vec<Vec<f32>> = vec![Vec::new(); buckets.len()];
-            for (v, b) in current.cols[j].iter().flatten().zip(&bucket_of) {
-                if let Some(b) = b {
-                    parts[*b].push(*v);
-                }
-            }
-            let choice = TestChoice { test: Some(stats.test), threshold: Some(stats.threshold) };
-            parts.iter().map(|p| compare_chunks(&r, &[p.as_slice()], choice).map_or(f64::NAN, |s| s.score)).collect()
-        };
-        Some(ColumnDrift { column: names[j].clone(), stats, over_time })
+        let c = current.slices(j);
+        let cmp = comparison(&r, &c, choices[j])?;
+        let over_time = if buckets.is_empty() { Vec::new() } else { cmp.over_time(&c, &bucket_of, buckets.len()) };
+        Some(ColumnDrift { column: names[j].clone(), stats: cmp.stats, over_time })
     };
+    // Columns are taken one at a time by whichever thread is free, the score
+    // (continuous, often the slowest) first.
+    let last = names.len().saturating_sub(1);
+    let order: Vec<usize> = std::iter::once(last).chain(0..last).take(names.len()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut out: Vec<Option<ColumnDrift>> = vec![None; names.len()];
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let one = &one;
-                s.spawn(move || (t..names.len()).step_by(threads).map(|j| (j, one(j))).collect::<Vec<_>>())
+            .map(|_| {
+                let (one, order, next) = (&one, &order, &next);
+                s.spawn(move || {
+                    let mut done = Vec::new();
+                    while let Some(&j) = order.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                        done.push((j, one(j)));
+                    }
+                    done
+                })
             })
             .collect();
         for h in handles {

@@ -164,66 +164,282 @@ pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option
     compare_chunks(&[reference], &[current], choice)
 }
 
-/// The values of a column held in chunks (as read, batch by batch),
-/// without NaN: copying millions of values into one buffer costs more than
-/// the statistics, so they are read where they lie.
-#[derive(Clone, Copy)]
-pub struct Chunks<'a> {
-    parts: &'a [&'a [f32]],
+/// What one pass over a column's non-NaN values tells.
+#[derive(Clone, Copy, Debug)]
+struct Summary {
     len: usize,
     min: f64,
     max: f64,
+    mean: f64,
+    /// Population standard deviation.
+    std: f64,
 }
 
-impl<'a> Chunks<'a> {
-    /// The non-NaN values of `parts`.
-    pub fn new(parts: &'a [&'a [f32]]) -> Self {
-        let (mut len, mut min, mut max) = (0, f32::INFINITY, f32::NEG_INFINITY);
-        for p in parts {
-            for &v in *p {
-                if !v.is_nan() {
-                    len += 1;
-                    min = min.min(v);
-                    max = max.max(v);
+/// Count, range, mean and deviation of the non-NaN values of `parts` (the
+/// column in chunks as read: copying millions of values into one buffer
+/// costs more than the statistics, so they are read where they lie).
+fn summarise(parts: &[&[f32]]) -> Summary {
+    // Sums about the first value, so a column far from zero keeps its
+    // precision in one pass.
+    let shift = parts.iter().flat_map(|p| p.iter()).find(|v| !v.is_nan()).map_or(0.0, |&v| f64::from(v));
+    let (mut len, mut min, mut max, mut sum, mut sum_sq) = (0, f32::INFINITY, f32::NEG_INFINITY, 0.0, 0.0);
+    for p in parts {
+        if p.iter().any(|v| v.is_nan()) {
+            for &v in p.iter().filter(|v| !v.is_nan()) {
+                len += 1;
+                min = min.min(v);
+                max = max.max(v);
+                let d = f64::from(v) - shift;
+                sum += d;
+                sum_sq += d * d;
+            }
+            continue;
+        }
+        // Eight lanes the compiler turns into vector instructions.
+        const L: usize = 8;
+        let (mut mn, mut mx, mut s, mut ss) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L], [0f64; L], [0f64; L]);
+        let lanes = p.chunks_exact(L);
+        let rest = lanes.remainder();
+        for c in lanes {
+            for k in 0..L {
+                let v = c[k];
+                mn[k] = if v < mn[k] { v } else { mn[k] };
+                mx[k] = if v > mx[k] { v } else { mx[k] };
+                let d = f64::from(v) - shift;
+                s[k] += d;
+                ss[k] += d * d;
+            }
+        }
+        for &v in rest {
+            min = min.min(v);
+            max = max.max(v);
+            let d = f64::from(v) - shift;
+            sum += d;
+            sum_sq += d * d;
+        }
+        len += p.len();
+        min = mn.iter().fold(min, |a, &b| a.min(b));
+        max = mx.iter().fold(max, |a, &b| a.max(b));
+        sum += s.iter().sum::<f64>();
+        sum_sq += ss.iter().sum::<f64>();
+    }
+    let n = len.max(1) as f64;
+    let mean_d = sum / n;
+    let std = (sum_sq / n - mean_d * mean_d).max(0.0).sqrt();
+    Summary { len, min: f64::from(min), max: f64::from(max), mean: shift + mean_d, std }
+}
+
+/// The same from counts per value (`values` ascending), exactly.
+fn summary_of_counts(values: &[f64], counts: &[u64]) -> Summary {
+    let n: u64 = counts.iter().sum();
+    let nf = n.max(1) as f64;
+    let mean = values.iter().zip(counts).map(|(v, &k)| v * k as f64).sum::<f64>() / nf;
+    let var = values.iter().zip(counts).map(|(v, &k)| k as f64 * (v - mean) * (v - mean)).sum::<f64>() / nf;
+    let present = || values.iter().zip(counts).filter(|(_, &k)| k > 0).map(|(v, _)| *v);
+    Summary {
+        len: n as usize,
+        min: present().next().unwrap_or(f64::NAN),
+        max: present().next_back().unwrap_or(f64::NAN),
+        mean,
+        std: var.sqrt(),
+    }
+}
+
+/// The key values are counted by: the bits, with −0 as 0 (−0 + 0 = +0).
+#[inline]
+fn key(v: f32) -> u32 {
+    (v + 0.0).to_bits()
+}
+
+/// How both windows of a column are binned: the same grid for the whole
+/// windows and for every time bucket of the current one.
+enum Grid {
+    /// The reference has at most 20 distinct values: count each value of
+    /// either window (`values` ascending).
+    Values { values: Vec<f64>, index: ValueIndex },
+    /// numpy's Sturges bins over both windows, and for large windows the
+    /// fine grid the KS statistic and Wasserstein distance are read from.
+    Bins { edges: Vec<f64>, fine: Option<Fine> },
+}
+
+/// The fine grid: [`FINE_BINS`] equal bins from `lo`.
+struct Fine {
+    lo: f64,
+    /// Bins per unit.
+    scale: f64,
+    /// The Sturges bin every value of a fine bin falls in, or [`NEAR_EDGE`]
+    /// for the fine bins next to a Sturges edge, whose values are binned
+    /// one by one. The Sturges counts are then sums of fine counts.
+    sturges_of: Vec<u16>,
+}
+
+const NEAR_EDGE: u16 = u16::MAX;
+
+/// Position of a value among a grid's values.
+enum ValueIndex {
+    /// A short list searched in order (faster than hashing).
+    Few(Vec<u32>),
+    /// A map past 64 values.
+    Map(HashMap<u32, usize>),
+}
+
+impl ValueIndex {
+    fn new(keys: &[u32]) -> Self {
+        if keys.len() <= 64 {
+            ValueIndex::Few(keys.to_vec())
+        } else {
+            ValueIndex::Map(keys.iter().enumerate().map(|(i, &b)| (b, i)).collect())
+        }
+    }
+
+    #[inline]
+    fn get(&self, v: f32) -> Option<usize> {
+        let k = key(v);
+        match self {
+            ValueIndex::Few(b) => b.iter().position(|&x| x == k),
+            ValueIndex::Map(m) => m.get(&k).copied(),
+        }
+    }
+}
+
+/// One window (or time bucket) counted on a [`Grid`].
+#[derive(Default)]
+struct Tally {
+    /// Values counted.
+    n: usize,
+    /// Per value or Sturges bin.
+    counts: Vec<u64>,
+    /// Per fine bin (large binned windows).
+    fine: Vec<u32>,
+    /// The values, sorted (small binned windows: exact KS and Wasserstein).
+    sorted: Vec<f64>,
+}
+
+impl Tally {
+    fn empty(grid: &Grid) -> Self {
+        match grid {
+            Grid::Values { values, .. } => Tally { counts: vec![0; values.len()], ..Default::default() },
+            Grid::Bins { edges, fine } => Tally {
+                counts: vec![0; edges.len() - 1],
+                fine: if fine.is_some() { vec![0; FINE_BINS] } else { Vec::new() },
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The non-NaN values of `parts` counted on `grid`.
+    fn of(grid: &Grid, parts: &[&[f32]]) -> Self {
+        let mut t = Tally::empty(grid);
+        let values = parts.iter().flat_map(|p| p.iter()).filter(|v| !v.is_nan());
+        if let Grid::Bins { edges, fine: Some(fine) } = grid {
+            // The common large case, without a match per value.
+            for &v in values {
+                let v = f64::from(v);
+                let f = (((v - fine.lo) * fine.scale) as usize).min(FINE_BINS - 1);
+                t.fine[f] += 1;
+                if fine.sturges_of[f] == NEAR_EDGE {
+                    t.counts[numpy_bin(v, edges)] += 1;
+                }
+                t.n += 1;
+            }
+        } else {
+            for &v in values {
+                t.add(grid, v);
+            }
+        }
+        t.finish(grid)
+    }
+
+    /// Counts `v` (a value of the grid's windows, not NaN).
+    #[inline]
+    fn add(&mut self, grid: &Grid, v: f32) {
+        self.n += 1;
+        match grid {
+            Grid::Values { index, .. } => {
+                if let Some(i) = index.get(v) {
+                    self.counts[i] += 1;
+                }
+            }
+            Grid::Bins { edges, fine: Some(fine) } => {
+                let v = f64::from(v);
+                let f = (((v - fine.lo) * fine.scale) as usize).min(FINE_BINS - 1);
+                self.fine[f] += 1;
+                if fine.sturges_of[f] == NEAR_EDGE {
+                    self.counts[numpy_bin(v, edges)] += 1;
+                }
+            }
+            Grid::Bins { edges, fine: None } => {
+                let v = f64::from(v);
+                self.counts[numpy_bin(v, edges)] += 1;
+                self.sorted.push(v);
+            }
+        }
+    }
+
+    /// Adds the fine counts to the Sturges bins and sorts the kept values.
+    fn finish(mut self, grid: &Grid) -> Self {
+        if let Grid::Bins { fine: Some(fine), .. } = grid {
+            for (&s, &k) in fine.sturges_of.iter().zip(&self.fine) {
+                if s != NEAR_EDGE {
+                    self.counts[usize::from(s)] += u64::from(k);
                 }
             }
         }
-        Self { parts, len, min: f64::from(min), max: f64::from(max) }
+        self.sorted.sort_unstable_by(f64::total_cmp);
+        self
     }
+}
 
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Calls `f` with each value, as f64; stops when `f` says so.
-    fn each(&self, mut f: impl FnMut(f64) -> bool) {
-        for p in self.parts {
-            for &v in *p {
-                if !v.is_nan() && !f(f64::from(v)) {
-                    return;
-                }
-            }
-        }
-    }
-
-    fn to_vec(self) -> Vec<f64> {
-        let mut out = Vec::with_capacity(self.len);
-        self.each(|v| {
-            out.push(v);
-            true
-        });
-        out
-    }
+/// A column's comparison: its statistics, and what the metric over time
+/// needs to score time buckets of the current window on the same grid.
+pub struct Comparison {
+    /// Every statistic and the verdict.
+    pub stats: ColumnStats,
+    std_r: f64,
+    grid: Grid,
+    tally_r: Tally,
 }
 
 /// [`compare`] over values held in chunks.
 pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoice) -> Option<ColumnStats> {
-    let (r, c) = (Chunks::new(reference), Chunks::new(current));
-    if r.len() == 0 || c.len() == 0 {
+    comparison(reference, current, choice).map(|c| c.stats)
+}
+
+/// [`compare_chunks`], keeping what [`Comparison::over_time`] needs.
+pub fn comparison(reference: &[&[f32]], current: &[&[f32]], choice: TestChoice) -> Option<Comparison> {
+    // A column with few values is counted in one pass per window (the
+    // reference's stops at its 21st distinct value); any other is
+    // summarised, then binned, in two.
+    let (grid, tally_r, tally_c, sr, sc, distinct) = match count_values(reference, Some(20)) {
+        Some(ref_counts) => {
+            let cur_counts = count_values(current, None).expect("no cap");
+            let mut keys: Vec<u32> = ref_counts.keys().chain(cur_counts.keys()).collect();
+            keys.sort_by(|a, b| f32::from_bits(*a).total_cmp(&f32::from_bits(*b)));
+            keys.dedup();
+            let values: Vec<f64> = keys.iter().map(|&b| f64::from(f32::from_bits(b))).collect();
+            let tally = |counts: &ValueCounts| {
+                let counts: Vec<u64> = keys.iter().map(|k| counts.get(*k)).collect();
+                Tally { n: counts.iter().sum::<u64>() as usize, counts, ..Default::default() }
+            };
+            let (tr, tc) = (tally(&ref_counts), tally(&cur_counts));
+            let (sr, sc) = (summary_of_counts(&values, &tr.counts), summary_of_counts(&values, &tc.counts));
+            let distinct = keys.len().min(21);
+            (Grid::Values { values, index: ValueIndex::new(&keys) }, tr, tc, sr, sc, distinct)
+        }
+        None => {
+            let (sr, sc) = (summarise(reference), summarise(current));
+            if sc.len == 0 {
+                return None;
+            }
+            let grid = sturges(sr, sc);
+            let (tr, tc) = (Tally::of(&grid, reference), Tally::of(&grid, current));
+            (grid, tr, tc, sr, sc, 21)
+        }
+    };
+    if sr.len == 0 || sc.len == 0 {
         return None;
     }
-    let (ref_distinct, distinct) = count_distinct(r, c, 21);
-    let default = if r.len() <= 1000 {
+    let default = if sr.len <= 1000 {
         match distinct {
             d if d > 5 => StatTest::Ks,
             d if d > 2 => StatTest::Chisquare,
@@ -236,139 +452,193 @@ pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoi
     };
     let test = choice.test.unwrap_or(default);
     let threshold = choice.threshold.unwrap_or(test.default_threshold());
-
-    let binned = ref_distinct > 20;
-    let (shares, counts_r, counts_c) = if binned { sturges(r, c) } else { counted(r, c) };
-    let (nr, nc) = (r.len() as f64, c.len() as f64);
-    let pr: Vec<f64> = counts_r.iter().map(|&k| k as f64 / nr).collect();
-    let pc: Vec<f64> = counts_c.iter().map(|&k| k as f64 / nc).collect();
-    let psi = psi(&pr, &pc);
-    let jensen_shannon = jensen_shannon(&pr, &pc);
-    let (chi2_p_value, z_p_value) = if binned || distinct > 5 {
-        (None, None)
-    } else {
-        let chi = chisquare(&counts_r, &counts_c);
-        let z = if distinct <= 2 { Some(z_test(&shares.values, &counts_r, &counts_c)) } else { None };
-        (Some(chi), z)
+    let m = measures(&grid, &tally_r, &tally_c, sr.std);
+    let score = m.score(test);
+    let exact = !matches!(grid, Grid::Bins { fine: Some(_), .. });
+    let shares = match &grid {
+        Grid::Values { values, .. } => Shares { values: values.clone(), ..Default::default() },
+        Grid::Bins { edges, .. } => Shares { edges: edges.clone(), ..Default::default() },
     };
-
-    let small = r.len() + c.len() <= EXACT_MAX_VALUES;
-    // Large windows: from the value counts when there are few values (exact,
-    // no further pass), else from the fine histogram, summing on the way.
-    let (ks_statistic, wasserstein, exact, means) = if small {
-        let (mut rs, mut cs) = (r.to_vec(), c.to_vec());
-        rs.sort_unstable_by(f64::total_cmp);
-        cs.sort_unstable_by(f64::total_cmp);
-        (ks_statistic(&rs, &cs), wasserstein_sorted(&rs, &cs), true, None)
-    } else if !binned {
-        let (d, w) = counted_ks_wasserstein(&shares.values, &counts_r, &counts_c);
-        let mean = |k: &[u64], n: f64| shares.values.iter().zip(k).map(|(v, &k)| v * k as f64).sum::<f64>() / n;
-        (d, w, true, Some((mean(&counts_r, nr), mean(&counts_c, nc))))
-    } else {
-        let (d, w, sum_r, sum_c) = fine_histogram_ks_wasserstein(r, c);
-        (d, w, false, Some((sum_r / nr, sum_c / nc)))
-    };
-    let ks_p_value = ks_p_value(ks_statistic, r.len(), c.len());
-    let (mean_r, std_r) = match means {
-        Some((m, _)) => (m, std_about(r, m)),
-        None => mean_std(r),
-    };
-    let wasserstein_norm = wasserstein / std_r.max(0.001);
-
-    let score = match test {
-        StatTest::Ks => ks_p_value,
-        StatTest::Chisquare => chi2_p_value.unwrap_or_else(|| chisquare(&counts_r, &counts_c)),
-        StatTest::Z => z_p_value.unwrap_or(f64::NAN),
-        StatTest::Wasserstein => wasserstein_norm,
-        StatTest::Jensenshannon => jensen_shannon,
-        StatTest::Psi => psi,
-    };
-    Some(ColumnStats {
+    let stats = ColumnStats {
         test,
         score,
         threshold,
         drifted: test.drifted(score, threshold),
-        psi,
-        jensen_shannon,
-        ks_statistic,
-        ks_p_value,
-        wasserstein_norm,
-        chi2_p_value,
-        z_p_value,
+        psi: m.psi,
+        jensen_shannon: m.jensen_shannon,
+        ks_statistic: m.ks_statistic,
+        ks_p_value: m.ks_p_value,
+        wasserstein_norm: m.wasserstein_norm,
+        chi2_p_value: m.chi2_p_value,
+        z_p_value: m.z_p_value,
         distinct,
         exact,
-        reference_rows: r.len(),
-        current_rows: c.len(),
-        reference_mean: mean_r,
-        current_mean: means.map_or_else(|| mean(c), |m| m.1),
-        shares: Shares { reference: pr, current: pc, ..shares },
-    })
+        reference_rows: sr.len,
+        current_rows: sc.len,
+        reference_mean: sr.mean,
+        current_mean: sc.mean,
+        shares: Shares { reference: m.shares_r, current: m.shares_c, ..shares },
+    };
+    Some(Comparison { stats, std_r: sr.std, grid, tally_r })
 }
 
-/// Distinct values of `a`, and of `a` and `b` together, counting up to `cap`.
-fn count_distinct(a: Chunks, b: Chunks, cap: usize) -> (usize, usize) {
-    fn add(seen: &mut Vec<u64>, vals: Chunks, cap: usize) {
-        if seen.len() >= cap {
-            return;
-        }
-        vals.each(|v| {
-            let bits = normalise_zero(v).to_bits();
-            if !seen.contains(&bits) {
-                seen.push(bits);
+impl Comparison {
+    /// The deciding test's score for each of `buckets` time buckets of the
+    /// current window (`bucket_of` per value of `current`, NaN included;
+    /// [`NO_BUCKET`] for none), on the whole windows' grid; NaN for an
+    /// empty bucket.
+    pub fn over_time(&self, current: &[&[f32]], bucket_of: &[u32], buckets: usize) -> Vec<f64> {
+        let mut tallies: Vec<Tally> = (0..buckets).map(|_| Tally::empty(&self.grid)).collect();
+        for (&v, &b) in current.iter().flat_map(|p| p.iter()).zip(bucket_of) {
+            if b != NO_BUCKET && !v.is_nan() {
+                tallies[b as usize].add(&self.grid, v);
             }
-            seen.len() < cap
-        });
-    }
-    let mut seen: Vec<u64> = Vec::with_capacity(cap);
-    add(&mut seen, a, cap);
-    let in_a = seen.len();
-    add(&mut seen, b, cap);
-    (in_a, seen.len())
-}
-
-fn normalise_zero(v: f64) -> f64 {
-    if v == 0.0 {
-        0.0
-    } else {
-        v
+        }
+        tallies
+            .into_iter()
+            .map(|t| {
+                if t.n == 0 {
+                    return f64::NAN;
+                }
+                measures(&self.grid, &self.tally_r, &t.finish(&self.grid), self.std_r).score(self.stats.test)
+            })
+            .collect()
     }
 }
 
-fn mean(v: Chunks) -> f64 {
-    let mut sum = 0.0;
-    v.each(|x| {
-        sum += x;
-        true
-    });
-    sum / v.len() as f64
+/// A value in no time bucket.
+pub const NO_BUCKET: u32 = u32::MAX;
+
+/// Every statistic of two windows counted on one grid.
+struct Measures {
+    shares_r: Vec<f64>,
+    shares_c: Vec<f64>,
+    psi: f64,
+    jensen_shannon: f64,
+    ks_statistic: f64,
+    ks_p_value: f64,
+    wasserstein_norm: f64,
+    chi2_p_value: Option<f64>,
+    /// χ² over the grid whatever its size (a chosen `chisquare` test).
+    chi2_any: f64,
+    z_p_value: Option<f64>,
 }
 
-/// Population standard deviation of `v` about its `mean`.
-fn std_about(v: Chunks, mean: f64) -> f64 {
-    let mut ss = 0.0;
-    v.each(|x| {
-        ss += (x - mean) * (x - mean);
-        true
-    });
-    (ss / v.len() as f64).sqrt()
+impl Measures {
+    fn score(&self, test: StatTest) -> f64 {
+        match test {
+            StatTest::Ks => self.ks_p_value,
+            StatTest::Chisquare => self.chi2_p_value.unwrap_or(self.chi2_any),
+            StatTest::Z => self.z_p_value.unwrap_or(f64::NAN),
+            StatTest::Wasserstein => self.wasserstein_norm,
+            StatTest::Jensenshannon => self.jensen_shannon,
+            StatTest::Psi => self.psi,
+        }
+    }
 }
 
-fn mean_std(v: Chunks) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = mean(v);
-    let mut ss = 0.0;
-    v.each(|x| {
-        ss += (x - mean) * (x - mean);
-        true
-    });
-    let var = ss / n;
-    (mean, var.sqrt())
+fn measures(grid: &Grid, r: &Tally, c: &Tally, std_r: f64) -> Measures {
+    let (nr, nc) = (r.n as f64, c.n as f64);
+    let shares_r: Vec<f64> = r.counts.iter().map(|&k| k as f64 / nr).collect();
+    let shares_c: Vec<f64> = c.counts.iter().map(|&k| k as f64 / nc).collect();
+    let (ks_statistic, wasserstein, chi2_p_value, z_p_value) = match grid {
+        Grid::Values { values, .. } => {
+            let (d, w) = counted_ks_wasserstein(values, &r.counts, &c.counts);
+            // χ² for at most 5 values, the z-test for at most 2.
+            let few = values.len() <= 5;
+            let chi = few.then_some(chisquare(&r.counts, &c.counts));
+            let z = (values.len() <= 2).then(|| z_test(values, &r.counts, &c.counts));
+            (d, w, chi, z)
+        }
+        Grid::Bins { fine: Some(fine), .. } => {
+            let (d, w) = fine_ks_wasserstein(&r.fine, &c.fine, nr, nc, 1.0 / fine.scale);
+            (d, w, None, None)
+        }
+        Grid::Bins { fine: None, .. } => {
+            (ks_statistic(&r.sorted, &c.sorted), wasserstein_sorted(&r.sorted, &c.sorted), None, None)
+        }
+    };
+    Measures {
+        psi: psi(&shares_r, &shares_c),
+        jensen_shannon: jensen_shannon(&shares_r, &shares_c),
+        ks_statistic,
+        ks_p_value: ks_p_value(ks_statistic, r.n, c.n),
+        wasserstein_norm: wasserstein / std_r.max(0.001),
+        chi2_any: chi2_p_value.unwrap_or_else(|| chisquare(&r.counts, &c.counts)),
+        chi2_p_value,
+        z_p_value,
+        shares_r,
+        shares_c,
+    }
 }
 
-/// numpy's Sturges edges over both windows and the counts per bin.
-fn sturges(r: Chunks, c: Chunks) -> (Shares, Vec<u64>, Vec<u64>) {
-    let (lo, hi) = min_max(r, c);
-    let n = (r.len() + c.len()) as f64;
+/// Counts per distinct value (by [`key`]).
+#[derive(Default)]
+struct ValueCounts {
+    /// A short list searched in order beats hashing for few values…
+    few: Vec<(u32, u64)>,
+    /// …and a map takes over past 64.
+    map: HashMap<u32, u64>,
+}
+
+impl ValueCounts {
+    fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.few.iter().map(|e| e.0).chain(self.map.keys().copied())
+    }
+
+    fn get(&self, k: u32) -> u64 {
+        self.few.iter().find(|e| e.0 == k).map(|e| e.1).or_else(|| self.map.get(&k).copied()).unwrap_or(0)
+    }
+
+    fn distinct(&self) -> usize {
+        self.few.len() + self.map.len()
+    }
+}
+
+/// Counts of each non-NaN value of `parts`; `None` as soon as there are
+/// more than `cap` distinct values.
+fn count_values(parts: &[&[f32]], cap: Option<usize>) -> Option<ValueCounts> {
+    // The first four values are counted without branching on which one a
+    // value is (0/1 flags would mispredict half the time); the rest go to
+    // the general counts.
+    const FREE: u32 = u32::MAX; // a NaN's bits: never a key
+    let (mut keys, mut counts) = ([FREE; 4], [0u64; 4]);
+    let mut out = ValueCounts::default();
+    for p in parts {
+        for &v in p.iter().filter(|v| !v.is_nan()) {
+            let k = key(v);
+            let hits = [k == keys[0], k == keys[1], k == keys[2], k == keys[3]];
+            if hits.iter().any(|&h| h) {
+                for (c, h) in counts.iter_mut().zip(hits) {
+                    *c += u64::from(h);
+                }
+                continue;
+            }
+            if let Some(slot) = keys.iter().position(|&x| x == FREE) {
+                (keys[slot], counts[slot]) = (k, 1);
+            } else if let Some(e) = out.few.iter_mut().find(|e| e.0 == k) {
+                e.1 += 1;
+                continue;
+            } else if out.few.len() < 60 {
+                out.few.push((k, 1));
+            } else {
+                *out.map.entry(k).or_default() += 1;
+            }
+            if cap.is_some_and(|cap| out.distinct() + keys.iter().filter(|&&x| x != FREE).count() > cap) {
+                return None;
+            }
+        }
+    }
+    let first: Vec<(u32, u64)> = keys.into_iter().zip(counts).filter(|e| e.0 != FREE).collect();
+    out.few.splice(0..0, first);
+    Some(out)
+}
+
+/// numpy's Sturges edges over both windows (`histogram_bin_edges(...,
+/// "sturges")`), and the fine grid for large windows.
+fn sturges(r: Summary, c: Summary) -> Grid {
+    let (lo, hi) = (r.min.min(c.min), r.max.max(c.max));
+    let n = (r.len + c.len) as f64;
     let (first, last, bins) = if lo == hi {
         (lo - 0.5, hi + 0.5, 1)
     } else {
@@ -378,21 +648,29 @@ fn sturges(r: Chunks, c: Chunks) -> (Shares, Vec<u64>, Vec<u64>) {
     let step = (last - first) / bins as f64;
     let mut edges: Vec<f64> = (0..=bins).map(|i| i as f64 * step + first).collect();
     edges[bins] = last;
-    let count = |vals: Chunks| {
-        let mut k = vec![0u64; bins];
-        vals.each(|v| {
-            k[numpy_bin(v, first, last, &edges)] += 1;
-            true
-        });
-        k
-    };
-    let (kr, kc) = (count(r), count(c));
-    (Shares { edges, ..Default::default() }, kr, kc)
+    let large = r.len + c.len > EXACT_MAX_VALUES && hi > lo && bins < usize::from(NEAR_EDGE);
+    let fine = large.then(|| {
+        let scale = FINE_BINS as f64 / (hi - lo);
+        let mut sturges_of: Vec<u16> =
+            (0..FINE_BINS).map(|f| numpy_bin(lo + (f as f64 + 0.5) / scale, &edges) as u16).collect();
+        // A fine bin within one bin of an inner edge may hold values of two
+        // Sturges bins (and rounding blurs its own bounds).
+        for e in &edges[1..bins] {
+            let f = ((e - lo) * scale) as i64;
+            for g in (f - 1).max(0)..=(f + 1).min(FINE_BINS as i64 - 1) {
+                sturges_of[g as usize] = NEAR_EDGE;
+            }
+        }
+        Fine { lo, scale, sturges_of }
+    });
+    Grid::Bins { edges, fine }
 }
 
 /// The bin numpy's `histogram` puts `v` in (uniform bins, `v` inside).
-fn numpy_bin(v: f64, first: f64, last: f64, edges: &[f64]) -> usize {
+#[inline]
+fn numpy_bin(v: f64, edges: &[f64]) -> usize {
     let bins = edges.len() - 1;
+    let (first, last) = (edges[0], edges[bins]);
     let mut i = (((v - first) / (last - first)) * bins as f64) as usize;
     if i >= bins {
         i = bins - 1;
@@ -403,39 +681,6 @@ fn numpy_bin(v: f64, first: f64, last: f64, edges: &[f64]) -> usize {
         i += 1;
     }
     i
-}
-
-/// Counts per distinct value of both windows, values in ascending order.
-fn counted(r: Chunks, c: Chunks) -> (Shares, Vec<u64>, Vec<u64>) {
-    // Few distinct values (the reference has at most 20): a short list
-    // searched in order beats hashing; a map takes over past 64.
-    let mut few: Vec<(u64, u64, u64)> = Vec::new();
-    let mut map: HashMap<u64, (u64, u64)> = HashMap::new();
-    for (vals, side) in [(r, 0), (c, 1)] {
-        vals.each(|v| {
-            let bits = normalise_zero(v).to_bits();
-            let (x, y) = (u64::from(side == 0), u64::from(side == 1));
-            if let Some(e) = few.iter_mut().find(|e| e.0 == bits) {
-                (e.1, e.2) = (e.1 + x, e.2 + y);
-            } else if few.len() < 64 {
-                few.push((bits, x, y));
-            } else {
-                let e = map.entry(bits).or_default();
-                (e.0, e.1) = (e.0 + x, e.1 + y);
-            }
-            true
-        });
-    }
-    let mut keys: Vec<(f64, u64, u64)> = few
-        .into_iter()
-        .map(|(b, x, y)| (f64::from_bits(b), x, y))
-        .chain(map.into_iter().map(|(b, (x, y))| (f64::from_bits(b), x, y)))
-        .collect();
-    keys.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let values = keys.iter().map(|k| k.0).collect();
-    let kr = keys.iter().map(|k| k.1).collect();
-    let kc = keys.iter().map(|k| k.2).collect();
-    (Shares { values, ..Default::default() }, kr, kc)
 }
 
 /// Evidently's replacement of empty shares before PSI.
@@ -628,43 +873,24 @@ pub fn wasserstein_sorted(r: &[f64], c: &[f64]) -> f64 {
     total
 }
 
-/// KS statistic and Wasserstein distance from CDFs on a 65,536-bin grid.
-/// Smallest and largest value of both.
-fn min_max(r: Chunks, c: Chunks) -> (f64, f64) {
-    (r.min.min(c.min), r.max.max(c.max))
-}
-
-/// KS statistic, Wasserstein distance and the sums of both windows.
-fn fine_histogram_ks_wasserstein(r: Chunks, c: Chunks) -> (f64, f64, f64, f64) {
-    let (lo, hi) = min_max(r, c);
-    if lo == hi {
-        return (0.0, 0.0, lo * r.len() as f64, lo * c.len() as f64);
+/// KS statistic and Wasserstein distance from two histograms on the fine
+/// grid (bins `width` wide): CDFs at the bins' right edges.
+fn fine_ks_wasserstein(hr: &[u32], hc: &[u32], nr: f64, nc: f64, width: f64) -> (f64, f64) {
+    if !width.is_finite() {
+        // All values equal.
+        return (0.0, 0.0);
     }
-    let scale = FINE_BINS as f64 / (hi - lo);
-    let hist = |vals: Chunks| {
-        let mut h = vec![0u32; FINE_BINS];
-        let mut sum = 0.0;
-        vals.each(|v| {
-            h[(((v - lo) * scale) as usize).min(FINE_BINS - 1)] += 1;
-            sum += v;
-            true
-        });
-        (h, sum)
-    };
-    let ((hr, sum_r), (hc, sum_c)) = (hist(r), hist(c));
-    let (nr, nc) = (r.len() as f64, c.len() as f64);
-    let width = (hi - lo) / FINE_BINS as f64;
     let (mut fr, mut fc, mut d, mut w) = (0f64, 0f64, 0f64, 0f64);
-    for k in 0..FINE_BINS {
-        fr += hr[k] as f64;
-        fc += hc[k] as f64;
+    for k in 0..hr.len() {
+        fr += f64::from(hr[k]);
+        fc += f64::from(hc[k]);
         let diff = (fr / nr - fc / nc).abs();
         d = d.max(diff);
-        if k + 1 < FINE_BINS {
+        if k + 1 < hr.len() {
             w += diff * width;
         }
     }
-    (d, w, sum_r, sum_c)
+    (d, w)
 }
 
 /// KS statistic and Wasserstein distance of two windows given as counts per
@@ -718,14 +944,88 @@ mod tests {
         let r: Vec<f32> = (0..20_000).map(|i| ((i * 7919) % 20_000) as f32 / 20_000.0).collect();
         let c: Vec<f32> = r.iter().map(|x| x * x).collect();
         let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
-        let (r, c) = (Chunks::new(&rp), Chunks::new(&cp));
-        let (mut rs, mut cs) = (r.to_vec(), c.to_vec());
-        rs.sort_by(f64::total_cmp);
-        cs.sort_by(f64::total_cmp);
-        let (d, w, _, _) = fine_histogram_ks_wasserstein(r, c);
+        // Binned as large windows are: on the fine grid.
+        let grid = sturges(Summary { len: EXACT_MAX_VALUES, ..summarise(&rp) }, summarise(&cp));
+        assert!(matches!(grid, Grid::Bins { fine: Some(_), .. }));
+        // A standard deviation of 1 leaves the distance as it is.
+        let m = measures(&grid, &Tally::of(&grid, &rp), &Tally::of(&grid, &cp), 1.0);
+        let sorted = |v: &[f32]| {
+            let mut s: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+            s.sort_by(f64::total_cmp);
+            s
+        };
+        let (rs, cs) = (sorted(&r), sorted(&c));
         let width = 1.0 / FINE_BINS as f64;
-        assert!((d - ks_statistic(&rs, &cs)).abs() <= 2.0 * 1.0 / 20_000.0 + width, "{d}");
-        assert!((w - wasserstein_sorted(&rs, &cs)).abs() <= 2.0 * width, "{w}");
+        assert!((m.ks_statistic - ks_statistic(&rs, &cs)).abs() <= 2.0 * 1.0 / 20_000.0 + width, "{}", m.ks_statistic);
+        assert!((m.wasserstein_norm - wasserstein_sorted(&rs, &cs)).abs() <= 2.0 * width, "{}", m.wasserstein_norm);
+    }
+
+    #[test]
+    fn sturges_counts_from_the_fine_grid_are_numpys_counts() {
+        // Values at, just below and just above every edge, and spread between.
+        let mut v: Vec<f32> =
+            (0..3_000_000u64).map(|i| ((i * 7919) % 1_000_003) as f32 / 1_000_003.0 * 7.3 - 2.1).collect();
+        let grid = sturges(summarise(&[v.as_slice()]), summarise(&[v.as_slice()]));
+        let Grid::Bins { edges, fine: Some(_) } = &grid else { panic!("a fine grid") };
+        for &e in &edges[1..edges.len() - 1] {
+            let x = e as f32;
+            assert!(x != 0.0, "an edge at 0 has no neighbours by bits");
+            v.extend([x, f32::from_bits(x.to_bits() - 1), f32::from_bits(x.to_bits() + 1)]);
+        }
+        let tally = Tally::of(&grid, &[v.as_slice()]);
+        let mut direct = vec![0u64; edges.len() - 1];
+        for &x in &v {
+            direct[numpy_bin(f64::from(x), edges)] += 1;
+        }
+        assert_eq!(tally.counts, direct);
+    }
+
+    #[test]
+    fn one_pass_mean_and_deviation_match_two_passes_far_from_zero() {
+        let v: Vec<f32> = (0..100_000).map(|i| 1.0e6 + ((i * 7919) % 1000) as f32 / 100.0).collect();
+        let p = [v.as_slice()];
+        let c = summarise(&p);
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!((c.mean - mean).abs() < 1e-9 * mean, "{} vs {mean}", c.mean);
+        assert!((c.std - var.sqrt()).abs() < 1e-9 * var.sqrt(), "{} vs {}", c.std, var.sqrt());
+    }
+
+    #[test]
+    fn time_buckets_are_scored_on_the_whole_windows_grid() {
+        // Binary column, large: counted exactly, so a bucket's score is the
+        // comparison of the reference with that bucket alone.
+        let r: Vec<f32> = (0..1_500_000).map(|i| f32::from(i % 10 < 3)).collect();
+        let c: Vec<f32> = (0..1_500_000).map(|i| f32::from(i % 10 < if i < 750_000 { 3 } else { 6 })).collect();
+        let buckets: Vec<u32> = (0..c.len()).map(|i| u32::from(i >= 750_000)).collect();
+        let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
+        let cmp = comparison(&rp, &cp, TestChoice::default()).unwrap();
+        let over = cmp.over_time(&cp, &buckets, 3);
+        for (b, part) in [&c[..750_000], &c[750_000..]].into_iter().enumerate() {
+            let alone = compare(&r, part, TestChoice::default()).unwrap().score;
+            assert!((over[b] - alone).abs() < 1e-12, "bucket {b}: {} vs {alone}", over[b]);
+        }
+        assert!(over[0] < 0.01 && over[1] > 0.1 && over[2].is_nan(), "{over:?}");
+
+        // Continuous, large: the fine grid of the whole windows, within a
+        // few of its bins of the bucket's own comparison.
+        let noise = |i: usize| ((i * 7919) % 10_007) as f32 / 10_007.0;
+        let r: Vec<f32> = (0..1_500_000).map(noise).collect();
+        let c: Vec<f32> = (0..1_500_000).map(|i| noise(i) + if i < 750_000 { 0.0 } else { 0.3 }).collect();
+        let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
+        let cmp = comparison(&rp, &cp, TestChoice::default()).unwrap();
+        assert_eq!(cmp.stats.test, StatTest::Wasserstein);
+        let over = cmp.over_time(&cp, &buckets, 2);
+        let std_r = cmp.std_r;
+        for (b, part) in [&c[..750_000], &c[750_000..]].into_iter().enumerate() {
+            let alone = compare(&r, part, TestChoice::default()).unwrap().score;
+            assert!(
+                (over[b] - alone).abs() < 4.0 * 1.3 / FINE_BINS as f64 / std_r,
+                "bucket {b}: {} vs {alone}",
+                over[b]
+            );
+        }
+        assert!(over[0] < 0.01 && over[1] > 0.5, "{over:?}");
     }
 
     #[test]
