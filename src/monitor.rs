@@ -33,6 +33,7 @@ pub fn spawn_feedback(
     loaded: &Loaded,
     bootstrap: &str,
     tables: &Path,
+    dlq: Option<&switchyard_sink::KafkaSinkConfig>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<JoinHandle<anyhow::Result<FeedbackSummary>>>> {
     let m = &loaded.manifest;
@@ -50,6 +51,10 @@ pub fn spawn_feedback(
     let mut source = KafkaSource::start(&kcfg, None, Duration::from_secs(3600))
         .with_context(|| format!("consuming feedback topics {}", fb.topics.join(", ")))?;
     let committer = source.committer();
+    let dlq = dlq
+        .map(|k| switchyard_sink::KafkaSink::new(k, bootstrap))
+        .transpose()
+        .context("creating the producer for bad feedback (sinks.kafka.dlq_topic)")?;
     Ok(Some(tokio::spawn(async move {
         let mut stop = stop;
         let mut summary = FeedbackSummary::default();
@@ -85,6 +90,16 @@ pub fn spawn_feedback(
                     }
                     summary.records += good.len() as u64;
                     summary.dlq += bad.len() as u64;
+                    // Bad feedback reaches the DLQ topic before its offset can
+                    // be committed (with the roll that holds its DLQ row).
+                    if let (Some(sink), false) = (&dlq, bad.is_empty()) {
+                        sink.send_dlq(&bad)
+                            .await
+                            .context("sending bad feedback to the DLQ topic")?
+                            .wait()
+                            .await
+                            .context("sending bad feedback to the DLQ topic")?;
+                    }
                     tokio::task::block_in_place(|| -> anyhow::Result<()> {
                         parquet.write_feedback(&good)?;
                         parquet.write_dlq(&bad)?;

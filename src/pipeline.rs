@@ -129,7 +129,7 @@ pub struct Summary {
     pub tables: PathBuf,
     /// Feedback records written to the `feedback` table.
     pub feedback: u64,
-    /// Bad feedback records sent to the DLQ table.
+    /// Bad feedback records sent to the DLQ (table, and topic with a Kafka sink).
     pub feedback_dlq: u64,
     /// Retrain triggers the monitor emitted.
     pub triggers: u64,
@@ -424,7 +424,13 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> anyhow::Result<Summary> {
         (None, None, Vec::new())
     } else {
         (
-            crate::monitor::spawn_feedback(loaded, &kcfg.bootstrap_servers, &tables, stop_rx.clone())?,
+            crate::monitor::spawn_feedback(
+                loaded,
+                &kcfg.bootstrap_servers,
+                &tables,
+                m.sinks.kafka.as_ref().filter(|_| kafka_wanted),
+                stop_rx.clone(),
+            )?,
             crate::monitor::build_monitor(loaded, &kcfg.bootstrap_servers, &tables)?
                 .map(|m| crate::monitor::spawn_monitor(m, stop_rx.clone())),
             crate::monitor::spawn_reload(&stages.workers, &m.name, &tables, stop_rx),

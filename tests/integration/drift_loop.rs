@@ -389,6 +389,12 @@ fn feedback_offsets_follow_the_rolls_and_a_replay_adds_no_rows() {
     let first = run(&format!("{}-fb", t.group));
     assert_eq!(sql_i64(&tables, "SELECT count(*) FROM feedback"), 120, "{first}");
     assert_eq!(sql_i64(&tables, "SELECT count(*) FROM dlq WHERE stage = 'feedback'"), 1);
+    // The bad record is on the DLQ topic too, with its stage and source.
+    let on_kafka = crate::support::read_topic(&bootstrap, &t.dlq);
+    assert_eq!(on_kafka.records, 1, "{first}");
+    let header = |k: &str| on_kafka.first_headers.iter().find(|h| h.0 == k).map(|h| h.1.as_str());
+    assert_eq!(header("__connect.errors.stage"), Some("feedback"));
+    assert_eq!(header("__connect.errors.topic"), Some(feedback.as_str()));
     // Committed offsets cover every record, good or bad, once rolled.
     let committed = crate::support::committed(&bootstrap, &format!("{}-fb", t.group), &feedback, 2);
     assert_eq!(committed.values().sum::<i64>(), 121, "{committed:?}");
@@ -399,4 +405,5 @@ fn feedback_offsets_follow_the_rolls_and_a_replay_adds_no_rows() {
     let second = run(&format!("{}-fb2", t.group));
     assert_eq!(sql_i64(&tables, "SELECT count(*) FROM feedback"), 120, "{second}");
     assert_eq!(sql_i64(&tables, "SELECT count(*) FROM dlq WHERE stage = 'feedback'"), 1);
+    assert_eq!(crate::support::read_topic(&bootstrap, &t.dlq).records, 1, "not sent again on replay");
 }
