@@ -337,6 +337,9 @@ pub struct DriftOptions {
     /// Write every chart as an SVG file into this folder.
     #[arg(long)]
     pub svg_dir: Option<PathBuf>,
+    /// Write every chart as a PNG file (twice the SVG's size) into this folder.
+    #[arg(long)]
+    pub png_dir: Option<PathBuf>,
     /// Append the results to the `drift` table.
     #[arg(long)]
     pub write: bool,
@@ -399,28 +402,83 @@ pub async fn drift_command(loaded: &Loaded, o: DriftOptions) -> anyhow::Result<(
     print!("{}", render::text(&report, &acc, &agreement));
     println!("\nanalysed in {:.2} s", analysed.as_secs_f64());
     if let Some(path) = &o.html {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
         std::fs::write(path, render::html(&report, &acc, &agreement))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("HTML report: {}", path.display());
     }
-    if let Some(dir) = &o.svg_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut n = 0;
+    let mut png = match &o.png_dir {
+        Some(dir) => Some((dir, Rasteriser::new()?)),
+        None => None,
+    };
+    if o.svg_dir.is_some() || png.is_some() {
+        let mut charts = Vec::new();
         for g in &report.groups {
             for c in &g.columns {
                 let stem = format!("{}-{}-{}", g.model_version, g.route, c.column).replace(['/', ' ', '='], "_");
-                std::fs::write(dir.join(format!("{stem}.svg")), render::distribution_svg(&c.column, &c.stats.shares))?;
+                charts.push((stem.clone(), render::distribution_svg(&c.column, &c.stats.shares)));
                 if !c.over_time.is_empty() {
-                    std::fs::write(dir.join(format!("{stem}-over-time.svg")), render::over_time_svg(c, &g.buckets))?;
+                    charts.push((format!("{stem}-over-time"), render::over_time_svg(c, &g.buckets)));
                 }
-                n += 1;
             }
         }
-        println!("{n} charts in {}", dir.display());
+        for (dir, ext) in [(o.svg_dir.as_ref(), "svg"), (png.as_ref().map(|p| p.0), "png")] {
+            let Some(dir) = dir else { continue };
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (stem, svg) in &charts {
+                let path = dir.join(format!("{stem}.{ext}"));
+                let bytes = match &mut png {
+                    Some((_, r)) if ext == "png" => {
+                        r.png(svg).with_context(|| format!("drawing {}", path.display()))?
+                    }
+                    _ => svg.clone().into_bytes(),
+                };
+                std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{} charts in {}", charts.len(), dir.display());
+        }
     }
     if o.write && !report.groups.is_empty() {
         let path = tables::append(&tables, tables::DRIFT, report.computed_at_us, &report.to_batch()?)?;
         println!("drift table: {}", path.display());
     }
     Ok(())
+}
+
+/// SVG charts to PNG, text in the machine's fonts (loaded once).
+struct Rasteriser {
+    options: resvg::usvg::Options<'static>,
+}
+
+impl Rasteriser {
+    fn new() -> anyhow::Result<Self> {
+        let mut options = resvg::usvg::Options::default();
+        let db = options.fontdb_mut();
+        db.load_system_fonts();
+        if db.is_empty() {
+            tracing::warn!("no system fonts found: PNG charts are drawn without their text (the SVG and HTML have it)");
+        }
+        // `sans-serif` resolves to Arial unless told otherwise: take the
+        // first sans-serif family this machine has.
+        let has = |name: &str| db.faces().any(|f| f.families.iter().any(|(n, _)| n == name));
+        if let Some(name) =
+            ["Arial", "Helvetica", "DejaVu Sans", "Liberation Sans", "Noto Sans"].into_iter().find(|n| has(n))
+        {
+            db.set_sans_serif_family(name);
+        }
+        Ok(Self { options })
+    }
+
+    /// The chart at twice its size, as PNG.
+    fn png(&mut self, svg: &str) -> anyhow::Result<Vec<u8>> {
+        use resvg::tiny_skia::{Pixmap, Transform};
+        let tree = resvg::usvg::Tree::from_str(svg, &self.options).context("reading the chart's SVG")?;
+        let size = tree.size().to_int_size();
+        let mut pixmap = Pixmap::new(size.width() * 2, size.height() * 2).context("an empty chart")?;
+        pixmap.fill(resvg::tiny_skia::Color::WHITE);
+        resvg::render(&tree, Transform::from_scale(2.0, 2.0), &mut pixmap.as_mut());
+        pixmap.encode_png().context("encoding PNG")
+    }
 }

@@ -40,6 +40,7 @@ fn rfc3339(ms: i64) -> String {
 
 struct Run {
     tables: std::path::PathBuf,
+    manifest: std::path::PathBuf,
     triggers_topic: String,
     stdout: String,
     _dir: tempfile::TempDir,
@@ -104,7 +105,7 @@ fn run_loop(test: &str, drift: impl Fn(&mut serde_json::Map<String, serde_json::
     let out = switchyard(&["run", manifest.to_str().unwrap(), "--idle-exit-ms", "5000", "--progress-secs", "0"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    Run { tables, triggers_topic: triggers, stdout, _dir: dir }
+    Run { tables, manifest, triggers_topic: triggers, stdout, _dir: dir }
 }
 
 /// The drift of these tests: `amount` and `distance_km` shifted and scaled.
@@ -188,6 +189,8 @@ fn injected_drift_emits_one_trigger_with_its_evidence_and_the_retrainer_register
     assert!(t["windows"]["reference"].as_str().unwrap().starts_with("window"));
     assert_eq!(sql_i64(tables, "SELECT count(*) FROM audit WHERE event = 'trigger_emitted'"), 1);
 
+    drift_command_reports_what_the_monitor_found(&run);
+
     // The trigger's training data, run by the reference retrainer, gives a
     // new registered version.
     let registry = run._dir.path().join("models");
@@ -197,6 +200,58 @@ fn injected_drift_emits_one_trigger_with_its_evidence_and_the_retrainer_register
         serde_json::from_slice(&std::fs::read(registry.join("fraud/2/metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["training"]["trigger_id"], t["trigger_id"]);
     assert_eq!(meta["training"]["rows"].as_i64(), Some(600), "one row per labelled prediction");
+}
+
+/// `switchyard drift` on the same tables: the table names the drifted
+/// columns, and the HTML page, SVG and PNG charts are written; `--write`
+/// appends to the `drift` table.
+fn drift_command_reports_what_the_monitor_found(run: &Run) {
+    let out_dir = run._dir.path().join("report");
+    let (html, svg, png) = (out_dir.join("report.html"), out_dir.join("svg"), out_dir.join("png"));
+    let before = sql_i64(&run.tables, "SELECT count(*) FROM drift");
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let out = switchyard(&[
+        "drift",
+        &p(&run.manifest),
+        "--html",
+        &p(&html),
+        "--svg-dir",
+        &p(&svg),
+        "--png-dir",
+        &p(&png),
+        "--write",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for column in ["amount", "distance_km"] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(column)).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains("DRIFT"), "{column} not flagged: {line}");
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("amount"), "the HTML report has its charts");
+    let charts = |dir: &Path, ext: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|e| e == ext))
+            .collect();
+        v.sort();
+        v
+    };
+    let (svgs, pngs) = (charts(&svg, "svg"), charts(&png, "png"));
+    assert!(svgs.len() >= 17, "a chart per column and its metric over time: {svgs:?}");
+    assert_eq!(svgs.len(), pngs.len());
+    // A PNG is a picture: the chart's size doubled, bars and text on white.
+    let amount = pngs.iter().find(|f| f.file_name().unwrap().to_str().unwrap().ends_with("-amount.png")).unwrap();
+    let pixmap = resvg::tiny_skia::Pixmap::decode_png(&std::fs::read(amount).unwrap()).unwrap();
+    let svg_text = std::fs::read_to_string(svg.join(amount.with_extension("svg").file_name().unwrap())).unwrap();
+    let width: u32 = svg_text.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    assert_eq!(pixmap.width(), 2 * width);
+    let dark = pixmap.pixels().iter().filter(|p| p.red() < 80 && p.green() < 80 && p.blue() < 80).count();
+    let colours: std::collections::HashSet<_> =
+        pixmap.pixels().iter().map(|p| (p.red(), p.green(), p.blue())).collect();
+    assert!(dark > 200 && colours.len() > 8, "{dark} dark pixels, {} colours", colours.len());
+    assert!(sql_i64(&run.tables, "SELECT count(*) FROM drift") > before, "--write appends to the drift table");
 }
 
 #[test]
