@@ -409,7 +409,7 @@ pub async fn drift_command(loaded: &Loaded, o: DriftOptions) -> anyhow::Result<(
             .with_context(|| format!("writing {}", path.display()))?;
         println!("HTML report: {}", path.display());
     }
-    let mut png = match &o.png_dir {
+    let png = match &o.png_dir {
         Some(dir) => Some((dir, Rasteriser::new()?)),
         None => None,
     };
@@ -429,7 +429,7 @@ pub async fn drift_command(loaded: &Loaded, o: DriftOptions) -> anyhow::Result<(
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             for (stem, svg) in &charts {
                 let path = dir.join(format!("{stem}.{ext}"));
-                let bytes = match &mut png {
+                let bytes = match &png {
                     Some((_, r)) if ext == "png" => {
                         r.png(svg).with_context(|| format!("drawing {}", path.display()))?
                     }
@@ -472,7 +472,7 @@ impl Rasteriser {
     }
 
     /// The chart at twice its size, as PNG.
-    fn png(&mut self, svg: &str) -> anyhow::Result<Vec<u8>> {
+    fn png(&self, svg: &str) -> anyhow::Result<Vec<u8>> {
         use resvg::tiny_skia::{Pixmap, Transform};
         let tree = resvg::usvg::Tree::from_str(svg, &self.options).context("reading the chart's SVG")?;
         let size = tree.size().to_int_size();

@@ -334,13 +334,7 @@ impl Tally {
         if let Grid::Bins { edges, fine: Some(fine) } = grid {
             // The common large case, without a match per value.
             for &v in values {
-                let v = f64::from(v);
-                let f = (((v - fine.lo) * fine.scale) as usize).min(FINE_BINS - 1);
-                t.fine[f] += 1;
-                if fine.sturges_of[f] == NEAR_EDGE {
-                    t.counts[numpy_bin(v, edges)] += 1;
-                }
-                t.n += 1;
+                t.add_fine(edges, fine, v);
             }
         } else {
             for &v in values {
@@ -353,27 +347,33 @@ impl Tally {
     /// Counts `v` (a value of the grid's windows, not NaN).
     #[inline]
     fn add(&mut self, grid: &Grid, v: f32) {
-        self.n += 1;
         match grid {
             Grid::Values { index, .. } => {
+                self.n += 1;
                 if let Some(i) = index.get(v) {
                     self.counts[i] += 1;
                 }
             }
-            Grid::Bins { edges, fine: Some(fine) } => {
-                let v = f64::from(v);
-                let f = (((v - fine.lo) * fine.scale) as usize).min(FINE_BINS - 1);
-                self.fine[f] += 1;
-                if fine.sturges_of[f] == NEAR_EDGE {
-                    self.counts[numpy_bin(v, edges)] += 1;
-                }
-            }
+            Grid::Bins { edges, fine: Some(fine) } => self.add_fine(edges, fine, v),
             Grid::Bins { edges, fine: None } => {
+                self.n += 1;
                 let v = f64::from(v);
                 self.counts[numpy_bin(v, edges)] += 1;
                 self.sorted.push(v);
             }
         }
+    }
+
+    /// Counts `v` on the fine grid (and in its Sturges bin next to an edge).
+    #[inline]
+    fn add_fine(&mut self, edges: &[f64], fine: &Fine, v: f32) {
+        let v = f64::from(v);
+        let f = (((v - fine.lo) * fine.scale) as usize).min(FINE_BINS - 1);
+        self.fine[f] += 1;
+        if fine.sturges_of[f] == NEAR_EDGE {
+            self.counts[numpy_bin(v, edges)] += 1;
+        }
+        self.n += 1;
     }
 
     /// Adds the fine counts to the Sturges bins and sorts the kept values.
