@@ -281,12 +281,13 @@ def drift_section(d: dict) -> list:
         "",
         "Each timing runs in a fresh process, as a `switchyard drift` command does, from opening the tables to the "
         "result; scan and report alternate, median of 5 each (one run for Python, which computes no metric over "
-        f"time). Flagged: {', '.join(r['drifted'])} (the two drifted features). Above 2 million values per column "
+        "time). The scan reads each window's partitions at once on all cores, as the report does. "
+        f"Flagged: {', '.join(r['drifted'])} (the two drifted features). Above 2 million values per column "
         "the KS statistic and Wasserstein distance come from the value counts for the binary columns (exact) and "
         "from a 65,536-bin histogram for the continuous ones; the scipy baseline sorts. The Sturges bins of PSI and "
         "Jensen–Shannon are exact in both.",
         "",
-        ("Target met." if r["report_s"] <= 3.0 else
+        (f"Target met, with {3.0 - r['report_s']:.2f} s to spare." if r["report_s"] <= 3.0 else
          f"Target not met: {r['report_s']:.2f} s. Reading and decoding the columns alone (the scan) takes "
          f"{r['scan_s']:.2f} s of it in this build (the optimised dev profile)."),
         DRIFT_END,

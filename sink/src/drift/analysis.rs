@@ -18,6 +18,7 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::chunk::{Chunk, Held};
 use super::stats::{comparison, ColumnStats, TestChoice, NO_BUCKET};
 use crate::tables::date_of;
 use crate::{Error, Result};
@@ -161,12 +162,14 @@ pub struct DriftReport {
     pub skipped_rows: u64,
 }
 
-/// Feature columns plus score, column-major; `times` per row.
+/// Feature columns plus score, column-major; `times` per row, in runs as
+/// read (growing one vector would copy it at every doubling).
 #[derive(Default)]
 struct Columns {
-    /// Per column, its values in chunks as read (one per batch and group).
-    cols: Vec<Vec<Vec<f32>>>,
-    times: Vec<i64>,
+    /// Per column, its values in runs as read (one per batch and group),
+    /// runs of few distinct values dictionary-coded.
+    cols: Vec<Vec<Held>>,
+    times: Vec<Vec<i64>>,
 }
 
 impl Columns {
@@ -176,12 +179,12 @@ impl Columns {
 
     /// Rows held (every row has a score slot).
     fn rows(&self) -> usize {
-        self.cols.last().map_or(0, |c| c.iter().map(Vec::len).sum())
+        self.cols.last().map_or(0, |c| c.iter().map(Held::len).sum())
     }
 
-    /// Column `j` as slices.
-    fn slices(&self, j: usize) -> Vec<&[f32]> {
-        self.cols[j].iter().map(Vec::as_slice).collect()
+    /// Column `j`'s runs.
+    fn chunks(&self, j: usize) -> Vec<Chunk<'_>> {
+        self.cols[j].iter().map(Held::view).collect()
     }
 }
 
@@ -251,6 +254,7 @@ impl Acc {
             let mut skipped = 0;
             let g = self.group(v, r);
             let mut chunk: Vec<Vec<f32>> = (0..=width).map(|_| Vec::with_capacity(end - i)).collect();
+            let mut kept_times: Vec<i64> = Vec::new();
             let (lo, hi) = (offsets[i] as usize, offsets[end] as usize);
             let regular = features.null_count() == 0
                 && hi - lo == (end - i) * width
@@ -270,7 +274,7 @@ impl Acc {
                     _ => chunk[width].extend((i..end).map(|row| score_at(scores, row))),
                 }
                 if keep_times {
-                    g.times.extend((i..end).map(|row| times.map(|t| t.value(row)).unwrap_or(0)));
+                    kept_times.extend((i..end).map(|row| times.map(|t| t.value(row)).unwrap_or(0)));
                 }
             } else {
                 for row in i..end {
@@ -284,14 +288,17 @@ impl Acc {
                     }
                     chunk[width].push(score_at(scores, row));
                     if keep_times {
-                        g.times.push(times.map(|t| t.value(row)).unwrap_or(0));
+                        kept_times.push(times.map(|t| t.value(row)).unwrap_or(0));
                     }
                 }
             }
             for (col, c) in g.cols.iter_mut().zip(chunk) {
                 if !c.is_empty() {
-                    col.push(c);
+                    col.push(Held::encode(c));
                 }
+            }
+            if !kept_times.is_empty() {
+                g.times.push(kept_times);
             }
             self.skipped += skipped;
             i = end;
@@ -421,7 +428,7 @@ pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftRe
     let mut groups = Vec::new();
     for ((version, route), cur) in current.groups {
         let rows = cur.rows();
-        let buckets = bucket_bounds(req.current, &cur.times, req.buckets);
+        let buckets = bucket_bounds(req.current, cur.times.iter().flatten().copied(), req.buckets);
         let (reference, names, choices, bounds) = (reference.clone(), names.clone(), choices.clone(), buckets.clone());
         let columns = tokio::task::spawn_blocking(move || compare_all(&reference, &cur, &names, &choices, &bounds))
             .await
@@ -456,12 +463,12 @@ pub async fn analyse(ctx: &SessionContext, req: &DriftRequest) -> Result<DriftRe
 
 /// `n` equal buckets over the window (or over the rows' times where the
 /// window is open).
-fn bucket_bounds(window: Window, times: &[i64], n: usize) -> Vec<(i64, i64)> {
+fn bucket_bounds(window: Window, times: impl Iterator<Item = i64> + Clone, n: usize) -> Vec<(i64, i64)> {
     if n == 0 {
         return Vec::new();
     }
-    let lo = window.start_us.or_else(|| times.iter().min().copied()).unwrap_or(0);
-    let hi = window.end_us.or_else(|| times.iter().max().map(|t| t + 1)).unwrap_or(lo + 1);
+    let lo = window.start_us.or_else(|| times.clone().min()).unwrap_or(0);
+    let hi = window.end_us.or_else(|| times.max().map(|t| t + 1)).unwrap_or(lo + 1);
     let step = ((hi - lo) / n as i64).max(1);
     (0..n as i64).map(|k| (lo + k * step, if k + 1 == n as i64 { hi } else { lo + (k + 1) * step })).collect()
 }
@@ -478,11 +485,11 @@ fn compare_all(
         Vec::new()
     } else {
         let of = |t: i64| buckets.iter().position(|&(s, e)| t >= s && t < e).map_or(NO_BUCKET, |b| b as u32);
-        current.times.iter().map(|&t| of(t)).collect()
+        current.times.iter().flatten().map(|&t| of(t)).collect()
     };
     let one = |j: usize| -> Option<ColumnDrift> {
-        let r = reference.slices(j);
-        let c = current.slices(j);
+        let r = reference.chunks(j);
+        let c = current.chunks(j);
         let cmp = comparison(&r, &c, choices[j])?;
         let over_time = if buckets.is_empty() { Vec::new() } else { cmp.over_time(&c, &bucket_of, buckets.len()) };
         Some(ColumnDrift { column: names[j].clone(), stats: cmp.stats, over_time })

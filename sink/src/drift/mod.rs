@@ -2,6 +2,8 @@
 //!
 //! * [`stats`] — the two-sample statistics (PSI, KS, Jensen–Shannon,
 //!   Wasserstein, χ², z) and Evidently's default choice of test;
+//! * [`chunk`] — a window's values in memory: plain runs, or dictionary
+//!   runs for columns of few values;
 //! * [`analysis`] — reference vs current window per model version and route,
 //!   read with DataFusion, written to the `drift` table;
 //! * [`accuracy`] — predictions joined with feedback: accuracy, precision,
@@ -12,6 +14,7 @@
 
 pub mod accuracy;
 pub mod analysis;
+pub mod chunk;
 pub mod monitor;
 pub mod render;
 pub mod rollout;

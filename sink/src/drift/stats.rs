@@ -28,6 +28,9 @@
 
 use std::collections::HashMap;
 
+pub use super::chunk::Chunk;
+use super::chunk::{code_counts, key, CODED_MAX};
+
 use serde::Serialize;
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
 
@@ -161,7 +164,7 @@ pub struct TestChoice {
 
 /// Compares one column's windows. `None` when either window has no values.
 pub fn compare(reference: &[f32], current: &[f32], choice: TestChoice) -> Option<ColumnStats> {
-    compare_chunks(&[reference], &[current], choice)
+    compare_chunks(&[Chunk::Plain(reference)], &[Chunk::Plain(current)], choice)
 }
 
 /// What one pass over a column's non-NaN values tells.
@@ -178,12 +181,34 @@ struct Summary {
 /// Count, range, mean and deviation of the non-NaN values of `parts` (the
 /// column in chunks as read: copying millions of values into one buffer
 /// costs more than the statistics, so they are read where they lie).
-fn summarise(parts: &[&[f32]]) -> Summary {
+fn summarise(parts: &[Chunk]) -> Summary {
     // Sums about the first value, so a column far from zero keeps its
     // precision in one pass.
-    let shift = parts.iter().flat_map(|p| p.iter()).find(|v| !v.is_nan()).map_or(0.0, |&v| f64::from(v));
+    let shift = parts
+        .iter()
+        .find_map(|p| match p {
+            Chunk::Plain(p) => p.iter().find(|v| !v.is_nan()),
+            Chunk::Coded { dict, .. } => dict.iter().find(|v| !v.is_nan()),
+        })
+        .map_or(0.0, |&v| f64::from(v));
     let (mut len, mut min, mut max, mut sum, mut sum_sq) = (0, f32::INFINITY, f32::NEG_INFINITY, 0.0, 0.0);
     for p in parts {
+        let p = match p {
+            Chunk::Plain(p) => p,
+            Chunk::Coded { dict, codes } => {
+                for (&v, n) in dict.iter().zip(code_counts(codes)) {
+                    if n > 0 && !v.is_nan() {
+                        len += n as usize;
+                        min = min.min(v);
+                        max = max.max(v);
+                        let d = f64::from(v) - shift;
+                        sum += d * n as f64;
+                        sum_sq += d * d * n as f64;
+                    }
+                }
+                continue;
+            }
+        };
         if p.iter().any(|v| v.is_nan()) {
             for &v in p.iter().filter(|v| !v.is_nan()) {
                 len += 1;
@@ -243,12 +268,6 @@ fn summary_of_counts(values: &[f64], counts: &[u64]) -> Summary {
         mean,
         std: var.sqrt(),
     }
-}
-
-/// The key values are counted by: the bits, with −0 as 0 (−0 + 0 = +0).
-#[inline]
-fn key(v: f32) -> u32 {
-    (v + 0.0).to_bits()
 }
 
 /// How both windows of a column are binned: the same grid for the whole
@@ -328,52 +347,69 @@ impl Tally {
     }
 
     /// The non-NaN values of `parts` counted on `grid`.
-    fn of(grid: &Grid, parts: &[&[f32]]) -> Self {
+    fn of(grid: &Grid, parts: &[Chunk]) -> Self {
         let mut t = Tally::empty(grid);
-        let values = parts.iter().flat_map(|p| p.iter()).filter(|v| !v.is_nan());
-        if let Grid::Bins { edges, fine: Some(fine) } = grid {
-            // The common large case, without a match per value.
-            for &v in values {
-                t.add_fine(edges, fine, v);
-            }
-        } else {
-            for &v in values {
-                t.add(grid, v);
+        for p in parts {
+            match p {
+                Chunk::Plain(p) => {
+                    let values = p.iter().filter(|v| !v.is_nan());
+                    if let Grid::Bins { edges, fine: Some(fine) } = grid {
+                        // The common large case, without a match per value.
+                        for &v in values {
+                            t.add_fine(edges, fine, v, 1);
+                        }
+                    } else {
+                        for &v in values {
+                            t.add(grid, v, 1);
+                        }
+                    }
+                }
+                Chunk::Coded { dict, codes } => t.add_coded(grid, dict, &code_counts(codes)),
             }
         }
         t.finish(grid)
     }
 
-    /// Counts `v` (a value of the grid's windows, not NaN).
+    /// Counts `n` times `v` (a value of the grid's windows, not NaN).
     #[inline]
-    fn add(&mut self, grid: &Grid, v: f32) {
+    fn add(&mut self, grid: &Grid, v: f32, n: u64) {
         match grid {
             Grid::Values { index, .. } => {
-                self.n += 1;
+                self.n += n as usize;
                 if let Some(i) = index.get(v) {
-                    self.counts[i] += 1;
+                    self.counts[i] += n;
                 }
             }
-            Grid::Bins { edges, fine: Some(fine) } => self.add_fine(edges, fine, v),
+            Grid::Bins { edges, fine: Some(fine) } => self.add_fine(edges, fine, v, n),
             Grid::Bins { edges, fine: None } => {
-                self.n += 1;
+                self.n += n as usize;
                 let v = f64::from(v);
-                self.counts[numpy_bin(v, edges)] += 1;
-                self.sorted.push(v);
+                self.counts[numpy_bin(v, edges)] += n;
+                self.sorted.extend(std::iter::repeat_n(v, n as usize));
             }
         }
     }
 
-    /// Counts `v` on the fine grid (and in its Sturges bin next to an edge).
+    /// Counts a dictionary run from its counts per entry.
+    fn add_coded(&mut self, grid: &Grid, dict: &[f32], counts: &[u64; CODED_MAX]) {
+        for (&v, &n) in dict.iter().zip(counts) {
+            if n > 0 && !v.is_nan() {
+                self.add(grid, v, n);
+            }
+        }
+    }
+
+    /// Counts `n` times `v` on the fine grid (and in its Sturges bin next to
+    /// an edge).
     #[inline]
-    fn add_fine(&mut self, edges: &[f64], fine: &Fine, v: f32) {
+    fn add_fine(&mut self, edges: &[f64], fine: &Fine, v: f32, n: u64) {
         let v = f64::from(v);
         let f = (((v - fine.lo) * fine.scale) as usize).min(FINE_BINS - 1);
-        self.fine[f] += 1;
+        self.fine[f] += n as u32;
         if fine.sturges_of[f] == NEAR_EDGE {
-            self.counts[numpy_bin(v, edges)] += 1;
+            self.counts[numpy_bin(v, edges)] += n;
         }
-        self.n += 1;
+        self.n += n as usize;
     }
 
     /// Adds the fine counts to the Sturges bins and sorts the kept values.
@@ -401,12 +437,12 @@ pub struct Comparison {
 }
 
 /// [`compare`] over values held in chunks.
-pub fn compare_chunks(reference: &[&[f32]], current: &[&[f32]], choice: TestChoice) -> Option<ColumnStats> {
+pub fn compare_chunks(reference: &[Chunk], current: &[Chunk], choice: TestChoice) -> Option<ColumnStats> {
     comparison(reference, current, choice).map(|c| c.stats)
 }
 
 /// [`compare_chunks`], keeping what [`Comparison::over_time`] needs.
-pub fn comparison(reference: &[&[f32]], current: &[&[f32]], choice: TestChoice) -> Option<Comparison> {
+pub fn comparison(reference: &[Chunk], current: &[Chunk], choice: TestChoice) -> Option<Comparison> {
     // A column with few values is counted in one pass per window (the
     // reference's stops at its 21st distinct value); any other is
     // summarised, then binned, in two.
@@ -487,11 +523,34 @@ impl Comparison {
     /// current window (`bucket_of` per value of `current`, NaN included;
     /// [`NO_BUCKET`] for none), on the whole windows' grid; NaN for an
     /// empty bucket.
-    pub fn over_time(&self, current: &[&[f32]], bucket_of: &[u32], buckets: usize) -> Vec<f64> {
+    pub fn over_time(&self, current: &[Chunk], bucket_of: &[u32], buckets: usize) -> Vec<f64> {
         let mut tallies: Vec<Tally> = (0..buckets).map(|_| Tally::empty(&self.grid)).collect();
-        for (&v, &b) in current.iter().flat_map(|p| p.iter()).zip(bucket_of) {
-            if b != NO_BUCKET && !v.is_nan() {
-                tallies[b as usize].add(&self.grid, v);
+        let mut per_bucket = vec![[0u64; CODED_MAX]; buckets];
+        let mut start = 0;
+        for p in current {
+            let end = (start + p.len()).min(bucket_of.len());
+            let of = &bucket_of[start..end];
+            start = end;
+            match p {
+                Chunk::Plain(p) => {
+                    for (&v, &b) in p.iter().zip(of) {
+                        if b != NO_BUCKET && !v.is_nan() {
+                            tallies[b as usize].add(&self.grid, v, 1);
+                        }
+                    }
+                }
+                Chunk::Coded { dict, codes } => {
+                    // Counts per bucket and code, then per bucket and value.
+                    per_bucket.iter_mut().for_each(|c| *c = [0; CODED_MAX]);
+                    for (&c, &b) in codes.iter().zip(of) {
+                        if b != NO_BUCKET {
+                            per_bucket[b as usize][usize::from(c) % CODED_MAX] += 1;
+                        }
+                    }
+                    for (t, counts) in tallies.iter_mut().zip(&per_bucket) {
+                        t.add_coded(&self.grid, dict, counts);
+                    }
+                }
             }
         }
         tallies
@@ -597,41 +656,72 @@ impl ValueCounts {
 
 /// Counts of each non-NaN value of `parts`; `None` as soon as there are
 /// more than `cap` distinct values.
-fn count_values(parts: &[&[f32]], cap: Option<usize>) -> Option<ValueCounts> {
+fn count_values(parts: &[Chunk], cap: Option<usize>) -> Option<ValueCounts> {
     // The first four values are counted without branching on which one a
     // value is (0/1 flags would mispredict half the time); the rest go to
-    // the general counts.
-    const FREE: u32 = u32::MAX; // a NaN's bits: never a key
-    let (mut keys, mut counts) = ([FREE; 4], [0u64; 4]);
-    let mut out = ValueCounts::default();
+    // the general counts. Dictionary runs are counted by code.
+    let mut c = Counter { keys: [FREE; 4], counts: [0; 4], out: ValueCounts::default(), cap };
     for p in parts {
-        for &v in p.iter().filter(|v| !v.is_nan()) {
-            let k = key(v);
-            let hits = [k == keys[0], k == keys[1], k == keys[2], k == keys[3]];
-            if hits.iter().any(|&h| h) {
-                for (c, h) in counts.iter_mut().zip(hits) {
-                    *c += u64::from(h);
+        match p {
+            Chunk::Plain(p) => {
+                for &v in p.iter().filter(|v| !v.is_nan()) {
+                    let k = key(v);
+                    let hits = [k == c.keys[0], k == c.keys[1], k == c.keys[2], k == c.keys[3]];
+                    if hits.iter().any(|&h| h) {
+                        for (n, h) in c.counts.iter_mut().zip(hits) {
+                            *n += u64::from(h);
+                        }
+                    } else if !c.add(k, 1) {
+                        return None;
+                    }
                 }
-                continue;
             }
-            if let Some(slot) = keys.iter().position(|&x| x == FREE) {
-                (keys[slot], counts[slot]) = (k, 1);
-            } else if let Some(e) = out.few.iter_mut().find(|e| e.0 == k) {
-                e.1 += 1;
-                continue;
-            } else if out.few.len() < 60 {
-                out.few.push((k, 1));
-            } else {
-                *out.map.entry(k).or_default() += 1;
-            }
-            if cap.is_some_and(|cap| out.distinct() + keys.iter().filter(|&&x| x != FREE).count() > cap) {
-                return None;
+            Chunk::Coded { dict, codes } => {
+                for (&v, n) in dict.iter().zip(code_counts(codes)) {
+                    if n > 0 && !v.is_nan() && !c.add(key(v), n) {
+                        return None;
+                    }
+                }
             }
         }
     }
-    let first: Vec<(u32, u64)> = keys.into_iter().zip(counts).filter(|e| e.0 != FREE).collect();
-    out.few.splice(0..0, first);
-    Some(out)
+    let first: Vec<(u32, u64)> = c.keys.into_iter().zip(c.counts).filter(|e| e.0 != FREE).collect();
+    c.out.few.splice(0..0, first);
+    Some(c.out)
+}
+
+/// An empty slot of [`Counter`]: a NaN's bits, never a key.
+const FREE: u32 = u32::MAX;
+
+/// [`count_values`]' state: four slots counted without branching, then the
+/// general counts.
+struct Counter {
+    keys: [u32; 4],
+    counts: [u64; 4],
+    out: ValueCounts,
+    cap: Option<usize>,
+}
+
+impl Counter {
+    /// Counts `n` times key `k`; false once past the cap.
+    fn add(&mut self, k: u32, n: u64) -> bool {
+        if let Some(i) = self.keys.iter().position(|&x| x == k) {
+            self.counts[i] += n;
+            return true;
+        }
+        if let Some(slot) = self.keys.iter().position(|&x| x == FREE) {
+            (self.keys[slot], self.counts[slot]) = (k, n);
+        } else if let Some(e) = self.out.few.iter_mut().find(|e| e.0 == k) {
+            e.1 += n;
+            return true;
+        } else if self.out.few.len() < 60 {
+            self.out.few.push((k, n));
+        } else {
+            *self.out.map.entry(k).or_default() += n;
+        }
+        let slots = self.keys.iter().filter(|&&x| x != FREE).count();
+        self.cap.is_none_or(|cap| self.out.distinct() + slots <= cap)
+    }
 }
 
 /// numpy's Sturges edges over both windows (`histogram_bin_edges(...,
@@ -943,7 +1033,7 @@ mod tests {
     fn fine_histogram_is_close_to_the_exact_values() {
         let r: Vec<f32> = (0..20_000).map(|i| ((i * 7919) % 20_000) as f32 / 20_000.0).collect();
         let c: Vec<f32> = r.iter().map(|x| x * x).collect();
-        let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
+        let (rp, cp) = ([Chunk::Plain(&r)], [Chunk::Plain(&c)]);
         // Binned as large windows are: on the fine grid.
         let grid = sturges(Summary { len: EXACT_MAX_VALUES, ..summarise(&rp) }, summarise(&cp));
         assert!(matches!(grid, Grid::Bins { fine: Some(_), .. }));
@@ -965,14 +1055,14 @@ mod tests {
         // Values at, just below and just above every edge, and spread between.
         let mut v: Vec<f32> =
             (0..3_000_000u64).map(|i| ((i * 7919) % 1_000_003) as f32 / 1_000_003.0 * 7.3 - 2.1).collect();
-        let grid = sturges(summarise(&[v.as_slice()]), summarise(&[v.as_slice()]));
+        let grid = sturges(summarise(&[Chunk::Plain(&v)]), summarise(&[Chunk::Plain(&v)]));
         let Grid::Bins { edges, fine: Some(_) } = &grid else { panic!("a fine grid") };
         for &e in &edges[1..edges.len() - 1] {
             let x = e as f32;
             assert!(x != 0.0, "an edge at 0 has no neighbours by bits");
             v.extend([x, f32::from_bits(x.to_bits() - 1), f32::from_bits(x.to_bits() + 1)]);
         }
-        let tally = Tally::of(&grid, &[v.as_slice()]);
+        let tally = Tally::of(&grid, &[Chunk::Plain(&v)]);
         let mut direct = vec![0u64; edges.len() - 1];
         for &x in &v {
             direct[numpy_bin(f64::from(x), edges)] += 1;
@@ -983,7 +1073,7 @@ mod tests {
     #[test]
     fn one_pass_mean_and_deviation_match_two_passes_far_from_zero() {
         let v: Vec<f32> = (0..100_000).map(|i| 1.0e6 + ((i * 7919) % 1000) as f32 / 100.0).collect();
-        let p = [v.as_slice()];
+        let p = [Chunk::Plain(&v)];
         let c = summarise(&p);
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
         let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / v.len() as f64;
@@ -998,7 +1088,7 @@ mod tests {
         let r: Vec<f32> = (0..1_500_000).map(|i| f32::from(i % 10 < 3)).collect();
         let c: Vec<f32> = (0..1_500_000).map(|i| f32::from(i % 10 < if i < 750_000 { 3 } else { 6 })).collect();
         let buckets: Vec<u32> = (0..c.len()).map(|i| u32::from(i >= 750_000)).collect();
-        let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
+        let (rp, cp) = ([Chunk::Plain(&r)], [Chunk::Plain(&c)]);
         let cmp = comparison(&rp, &cp, TestChoice::default()).unwrap();
         let over = cmp.over_time(&cp, &buckets, 3);
         for (b, part) in [&c[..750_000], &c[750_000..]].into_iter().enumerate() {
@@ -1012,7 +1102,7 @@ mod tests {
         let noise = |i: usize| ((i * 7919) % 10_007) as f32 / 10_007.0;
         let r: Vec<f32> = (0..1_500_000).map(noise).collect();
         let c: Vec<f32> = (0..1_500_000).map(|i| noise(i) + if i < 750_000 { 0.0 } else { 0.3 }).collect();
-        let (rp, cp) = ([r.as_slice()], [c.as_slice()]);
+        let (rp, cp) = ([Chunk::Plain(&r)], [Chunk::Plain(&c)]);
         let cmp = comparison(&rp, &cp, TestChoice::default()).unwrap();
         assert_eq!(cmp.stats.test, StatTest::Wasserstein);
         let over = cmp.over_time(&cp, &buckets, 2);
@@ -1048,5 +1138,59 @@ mod tests {
         // n1 = n2 = 2, D = 1: only the 2 of C(4,2) = 6 paths that take all of
         // one sample first reach |i/2 − j/2| = 1, so P(D ≥ 1) = 2/6.
         assert!((ks_exact_p_value(1.0, 2, 2) - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn dictionary_runs_give_the_statistics_of_their_values() {
+        use super::super::chunk::Held;
+        // Runs of few values (coded) and of many (plain) in one column, with
+        // NaN and −0: the same statistics and time buckets as plain values.
+        let run = |seed: usize, shift: f32| -> Vec<f32> {
+            (0..9000)
+                .map(|i| match (i / 3000 + seed) % 3 {
+                    0 => [0.0, -0.0, 1.0, f32::NAN][(i * 7919 + seed) % 4] + shift,
+                    1 => ((i * 7919 + seed) % 1000) as f32 / 100.0 + shift,
+                    _ => ((i * 31 + seed) % 5) as f32,
+                })
+                .collect()
+        };
+        let (r, c) = (run(0, 0.0), run(1, 0.5));
+        let held = |v: &[f32]| -> Vec<Held> { v.chunks(3000).map(|p| Held::encode(p.to_vec())).collect() };
+        let (rh, ch) = (held(&r), held(&c));
+        assert!(rh.iter().filter(|h| matches!(h, Held::Coded { .. })).count() == 2);
+        let (rv, cv): (Vec<Chunk>, Vec<Chunk>) =
+            (rh.iter().map(Held::view).collect(), ch.iter().map(Held::view).collect());
+        let (rp, cp) = ([Chunk::Plain(&r)], [Chunk::Plain(&c)]);
+        let buckets: Vec<u32> = (0..c.len()).map(|i| if i % 11 == 0 { NO_BUCKET } else { (i % 4) as u32 }).collect();
+        for choice in [TestChoice::default(), TestChoice { test: Some(StatTest::Psi), threshold: None }] {
+            let (a, b) = (comparison(&rp, &cp, choice).unwrap(), comparison(&rv, &cv, choice).unwrap());
+            let (sa, sb) = (&a.stats, &b.stats);
+            for (x, y) in [
+                (sa.score, sb.score),
+                (sa.psi, sb.psi),
+                (sa.ks_statistic, sb.ks_statistic),
+                (sa.wasserstein_norm, sb.wasserstein_norm),
+                (sa.jensen_shannon, sb.jensen_shannon),
+                (sa.reference_mean, sb.reference_mean),
+                (sa.current_mean, sb.current_mean),
+            ] {
+                assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}");
+            }
+            assert_eq!((sa.reference_rows, sa.current_rows, sa.test), (sb.reference_rows, sb.current_rows, sb.test));
+            let (oa, ob) = (a.over_time(&cp, &buckets, 5), b.over_time(&cv, &buckets, 5));
+            assert!(oa[4].is_nan() && ob[4].is_nan());
+            for (x, y) in oa[..4].iter().zip(&ob[..4]) {
+                assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{oa:?} vs {ob:?}");
+            }
+        }
+        // A column of few values in all: counted, the same either way.
+        let flags: Vec<f32> = (0..6000).map(|i| f32::from(i % 7 < 2)).collect();
+        let fh = held(&flags);
+        let fv: Vec<Chunk> = fh.iter().map(Held::view).collect();
+        let (x, y) = (
+            compare(&flags, &r, TestChoice::default()).unwrap(),
+            compare_chunks(&fv, &rv, TestChoice::default()).unwrap(),
+        );
+        assert_eq!((x.distinct, x.test, x.score.to_bits()), (y.distinct, y.test, y.score.to_bits()));
     }
 }
