@@ -25,6 +25,10 @@
 //! histogram instead of sorted values (an error of at most one bin width, i.e.
 //! range/65,536), and [`ColumnStats::exact`] says so. As in scipy, the KS
 //! p-value is exact up to 10,000 values per side and asymptotic above.
+//!
+//! A window arrives as [`Chunk`]s, the runs it was read in: a dictionary run
+//! is counted per code and then per value, with the same results as its
+//! values one by one.
 
 use std::collections::HashMap;
 
