@@ -79,7 +79,7 @@ pub enum Held {
 
 impl Held {
     /// `values` as a dictionary run when they have at most [`CODED_MAX`]
-    /// distinct values (by [`key`]), else as they are.
+    /// distinct values (−0 counted as 0), else as they are.
     pub fn encode(values: Vec<f32>) -> Held {
         match dictionary(&values) {
             Some((dict, codes)) => Held::Coded { dict, codes },
