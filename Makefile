@@ -25,6 +25,7 @@ test-python:
 	.venv/bin/python -m pytest -q pipelines
 
 lint:
+	python3 scripts/check_imports.py
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -319,7 +319,7 @@ def cloud_section(c: dict) -> list:
         f"{co['burst_events_per_request'] / co['max_batch_size']:.0%} full | |",
         f"| coalescing, a steady {co['steady_rate']:,.0f} events/s of single events | "
         f"{co['steady_events_per_request']:.1f} events per request ({co['steady_requests']} requests) | "
-        f"`max_batch_delay_ms` {co['max_batch_delay_ms']}: {co['steady_rate'] * co['max_batch_delay_ms'] / 1000:.0f} "
+        f"`max_queue_delay_ms` {co['max_queue_delay_ms']}: {co['steady_rate'] * co['max_queue_delay_ms'] / 1000:.0f} "
         "events arrive in one delay | | |",
         f"| added latency of the client, one event per request, p50 | {lat['worker_p50_ms']:.3f} ms | bare HTTP "
         f"client posting the same body: {lat['bare_http_p50_ms']:.3f} ms | **{lat['added_p50_ms']:+.3f} ms** | |",

@@ -14,7 +14,7 @@ use switchyard_workers::{BatchModel, ExecutionProviderKind, OnnxModel};
 /// one session, one thread, random inputs, no batcher. Returns rows/s.
 pub fn ort(registry: &Path, model: &str, batch: usize, seconds: f64) -> anyhow::Result<f64> {
     switchyard_workers::init_runtime(None)?;
-    let entry = registry::resolve(registry, model, None)?;
+    let entry = registry::lookup(registry, model, None)?;
     let mut m = OnnxModel::load(&entry, 1, ExecutionProviderKind::Cpu)?;
     let width = m.width();
     // A fixed pseudo-random input (xorshift), so runs are comparable.
@@ -98,7 +98,7 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     use std::sync::Arc;
     use switchyard_workers::cloud::{CloudInput, CloudWorker, CloudWorkerConfig, Protocol};
 
-    let entry = registry::resolve(&b.registry, &b.model, None)?;
+    let entry = registry::lookup(&b.registry, &b.model, None)?;
     let width = entry.metadata.feature_order.len();
     let input_name = entry.metadata.input.clone();
     let server = crate::serve::start(crate::serve::ServeOptions {
@@ -140,7 +140,7 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     // 1. Added latency: the same single-event request, bare client vs worker.
     let http = reqwest::Client::new();
     let infer_url = format!("{url}/v2/models/{}/infer", b.model);
-    let single = worker(format!("{base}, max_batch_size: 1, max_batch_delay_ms: 0, max_concurrency: 1}}"))?;
+    let single = worker(format!("{base}, max_batch_size: 1, max_queue_delay_ms: 0, max_concurrency: 1}}"))?;
     // Interleaved, so drift of the machine affects both alike.
     let mut bare = Vec::with_capacity(b.requests);
     let mut client = Vec::with_capacity(b.requests);
@@ -177,7 +177,7 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     // 2. Rate limit under excess demand: twice the events the limit allows,
     //    one event per request, 8 in flight, the default burst.
     let limited = worker(format!(
-        "{base}, max_batch_size: 1, max_batch_delay_ms: 0, max_concurrency: 8, \
+        "{base}, max_batch_size: 1, max_queue_delay_ms: 0, max_concurrency: 8, \
          rate_limit: {{requests_per_second: {}}}}}",
         b.rps
     ))?;
@@ -200,9 +200,9 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     let failed = answers.iter().filter(|a| a.is_err()).count();
 
     // 3. Coalescing: 4096 events at once, and a steady stream of single
-    //    events, into a worker with max_batch_size 64 / max_batch_delay_ms 5.
+    //    events, into a worker with max_batch_size 64 / max_queue_delay_ms 5.
     let coalescing =
-        Arc::new(worker(format!("{base}, max_batch_size: 64, max_batch_delay_ms: 5, max_concurrency: 4}}"))?);
+        Arc::new(worker(format!("{base}, max_batch_size: 64, max_queue_delay_ms: 5, max_concurrency: 4}}"))?);
     let burst: Vec<CloudInput> =
         (0..4096).map(|i| CloudInput { id: format!("k{i}"), features: row(), values: Vec::new() }).collect();
     let t = Instant::now();
@@ -247,7 +247,7 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
             "burst": rate_burst, "most_allowed": (b.rps * elapsed).floor() + f64::from(rate_burst),
         },
         "coalescing": {
-            "max_batch_size": 64, "max_batch_delay_ms": 5,
+            "max_batch_size": 64, "max_queue_delay_ms": 5,
             "burst_events": 4096, "burst_requests": after_burst.requests,
             "burst_events_per_request": 4096.0 / after_burst.requests.max(1) as f64,
             "burst_events_per_s": 4096.0 / burst_secs,
@@ -304,8 +304,8 @@ fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
         let preds: Vec<Prediction> = (0..n)
             .map(|i| {
                 let mut l = lineage.clone();
-                l.ingest_time_us = start + i as i64 * step;
-                l.kafka_timestamp_ms = Some(l.ingest_time_us / 1000);
+                l.source.ingest_time_us = start + i as i64 * step;
+                l.source.kafka_timestamp_ms = Some(l.source.ingest_time_us / 1000);
                 let mut normal = || {
                     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
                     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
@@ -348,8 +348,8 @@ pub enum DriftPart {
 
 /// The drift benchmark's request: 2026-01-01 against 2026-01-02, with the
 /// metric over time in 12 buckets as `switchyard drift` draws by default.
-fn drift_request() -> switchyard_sink::drift::DriftRequest {
-    use switchyard_sink::drift::{DriftRequest, Reference, Window};
+fn drift_request() -> switchyard_analysis::DriftRequest {
+    use switchyard_analysis::{DriftRequest, Reference, Window};
     let (day0, day) = (DRIFT_DAY0_US, 86_400_000_000);
     DriftRequest {
         model: "fraud".into(),
@@ -368,10 +368,10 @@ pub async fn drift_part(dir: &Path, part: DriftPart) -> anyhow::Result<serde_jso
     use futures::StreamExt as _;
     let req = drift_request();
     let t = Instant::now();
-    let ctx = switchyard_sink::catalog::open(dir).await?;
+    let ctx = switchyard_analysis::catalog::open(dir).await?;
     Ok(match part {
         DriftPart::Scan => {
-            let (reference, current) = switchyard_sink::drift::analysis::input_frames(&ctx, &req).await?;
+            let (reference, current) = switchyard_analysis::drift::window::input_frames(&ctx, &req).await?;
             let mut rows = 0;
             // Each window's partitions read at once, on all cores, as the
             // report reads them.
@@ -397,7 +397,7 @@ pub async fn drift_part(dir: &Path, part: DriftPart) -> anyhow::Result<serde_jso
             serde_json::json!({"part": "scan", "s": t.elapsed().as_secs_f64(), "rows": rows})
         }
         DriftPart::Report => {
-            let report = switchyard_sink::drift::analyse(&ctx, &req).await?;
+            let report = switchyard_analysis::analyse(&ctx, &req).await?;
             let s = t.elapsed().as_secs_f64();
             let g = report.groups.first().context("the drift report found no rows in the current window")?;
             serde_json::json!({

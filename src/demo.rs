@@ -7,9 +7,9 @@ use anyhow::Context as _;
 use rdkafka::mocking::MockCluster;
 
 use crate::generate::{GenOptions, Generator};
-use crate::manifest;
-use crate::pipeline::{self, RunOptions};
+use crate::manifest::{self, Overrides, Plan};
 use crate::report;
+use crate::run::StreamOptions;
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -34,10 +34,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut loaded = manifest::load(&opts.manifest)?;
     let problems = loaded.validate();
     if !problems.is_empty() {
-        anyhow::bail!("{}: invalid manifest:\n{problems}", opts.manifest.display());
+        return Err(manifest::Invalid { path: loaded.path.clone(), problems }.into());
     }
-    let manifest::SourceConfig::Kafka(src) = &loaded.manifest.source;
-    let input = src.topics.first().context("source.topics is empty")?.clone();
+    let input = loaded.manifest.source.kafka().topics.first().context("source.topics is empty")?.clone();
     let sinks = loaded.manifest.sinks.kafka.clone();
     let mut topics = vec![(input.as_str(), 3)];
     if let Some(k) = &sinks {
@@ -73,17 +72,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     crate::kafka_util::produce(&bootstrap, &input, records.into_iter(), &[]).await?;
 
     eprintln!("running pipeline `{}`…", loaded.manifest.name);
-    let summary = pipeline::run(
-        &loaded,
-        RunOptions {
+    let plan =
+        Plan::build(&loaded, &Overrides { bootstrap_servers: Some(bootstrap), tables: Some(opts.tables.clone()) })?;
+    let summary = crate::run::stream(
+        &plan,
+        StreamOptions {
             idle_exit: Some(Duration::from_secs(3)),
             startup_timeout: Some(Duration::from_secs(30)),
-            bootstrap_servers: Some(bootstrap),
-            tables: Some(opts.tables.clone()),
             progress_every: Some(Duration::from_secs(2)),
             // The demo created every topic already; the mock cluster has no admin API.
             skip_topic_creation: opts.broker == "mock",
-            ..RunOptions::default()
+            ..StreamOptions::default()
         },
     )
     .await?;
@@ -105,9 +104,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                round(avg(score), 4) AS avg_score, sum(label) AS flagged FROM predictions \
                GROUP BY route, fallback, shadow, rule_id, sensitivity ORDER BY events DESC";
     println!("sample query: switchyard sql --tables {} \"{sql}\"", opts.tables.display());
-    let ctx = switchyard_sink::catalog::open(&opts.tables).await?;
-    let batches = switchyard_sink::catalog::query(&ctx, sql).await?;
-    println!("{}", switchyard_sink::catalog::format(&batches)?);
+    let ctx = switchyard_analysis::catalog::open(&opts.tables).await?;
+    let batches = switchyard_analysis::catalog::query(&ctx, sql).await?;
+    println!("{}", switchyard_analysis::catalog::format(&batches)?);
     if summary.shadows.values().sum::<u64>() > 0 {
         let sql = "SELECT a.route AS answered_by, s.route AS shadow_by, count(*) AS pairs, \
                    max(abs(a.score - s.score)) AS max_abs_score_diff, \
@@ -115,10 +114,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                    FROM predictions a JOIN predictions s ON a.lineage_id = s.lineage_id AND s.shadow \
                    WHERE NOT a.shadow GROUP BY 1, 2";
         println!("shadow comparison: switchyard sql --tables {} \"{sql}\"", opts.tables.display());
-        println!("{}", switchyard_sink::catalog::format(&switchyard_sink::catalog::query(&ctx, sql).await?)?);
+        println!("{}", switchyard_analysis::catalog::format(&switchyard_analysis::catalog::query(&ctx, sql).await?)?);
     }
     let sql = "SELECT error_class, stage, count(*) AS records FROM dlq GROUP BY 1, 2 ORDER BY 3 DESC";
-    println!("{}", switchyard_sink::catalog::format(&switchyard_sink::catalog::query(&ctx, sql).await?)?);
+    println!("{}", switchyard_analysis::catalog::format(&switchyard_analysis::catalog::query(&ctx, sql).await?)?);
     Ok(())
 }
 

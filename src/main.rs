@@ -1,19 +1,33 @@
 //! `switchyard`: a stream-processing worker for hybrid ML inference.
 //!
-//! The binary wires the stage crates together (see `pipeline`): it owns the
-//! CLI, manifest loading and validation, and nothing else of substance.
+//! The binary is the CLI and the wiring: it reads a manifest once into a
+//! [`manifest::Plan`], and wires the stage crates together for each
+//! command — `ingest → router → workers → sink` in [`pipeline`], the
+//! read side (`switchyard-analysis`) in `drift`, `monitor` and `sql`.
+//!
+//! | module | what it wires |
+//! |---|---|
+//! | [`manifest`] | loading (every problem, with its path and line), checks, the plan |
+//! | [`pipeline`] | the stages of a run: prepare, dispatch, deliver; the summary |
+//! | [`run`], [`backfill`] | a streaming run's source and side tasks; a bounded run's |
+//! | [`feedback`], [`reload`], [`monitor`] | the side tasks of a streaming run |
+//! | [`drift`], [`serve`], [`generate`], [`demo`], [`bench`] | the other commands |
 
 mod backfill;
 mod bench;
 mod demo;
+mod drift;
+mod feedback;
 mod generate;
 mod kafka_util;
 mod manifest;
 mod monitor;
 mod pipeline;
+mod reload;
 mod report;
-mod resolve;
+mod run;
 mod serve;
+mod signal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,8 +146,11 @@ enum Command {
     Drift {
         /// The manifest (YAML); its `monitor:` section gives the defaults.
         manifest: PathBuf,
+        /// Override the manifest's table folder.
+        #[arg(long)]
+        tables: Option<PathBuf>,
         #[command(flatten)]
-        options: monitor::DriftOptions,
+        options: drift::DriftOptions,
     },
     /// Evaluate drift and accuracy and emit retrain triggers, on the
     /// manifest's schedule (the streaming worker does this too), or once.
@@ -364,6 +381,11 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        // A manifest with problems: every one of them, and the documented exit code.
+        Err(e) if e.is::<manifest::Invalid>() => {
+            eprint!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -379,6 +401,15 @@ fn report_problems(manifest: &std::path::Path, problems: &switchyard_schemas::Pr
     } else {
         eprint!("{}: {} problem(s)\n{problems}", manifest.display(), problems.items().len());
         ExitCode::from(2)
+    }
+}
+
+/// A manifest with shape problems is reported like any other invalid one;
+/// other errors (an unreadable file) go on up.
+fn invalid_or(manifest: &std::path::Path, e: anyhow::Error) -> anyhow::Result<ExitCode> {
+    match e.downcast::<manifest::Invalid>() {
+        Ok(invalid) => Ok(report_problems(manifest, &invalid.problems)),
+        Err(e) => Err(e),
     }
 }
 
@@ -409,7 +440,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { manifest } => Ok(report_problems(&manifest, &manifest::load(&manifest)?.validate())),
+        Command::Validate { manifest } => match manifest::load(&manifest) {
+            Ok(loaded) => Ok(report_problems(&manifest, &loaded.validate())),
+            Err(e) => invalid_or(&manifest, e),
+        },
         Command::Run {
             manifest,
             bootstrap_servers,
@@ -421,19 +455,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             progress_secs,
             summary_json,
         } => {
-            let loaded = manifest::load(&manifest)?;
-            let summary = pipeline::run(
-                &loaded,
-                pipeline::RunOptions {
+            let plan =
+                manifest::Plan::build(&manifest::load(&manifest)?, &manifest::Overrides { bootstrap_servers, tables })?;
+            let summary = run::stream(
+                &plan,
+                run::StreamOptions {
                     idle_exit: idle_exit_ms.map(Duration::from_millis),
                     startup_timeout: None,
-                    bootstrap_servers,
-                    tables,
                     input_file,
                     no_kafka_sink,
                     skip_topic_creation: no_create_topics,
                     progress_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
-                    ..Default::default()
                 },
             )
             .await?;
@@ -452,26 +484,27 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             backfill::run_command(backfill::load(&manifest)?, options).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backfill(BackfillCommand::Validate { manifest }) => {
-            Ok(report_problems(&manifest, &backfill::load(&manifest)?.validate()))
-        }
-        Command::Drift { manifest, options } => {
-            let loaded = manifest::load(&manifest)?;
-            monitor::drift_command(&loaded, options).await?;
+        Command::Backfill(BackfillCommand::Validate { manifest }) => match backfill::load(&manifest) {
+            Ok(b) => Ok(report_problems(&manifest, &b.validate())),
+            Err(e) => invalid_or(&manifest, e),
+        },
+        Command::Drift { manifest, tables, options } => {
+            let overrides = manifest::Overrides { bootstrap_servers: None, tables };
+            drift::command(&manifest::Plan::build(&manifest::load(&manifest)?, &overrides)?, options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Monitor { manifest, tables, bootstrap_servers, once, now } => {
-            let loaded = manifest::load(&manifest)?;
-            monitor::monitor_command(&loaded, tables, bootstrap_servers, once, now).await?;
+            let overrides = manifest::Overrides { bootstrap_servers, tables };
+            monitor::command(&manifest::Plan::build(&manifest::load(&manifest)?, &overrides)?, once, now).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { query, tables } => {
             if !tables.exists() {
                 anyhow::bail!("no tables at {} (run a pipeline first, or pass --tables)", tables.display());
             }
-            let ctx = switchyard_sink::catalog::open(&tables).await?;
-            let batches = switchyard_sink::catalog::query(&ctx, &query).await?;
-            println!("{}", switchyard_sink::catalog::format(&batches)?);
+            let ctx = switchyard_analysis::catalog::open(&tables).await?;
+            let batches = switchyard_analysis::catalog::query(&ctx, &query).await?;
+            println!("{}", switchyard_analysis::catalog::format(&batches)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Ort { registry, model, batch, seconds }) => {

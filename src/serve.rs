@@ -98,7 +98,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (spec.as_str(), None),
         };
-        let entry = registry::resolve(&opts.registry, name, version.as_deref())
+        let entry = registry::lookup(&opts.registry, name, version.as_deref())
             .with_context(|| format!("model `{spec}` in {}", opts.registry.display()))?;
         let config = OnnxWorkerConfig {
             model: name.to_string(),
@@ -147,7 +147,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         running.addr,
         if running.auth { ", bearer token required" } else { "" }
     );
-    running.until(crate::pipeline::shutdown_signal()).await
+    running.until(crate::signal::shutdown_signal()).await
 }
 
 fn registry_models(registry: &Path) -> anyhow::Result<Vec<String>> {

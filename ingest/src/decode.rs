@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 use switchyard_schemas::{
-    derive_lineage_id, headers, DlqRecord, ErrorClass, Event, EventSchema, FieldType, Lineage, RawRecord, Stage, Value,
+    derive_lineage_id, headers, DlqRecord, ErrorClass, Event, EventSchema, FieldType, Lineage, RawRecord, SourceCoords,
+    Stage, Value,
 };
 
 /// The parts of lineage that are the same for every event of a run.
@@ -61,11 +62,7 @@ impl Decoder {
             .unwrap_or_else(|| Lineage::derive_traceparent(&lineage_id));
         Lineage {
             lineage_id,
-            source_topic: raw.topic.clone(),
-            source_partition: raw.partition,
-            source_offset: raw.offset,
-            kafka_timestamp_ms: raw.timestamp_ms,
-            ingest_time_us: raw.received_us,
+            source: SourceCoords::of(raw),
             pipeline: self.ctx.pipeline.clone(),
             manifest_hash: self.ctx.manifest_hash.clone(),
             schema_id: self.schema.id.clone(),
@@ -309,7 +306,7 @@ mod tests {
             let d = dec(false).decode(&raw(payload)).unwrap_err();
             assert_eq!(d.error_class, class, "{payload}");
             assert!(d.message.contains(needle), "{payload}: {}", d.message);
-            assert_eq!((d.source_topic.as_str(), d.source_partition, d.source_offset), ("tx", 1, 7));
+            assert_eq!((d.source.topic.as_str(), d.source.partition, d.source.offset), ("tx", 1, 7));
             assert_eq!(d.payload.as_deref(), Some(payload.as_bytes()), "payload kept byte for byte");
         }
     }

@@ -224,7 +224,7 @@ mod tests {
             let d = cfg().decode(&raw(payload), "p").unwrap_err();
             assert_eq!(d.error_class, class, "{payload}: {}", d.message);
             assert!(d.message.contains(needle) && d.message.contains("fb[1]@7"), "{payload}: {}", d.message);
-            assert_eq!((d.stage, d.source_offset), (Stage::Feedback, 7));
+            assert_eq!((d.stage, d.source.offset), (Stage::Feedback, 7));
         }
     }
 }

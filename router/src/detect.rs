@@ -203,12 +203,19 @@ pub fn luhn_valid(number: &str) -> bool {
 
 /// Luhn over digit values (0–9), most significant first.
 fn luhn_digits(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
-    let sum: u32 = digits
+    luhn_sum(digits, 1) % 10 == 0
+}
+
+/// The Luhn sum: digits from the right, every second one doubled (with 9
+/// taken off a two-digit result), starting with the digit at `first` (0:
+/// the rightmost).
+fn luhn_sum(digits: impl DoubleEndedIterator<Item = u8>, first: usize) -> u32 {
+    digits
         .rev()
         .enumerate()
         .map(|(i, d)| {
             let d = u32::from(d);
-            if i % 2 == 1 {
+            if i % 2 == first % 2 {
                 let twice = d * 2;
                 if twice > 9 {
                     twice - 9
@@ -219,8 +226,15 @@ fn luhn_digits(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
                 d
             }
         })
-        .sum();
-    sum % 10 == 0
+        .sum()
+}
+
+/// The Luhn check digit that makes `body` followed by it a valid number
+/// (test card numbers); `None` when `body` is not all digits.
+pub fn luhn_check_digit(body: &str) -> Option<char> {
+    let digits: Option<Vec<u8>> = body.bytes().map(|b| b.checked_sub(b'0').filter(|d| *d <= 9)).collect();
+    let sum = luhn_sum(digits?.into_iter(), 0);
+    char::from_digit((10 - sum % 10) % 10, 10)
 }
 
 /// The ISO 7064 MOD 97-10 remainder of an alphanumeric string, letters

@@ -48,10 +48,9 @@ pub use config::{
     AttributeCondition, Egress, EgressConfig, LatencyTierConfig, PolicyConfig, RuleConfig, Scalar, ShadowConfig,
     WhenConfig,
 };
-pub use detect::{iban_valid, luhn_valid, mod97, scan, scan_with, Detector, DetectorSet, Match};
+pub use detect::{iban_valid, luhn_check_digit, luhn_valid, mod97, scan, scan_with, Detector, DetectorSet, Match};
 pub use error::{Error, Result};
-pub use policy::RouteKind;
-pub use route::{Classification, Hit, NoRoute, Plan, Router};
+pub use route::{Classification, Hit, NoRoute, Plan, RouteKind, Router};
 
 #[cfg(test)]
 mod testutil;

@@ -11,26 +11,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use switchyard_schemas::{EventSchema, FieldType, Problems, Sensitivity};
 
 use crate::config::{AttributeCondition, PolicyConfig, RuleConfig};
-use crate::route::{class_bit, Bound, Condition, Router, Rule, Test, TierSource};
+use crate::route::{class_bit, Bound, Condition, RouteKind, Router, Rule, Test, TierSource};
 use crate::{Error, Result};
 
 #[cfg(test)]
 mod tests;
-
-/// Where a worker runs, which decides whether an event may be sent to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteKind {
-    /// Inside the trusted boundary (a local ONNX worker): any class may go.
-    Local,
-    /// Outside the trusted boundary (a cloud API): only classes the policy's
-    /// `egress` allows may go.
-    Cloud,
-}
 
 const ALL_CLASSES: [Sensitivity; 4] =
     [Sensitivity::Public, Sensitivity::Internal, Sensitivity::Pii, Sensitivity::Regulated];

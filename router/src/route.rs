@@ -7,14 +7,25 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use switchyard_schemas::{Event, RouteInfo, Sensitivity, Value};
 
 use crate::config::{EgressConfig, PolicyConfig};
 use crate::detect::{self, Detector};
-use crate::policy::RouteKind;
 
 #[cfg(test)]
 mod tests;
+
+/// Where a worker runs, which decides whether an event may be sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// Inside the trusted boundary (a local ONNX worker): any class may go.
+    Local,
+    /// Outside the trusted boundary (a cloud API): only classes the policy's
+    /// `egress` allows may go.
+    Cloud,
+}
 
 /// The routing policy, ready to evaluate: classification, latency tier
 /// resolution and ordered rules. Cheap to share between threads (`Send +

@@ -15,10 +15,16 @@
 //!   router's detectors, used by cloud workers before egress);
 //! * [`RolloutState`] — which registered model version serves and which
 //!   candidates were promoted or rejected (`rollout.json` in the registry);
+//! * [`tables`] — the tables' folder names and `date` partition;
+//! * [`AuditEvent`] — model lifecycle events of the `audit` table;
 //! * [`Problems`] — the collector for manifest validation, so every stage reports
 //!   *all* of its mistakes with their paths;
+//! * [`Document`] — a YAML manifest with the line of every node, whose typed
+//!   extraction reports every shape mistake into [`Problems`] with its path and line;
 //! * [`Error`] — the crate's error type.
 
+mod audit;
+mod document;
 mod error;
 mod event;
 mod feedback;
@@ -28,15 +34,18 @@ mod problems;
 mod record;
 mod rollout;
 mod schema;
+pub mod tables;
 
+pub use audit::AuditEvent;
+pub use document::Document;
 pub use error::{Error, Result};
 pub use event::{Event, RawRecord, Value};
 pub use feedback::{audit_arrow_schema, feedback_arrow_schema, trigger_arrow_schema, Feedback};
-pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sensitivity};
+pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sensitivity, SourceCoords};
 pub use pii::PiiScanner;
 pub use problems::{Problem, Problems};
 pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
-pub use rollout::{registered_versions, Decision, RolloutState};
+pub use rollout::{registered_versions, RolloutDecision, RolloutState};
 pub use schema::{EventSchema, FieldSpec, FieldType};
 
 /// Hex-encoded SHA-256 of `bytes`: used for manifest, spec and model hashes.

@@ -74,6 +74,40 @@ pub struct RouteInfo {
     pub latency_tier: String,
 }
 
+/// Where a record came from and when it arrived: the same for the lineage
+/// of a result and for a DLQ record. (Field names in JSON and tables:
+/// `source_topic`, `source_partition`, `source_offset`,
+/// `kafka_timestamp_ms`, `ingest_time_us`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCoords {
+    /// Source topic (or file, for file sources).
+    #[serde(rename = "source_topic")]
+    pub topic: String,
+    /// Source partition.
+    #[serde(rename = "source_partition")]
+    pub partition: i32,
+    /// Source offset (line or row number, for file sources).
+    #[serde(rename = "source_offset")]
+    pub offset: i64,
+    /// Kafka timestamp (ms since epoch).
+    pub kafka_timestamp_ms: Option<i64>,
+    /// When switchyard received the record (µs since epoch).
+    pub ingest_time_us: i64,
+}
+
+impl SourceCoords {
+    /// The coordinates of a record as received.
+    pub fn of(raw: &crate::RawRecord) -> Self {
+        SourceCoords {
+            topic: raw.topic.clone(),
+            partition: raw.partition,
+            offset: raw.offset,
+            kafka_timestamp_ms: raw.timestamp_ms,
+            ingest_time_us: raw.received_us,
+        }
+    }
+}
+
 /// The model that answered an event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelRef {
@@ -97,16 +131,9 @@ pub struct ModelRef {
 pub struct Lineage {
     /// Stable id: the producer's header, else derived from source coordinates.
     pub lineage_id: String,
-    /// Source topic.
-    pub source_topic: String,
-    /// Source partition.
-    pub source_partition: i32,
-    /// Source offset.
-    pub source_offset: i64,
-    /// Kafka timestamp (ms since epoch).
-    pub kafka_timestamp_ms: Option<i64>,
-    /// When switchyard received the record (µs since epoch).
-    pub ingest_time_us: i64,
+    /// Where the event came from and when it arrived.
+    #[serde(flatten)]
+    pub source: SourceCoords,
     /// Pipeline name from the manifest.
     pub pipeline: String,
     /// SHA-256 of the manifest file.
@@ -146,6 +173,39 @@ impl Lineage {
         let trace = crate::sha256_hex(lineage_id.as_bytes());
         format!("00-{}-{}-01", &trace[..32], &trace[32..48])
     }
+
+    /// Records that a fallback worker answered: the event is marked as a
+    /// fallback, and the reason says to whom it fell and why.
+    pub fn fell_back_to(&mut self, worker: &str, why: &str) {
+        self.fallback = true;
+        self.route.reason = format!("{}; fallback to `{worker}`: {why}", self.route.reason);
+    }
+
+    /// Completes the lineage of a served event: the worker that answered,
+    /// the model that gave the answer, and — for a model version being
+    /// rolled out — its note (`canary of version 4`).
+    pub fn served_by(&mut self, worker: &str, model: ModelRef, rollout_note: Option<&str>) {
+        worker.clone_into(&mut self.route.route);
+        if let Some(note) = rollout_note {
+            self.route.reason = format!("{}; {note}", self.route.reason);
+        }
+        self.model = model;
+    }
+
+    /// The lineage of a shadow answer to this (served) event: marked as a
+    /// shadow copy, never as a fallback, with the shadow worker and model.
+    pub fn shadow_copy(&self, worker: &str, model: ModelRef, rollout_note: Option<&str>) -> Lineage {
+        let mut l = self.clone();
+        l.shadow = true;
+        l.fallback = false;
+        l.route.reason = match rollout_note {
+            Some(note) => format!("{}; shadow copy to `{worker}` ({note})", l.route.reason),
+            None => format!("{}; shadow copy to `{worker}`", l.route.reason),
+        };
+        worker.clone_into(&mut l.route.route);
+        l.model = model;
+        l
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +228,33 @@ mod tests {
         assert!(Sensitivity::Public < Sensitivity::Internal);
         assert!(Sensitivity::Internal < Sensitivity::Pii);
         assert!(Sensitivity::Pii < Sensitivity::Regulated);
+    }
+
+    #[test]
+    fn completing_a_lineage_records_fallback_model_rollout_and_shadow() {
+        let mut l = Lineage::default();
+        l.route.reason = "rule".into();
+        l.route.route = "cloud".into();
+        l.fell_back_to("local", "circuit open");
+        let m = |v: &str| ModelRef { name: "fraud".into(), version: v.into(), ..Default::default() };
+        l.served_by("local", m("3"), Some("canary of version 3"));
+        assert!(l.fallback && !l.shadow);
+        assert_eq!(l.route.route, "local");
+        assert_eq!(l.route.reason, "rule; fallback to `local`: circuit open; canary of version 3");
+        assert_eq!(l.model.version, "3");
+        let s = l.shadow_copy("other", m("4"), None);
+        assert!(s.shadow && !s.fallback);
+        assert_eq!((s.route.route.as_str(), s.model.version.as_str()), ("other", "4"));
+        assert_eq!(
+            s.route.reason,
+            "rule; fallback to `local`: circuit open; canary of version 3; shadow copy to `other`"
+        );
+        let s = l.shadow_copy("fraud", m("5"), Some("candidate version 5 in shadow"));
+        assert!(
+            s.route.reason.ends_with("; shadow copy to `fraud` (candidate version 5 in shadow)"),
+            "{}",
+            s.route.reason
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
-use crate::{Lineage, RawRecord};
+use crate::{Lineage, RawRecord, SourceCoords};
 
 /// One inference result: the event's lineage and the model's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,16 +119,8 @@ impl ErrorClass {
 pub struct DlqRecord {
     /// Lineage id of the failed record.
     pub lineage_id: String,
-    /// Source topic.
-    pub source_topic: String,
-    /// Source partition.
-    pub source_partition: i32,
-    /// Source offset.
-    pub source_offset: i64,
-    /// Kafka timestamp (ms).
-    pub kafka_timestamp_ms: Option<i64>,
-    /// When switchyard received it (µs).
-    pub ingest_time_us: i64,
+    /// Where it came from and when it arrived.
+    pub source: SourceCoords,
     /// Original key.
     pub key: Option<Vec<u8>>,
     /// Original value, byte for byte.
@@ -160,11 +152,7 @@ impl DlqRecord {
     ) -> Self {
         Self {
             lineage_id,
-            source_topic: raw.topic.clone(),
-            source_partition: raw.partition,
-            source_offset: raw.offset,
-            kafka_timestamp_ms: raw.timestamp_ms,
-            ingest_time_us: raw.received_us,
+            source: SourceCoords::of(raw),
             key: raw.key.clone(),
             payload: raw.payload.clone(),
             headers: raw.headers.clone(),

@@ -27,7 +27,7 @@ use crate::{Error, Result};
 /// One promotion or rejection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Decision {
+pub struct RolloutDecision {
     /// The version decided on.
     pub version: String,
     /// When (RFC 3339).
@@ -51,10 +51,10 @@ pub struct RolloutState {
     pub stable: Option<String>,
     /// Promotions, oldest first.
     #[serde(default)]
-    pub promoted: Vec<Decision>,
+    pub promoted: Vec<RolloutDecision>,
     /// Versions rolled back, never taken up again as candidates.
     #[serde(default)]
-    pub rejected: BTreeMap<String, Decision>,
+    pub rejected: BTreeMap<String, RolloutDecision>,
 }
 
 /// Orders versions highest first: numbers numerically, then other names.
@@ -130,18 +130,18 @@ impl RolloutState {
     }
 
     /// Records that `d.version` now serves.
-    pub fn promote(&mut self, d: Decision) {
+    pub fn promote(&mut self, d: RolloutDecision) {
         self.stable = Some(d.version.clone());
         self.promoted.push(d);
     }
 
     /// Records that `d.version` is rolled back.
-    pub fn reject(&mut self, d: Decision) {
+    pub fn reject(&mut self, d: RolloutDecision) {
         self.rejected.insert(d.version.clone(), d);
     }
 
     /// The promotion that made the current stable version serve, if any.
-    pub fn last_promotion(&self) -> Option<&Decision> {
+    pub fn last_promotion(&self) -> Option<&RolloutDecision> {
         let stable = self.stable.as_ref()?;
         self.promoted.iter().rev().find(|d| &d.version == stable)
     }
@@ -151,8 +151,8 @@ impl RolloutState {
 mod tests {
     use super::*;
 
-    fn d(v: &str) -> Decision {
-        Decision {
+    fn d(v: &str) -> RolloutDecision {
+        RolloutDecision {
             version: v.into(),
             at: "t".into(),
             reason: "r".into(),

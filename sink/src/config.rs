@@ -11,9 +11,9 @@ pub struct SinksConfig {
     /// Results and DLQ topics.
     #[serde(default)]
     pub kafka: Option<KafkaSinkConfig>,
-    /// Parquet tables.
-    #[serde(default)]
-    pub parquet: Option<ParquetSinkConfig>,
+    /// Parquet tables (required: offsets are committed when results are
+    /// durable in them).
+    pub parquet: ParquetSinkConfig,
 }
 
 /// Kafka output topics.
@@ -76,12 +76,6 @@ fn default_roll_interval_ms() -> u64 {
 impl SinksConfig {
     /// Reports every problem under `path`.
     pub fn validate(&self, path: &str, problems: &mut Problems) {
-        if self.parquet.is_none() {
-            problems.push(
-                format!("{path}.parquet"),
-                "a parquet sink is required: offsets are committed when results are durable in it",
-            );
-        }
         if let Some(k) = &self.kafka {
             let topic_ok = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
             if !topic_ok(&k.results_topic) {
@@ -98,16 +92,15 @@ impl SinksConfig {
                 problems.push(format!("{path}.kafka.dlq_topic"), "must differ from results_topic");
             }
         }
-        if let Some(p) = &self.parquet {
-            if p.path.as_os_str().is_empty() {
-                problems.push(format!("{path}.parquet.path"), "must not be empty");
-            }
-            if p.roll_max_rows == 0 {
-                problems.push(format!("{path}.parquet.roll_max_rows"), "must be at least 1");
-            }
-            if p.roll_interval_ms == 0 {
-                problems.push(format!("{path}.parquet.roll_interval_ms"), "must be at least 1");
-            }
+        let p = &self.parquet;
+        if p.path.as_os_str().is_empty() {
+            problems.push(format!("{path}.parquet.path"), "must not be empty");
+        }
+        if p.roll_max_rows == 0 {
+            problems.push(format!("{path}.parquet.roll_max_rows"), "must be at least 1");
+        }
+        if p.roll_interval_ms == 0 {
+            problems.push(format!("{path}.parquet.roll_interval_ms"), "must be at least 1");
         }
     }
 }

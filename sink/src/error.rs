@@ -12,9 +12,6 @@ pub enum Error {
     /// Writing Parquet failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
-    /// A query failed.
-    #[error("{0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -26,9 +23,6 @@ pub enum Error {
     /// A record could not be serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
-    /// The model registry's rollout state cannot be read or written.
-    #[error("model registry: {0}")]
-    Registry(String),
     /// A broken invariant: a bug, not a user mistake.
     #[error("internal error: {0}")]
     Internal(String),

@@ -92,7 +92,7 @@ impl KafkaSink {
         for p in rows {
             let body = serde_json::to_vec(p)?;
             let l = &p.lineage;
-            let source = format!("{}/{}/{}", l.source_topic, l.source_partition, l.source_offset);
+            let source = format!("{}/{}/{}", l.source.topic, l.source.partition, l.source.offset);
             let model = format!("{}/{}", l.model.name, l.model.version);
             let mut headers = OwnedHeaders::new_with_capacity(11)
                 .insert(hdr(h::LINEAGE_ID, &l.lineage_id))
@@ -119,14 +119,14 @@ impl KafkaSink {
     pub async fn send_dlq(&self, rows: &[DlqRecord]) -> Result<Deliveries> {
         let mut pending = Vec::with_capacity(rows.len());
         for r in rows {
-            let partition = r.source_partition.to_string();
-            let offset = r.source_offset.to_string();
+            let partition = r.source.partition.to_string();
+            let offset = r.source.offset.to_string();
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 8);
             for (k, v) in &r.headers {
                 headers = headers.insert(hdr(k, v));
             }
             let headers = headers
-                .insert(hdr(dlq_headers::TOPIC, &r.source_topic))
+                .insert(hdr(dlq_headers::TOPIC, &r.source.topic))
                 .insert(hdr(dlq_headers::PARTITION, &partition))
                 .insert(hdr(dlq_headers::OFFSET, &offset))
                 .insert(hdr(dlq_headers::CONNECTOR, &r.pipeline))

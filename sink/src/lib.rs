@@ -10,21 +10,18 @@
 //!   size and time. A roll commits atomically through a roll manifest
 //!   (`_rolls/<id>.json`), which also records the source offsets it covers,
 //!   so a replay after a crash writes no duplicate rows;
-//! * [`catalog`] — DataFusion over those tables for `switchyard sql`;
-//! * [`drift`] — drift and accuracy analysis over the tables, and the
-//!   report (text, HTML/SVG);
-//! * [`tables`] — whole-file appends to the small analysis tables.
+//! * [`predictions_batch`], [`dlq_batch`] — the Arrow conversion of the
+//!   output records.
 //!
+//! The write path only: what reads these tables back (SQL, drift,
+//! accuracy, the monitor) is `switchyard-analysis`, above this crate.
 //! Depends only on `switchyard-schemas`.
 
 mod arrow_convert;
-pub mod catalog;
 mod config;
-pub mod drift;
 mod error;
 mod kafka;
 mod parquet_sink;
-pub mod tables;
 
 pub use arrow_convert::{dlq_batch, predictions_batch};
 pub use config::{KafkaSinkConfig, ParquetSinkConfig, SinksConfig};

@@ -22,16 +22,14 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::{DlqRecord, Feedback, Prediction};
 
+use switchyard_schemas::tables::{date_partition, DLQ, FEEDBACK, PREDICTIONS};
+
 use crate::arrow_convert::{dlq_batch, feedback_batch, predictions_batch};
 use crate::{Error, Result};
 
 /// Highest offset per `(topic, partition)`.
 pub type Offsets = HashMap<(String, i32), i64>;
 
-/// Table folder names under the sink root.
-pub const PREDICTIONS: &str = "predictions";
-/// DLQ table folder.
-pub const DLQ: &str = "dlq";
 const ROLLS: &str = "_rolls";
 /// Roll manifests of the feedback writer, which runs beside the results
 /// writer on the same tables root.
@@ -70,7 +68,7 @@ impl Writer {
     fn tables(&self) -> &'static [&'static str] {
         match self {
             Writer::Results | Writer::Backfill { .. } => &[PREDICTIONS, DLQ],
-            Writer::Feedback => &[crate::tables::FEEDBACK, DLQ],
+            Writer::Feedback => &[FEEDBACK, DLQ],
         }
     }
     fn prefix(&self) -> String {
@@ -148,7 +146,7 @@ fn new_roll_id(prefix: &str) -> String {
 }
 
 fn date_of(ts_ms: Option<i64>, fallback_us: i64) -> String {
-    crate::tables::date_of(ts_ms.map_or(fallback_us, |ms| ms * 1000))
+    date_partition(ts_ms.map_or(fallback_us, |ms| ms * 1000))
 }
 
 /// Makes a partition value safe as a directory name.
@@ -190,7 +188,7 @@ impl ParquetSink {
     }
 
     fn open_as(writer: Writer, root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
-        for d in [PREDICTIONS, DLQ, crate::tables::FEEDBACK, writer.rolls().as_str()] {
+        for d in [PREDICTIONS, DLQ, FEEDBACK, writer.rolls().as_str()] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
@@ -251,6 +249,11 @@ impl ParquetSink {
         Ok(durable)
     }
 
+    /// The table root it writes under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Highest durable offset per partition, from every committed roll.
     pub fn durable_offsets(&self) -> &Offsets {
         &self.durable
@@ -295,7 +298,7 @@ impl ParquetSink {
         for p in rows {
             let dir = format!(
                 "{PREDICTIONS}/date={}/model_version={}",
-                date_of(p.lineage.kafka_timestamp_ms, p.lineage.ingest_time_us),
+                date_of(p.lineage.source.kafka_timestamp_ms, p.lineage.source.ingest_time_us),
                 path_safe(&p.lineage.model.version)
             );
             parts.entry(dir).or_default().push(p);
@@ -311,7 +314,10 @@ impl ParquetSink {
     pub fn write_dlq(&mut self, rows: &[DlqRecord]) -> Result<()> {
         let mut parts: BTreeMap<String, Vec<&DlqRecord>> = BTreeMap::new();
         for r in rows {
-            parts.entry(format!("{DLQ}/date={}", date_of(r.kafka_timestamp_ms, r.ingest_time_us))).or_default().push(r);
+            parts
+                .entry(format!("{DLQ}/date={}", date_of(r.source.kafka_timestamp_ms, r.source.ingest_time_us)))
+                .or_default()
+                .push(r);
         }
         for (dir, rows) in parts {
             let batch = dlq_batch(&rows)?;
@@ -325,7 +331,7 @@ impl ParquetSink {
     pub fn write_feedback(&mut self, rows: &[Feedback]) -> Result<()> {
         let mut parts: BTreeMap<String, Vec<&Feedback>> = BTreeMap::new();
         for r in rows {
-            let dir = format!("{}/date={}", crate::tables::FEEDBACK, date_of(None, r.observed_time_us));
+            let dir = format!("{}/date={}", FEEDBACK, date_of(None, r.observed_time_us));
             parts.entry(dir).or_default().push(r);
         }
         for (dir, rows) in parts {
@@ -471,7 +477,7 @@ fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>, wri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_schemas::{ErrorClass, Lineage, ModelRef, Stage};
+    use switchyard_schemas::{ErrorClass, Lineage, ModelRef, SourceCoords, Stage};
 
     fn pred(offset: i64, version: &str) -> Prediction {
         Prediction {
@@ -483,9 +489,12 @@ mod tests {
             latency_us: 10,
             lineage: Lineage {
                 lineage_id: format!("l{offset}"),
-                source_topic: "tx".into(),
-                source_offset: offset,
-                kafka_timestamp_ms: Some(1_767_225_600_000),
+                source: SourceCoords {
+                    topic: "tx".into(),
+                    offset,
+                    kafka_timestamp_ms: Some(1_767_225_600_000),
+                    ..Default::default()
+                },
                 model: ModelRef { name: "m".into(), version: version.into(), ..Default::default() },
                 ..Default::default()
             },
@@ -521,11 +530,13 @@ mod tests {
         s.write_dlq(&[DlqRecord {
             run_id: String::new(),
             lineage_id: "d".into(),
-            source_topic: "tx".into(),
-            source_partition: 0,
-            source_offset: 2,
-            kafka_timestamp_ms: None,
-            ingest_time_us: 1_767_225_600_000_000,
+            source: SourceCoords {
+                topic: "tx".into(),
+                partition: 0,
+                offset: 2,
+                kafka_timestamp_ms: None,
+                ingest_time_us: 1_767_225_600_000_000,
+            },
             key: None,
             payload: Some(b"{".to_vec()),
             headers: vec![],
@@ -646,7 +657,7 @@ mod tests {
         let files = parquet_files(t.path());
         assert!(files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "{files:?}");
         let count = |table: &str| files.iter().filter(|p| p.starts_with(t.path().join(table))).count();
-        assert_eq!((count(PREDICTIONS), count(crate::tables::FEEDBACK)), (1, 1));
+        assert_eq!((count(PREDICTIONS), count(FEEDBACK)), (1, 1));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod plan;
 mod progress;
 mod run;
+mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -142,22 +143,64 @@ pub struct Backfill {
     pub pipeline: Loaded,
 }
 
-/// Reads a backfill manifest and its pipeline. Parse errors name the file,
-/// the field and the line.
+/// Reads a backfill manifest and its pipeline. Shape problems (unknown
+/// keys, wrong types, missing fields) are reported together, each with its
+/// path and line ([`manifest::Invalid`]).
 pub fn load(path: &Path) -> anyhow::Result<Backfill> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read manifest: {e}", path.display()))?;
-    let manifest: BackfillManifest =
-        serde_yaml::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let manifest = parse(path, &bytes)?;
     let base = path.parent().map(Path::to_path_buf).filter(|b| !b.as_os_str().is_empty()).unwrap_or(".".into());
     let pipeline_path = base.join(&manifest.pipeline);
-    let pipeline = manifest::load(&pipeline_path)
-        .map_err(|e| anyhow::anyhow!("{}: pipeline `{}`: {e:#}", path.display(), manifest.pipeline.display()))?;
+    let pipeline = manifest::load(&pipeline_path).map_err(|e| match e.downcast::<manifest::Invalid>() {
+        // The pipeline's problems are this manifest's, as `validate` names them.
+        Ok(invalid) => {
+            let mut problems = Problems::new();
+            for p in invalid.problems.items() {
+                problems.push(format!("pipeline: {}", p.path), p.message.clone());
+            }
+            anyhow::Error::new(manifest::Invalid { path: path.to_path_buf(), problems })
+        }
+        Err(e) => anyhow::anyhow!("{}: pipeline `{}`: {e:#}", path.display(), manifest.pipeline.display()),
+    })?;
     let hash = switchyard_schemas::sha256_hex(
         format!("{}\u{0}{}", switchyard_schemas::sha256_hex(&bytes), pipeline.hash).as_bytes(),
     );
     let mut b = Backfill { manifest, path: path.to_path_buf(), base, hash, pipeline };
     b.pin();
     Ok(b)
+}
+
+/// The backfill manifest's sections one by one.
+fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<BackfillManifest> {
+    let mut problems = Problems::new();
+    let invalid = |problems| anyhow::Error::new(manifest::Invalid { path: path.to_path_buf(), problems });
+    let doc = manifest::document(path, bytes)?;
+    const SECTIONS: &[&str] = &["name", "description", "pipeline", "source", "pins", "output", "cloud", "cloud_share"];
+    doc.unknown_keys("", SECTIONS, &mut problems);
+    let name = doc.extract("name", &mut problems);
+    let description = manifest::section_or(&doc, "description", || None, &mut problems);
+    let pipeline = doc.extract("pipeline", &mut problems);
+    let source = doc.extract("source", &mut problems);
+    let pins = doc.extract("pins", &mut problems);
+    let output = manifest::section_or(&doc, "output", Output::default, &mut problems);
+    let cloud = manifest::section_or(&doc, "cloud", BTreeMap::new, &mut problems);
+    let cloud_share = manifest::section_or(&doc, "cloud_share", default_cloud_share, &mut problems);
+    let m = (|| {
+        Some(BackfillManifest {
+            name: name?,
+            description: description?,
+            pipeline: pipeline?,
+            source: source?,
+            pins: pins?,
+            output: output?,
+            cloud: cloud?,
+            cloud_share: cloud_share?,
+        })
+    })();
+    match m {
+        Some(m) if problems.is_empty() => Ok(m),
+        _ => Err(invalid(problems)),
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -217,9 +260,7 @@ impl Backfill {
     pub fn output_root(&self) -> anyhow::Result<PathBuf> {
         let root = match &self.manifest.output.path {
             Some(p) => self.base.join(p),
-            None => self.pipeline.tables_root().ok_or_else(|| {
-                anyhow::anyhow!("{}: the pipeline has no sinks.parquet.path; set output.path", self.path.display())
-            })?,
+            None => self.pipeline.base.join(&self.pipeline.manifest.sinks.parquet.path),
         };
         Ok(match self.manifest.output.tables {
             OutputTables::Main => root,
@@ -283,9 +324,6 @@ impl Backfill {
         if m.output.kafka && self.pipeline.manifest.sinks.kafka.is_none() {
             problems.push("output.kafka", "the pipeline has no sinks.kafka section");
         }
-        if self.pipeline.manifest.sinks.parquet.is_none() {
-            problems.push("pipeline", "the pipeline has no sinks.parquet section: a backfill writes Parquet tables");
-        }
         for p in self.pipeline.validate().items() {
             problems.push(format!("pipeline: {}", p.path), p.message.clone());
         }
@@ -348,7 +386,7 @@ mod tests {
         assert_eq!(c.rate_limit.requests_per_second, Some(20.0));
         assert_eq!(c.max_concurrency, 1);
         assert_eq!(c.budget.as_ref().map(|b| b.limit), Some(0.02));
-        assert_eq!(b.output_root().unwrap(), b.pipeline.tables_root().unwrap());
+        assert_eq!(b.output_root().unwrap(), b.pipeline.base.join(&b.pipeline.manifest.sinks.parquet.path));
     }
 
     #[test]

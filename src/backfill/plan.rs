@@ -14,57 +14,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use switchyard_ingest::bounded::Input;
 use switchyard_schemas::{Prediction, RawRecord};
 use switchyard_workers::WorkerConfig;
 
-use super::run::{status_for, Status};
+use super::status::{status_for, CloudEstimate, Estimate, Status};
 use super::Backfill;
+use crate::manifest::{Overrides, Plan};
 use crate::pipeline::Stages;
-use crate::resolve::{self, Outcome};
-
-/// A plan's estimates, kept in the status file for the run's summary.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Estimate {
-    /// Input rows (exact).
-    pub rows: u64,
-    /// Rows sampled.
-    pub sampled: u64,
-    /// Results per answering worker (budget fallbacks included).
-    pub routes: BTreeMap<String, u64>,
-    /// Records expected in the DLQ.
-    pub dlq: u64,
-    /// Shadow answers per worker.
-    pub shadows: BTreeMap<String, u64>,
-    /// Per cloud worker: requests, cost, budget.
-    pub cloud: BTreeMap<String, CloudEstimate>,
-    /// Measured rows/s of decoding, validation, routing and pre-processing.
-    pub prepare_rows_per_s: f64,
-    /// Measured rows/s of the local model(s), through the batching path.
-    pub local_rows_per_s: f64,
-    /// Measured rows/s of encoding results as Parquet.
-    pub sink_rows_per_s: f64,
-    /// Expected duration of the run in seconds.
-    pub seconds: f64,
-}
-
-/// A cloud worker's part of a plan.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CloudEstimate {
-    /// Events routed to it first.
-    pub events: u64,
-    /// Requests, with batches filled to `max_batch_size`.
-    pub requests: u64,
-    /// Cost of those requests.
-    pub cost: f64,
-    /// Its budget per window for the run, when it has one.
-    pub budget: Option<f64>,
-    /// Events that would find the budget spent and take their fallback.
-    pub fall_back: u64,
-    /// Seconds the run's rate limit needs for the requests.
-    pub seconds: Option<f64>,
-}
+use switchyard_workers::dispatch::{dispatch, Assignment, Outcome};
 
 /// Options of `backfill plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -130,7 +88,8 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
     let records = sample(b, inputs, n).await?;
     let sampled = records.len() as u64;
     // No readiness probe: planning calls no endpoint.
-    let stages = Stages::build(&b.pipeline, b.run_id(), false).await?;
+    let plan = Plan::build(&b.pipeline, &Overrides::default())?;
+    let stages = Stages::build(&plan, b.run_id(), false).await?;
     let width = stages.pre.width();
 
     let t = Instant::now();
@@ -169,7 +128,7 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
         let mut feats = Vec::new();
         for (j, (_, job)) in admitted.iter().enumerate() {
             if !workers.is_cloud(job.chain[0]) {
-                jobs.push(resolve::Job {
+                jobs.push(Assignment {
                     id: job.id.clone(),
                     values: Vec::new(),
                     chain: vec![job.chain[0]],
@@ -184,8 +143,8 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
     };
     let n_local = local_jobs.len();
     let t = Instant::now();
-    let resolved = if n_local > 0 {
-        Some(resolve::resolve(workers.clone(), local_jobs, Arc::new(local_features), width).await)
+    let dispatched = if n_local > 0 {
+        Some(dispatch(workers.clone(), local_jobs, Arc::new(local_features), width).await)
     } else {
         None
     };
@@ -193,7 +152,7 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
 
     // Result encoding: the sample's answers as Parquet.
     let t = Instant::now();
-    if let Some(r) = &resolved {
+    if let Some(r) = &dispatched {
         let preds: Vec<Prediction> = r
             .outcomes
             .iter()

@@ -6,139 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
-use switchyard_ingest::bounded::Input;
 
-use super::plan::Estimate;
 use super::progress::{self, ProgressOptions};
+use super::status::{rows_done, status_for, RunAttempt, RunState, Status};
 use super::Backfill;
-use crate::pipeline::{self, BackfillSource, Counters, RunOptions};
-
-/// The run's status file, `<output>/_backfill/<name>.json`: the inputs as
-/// first planned (a resumed run reads the same ranges), the pins, the
-/// attempts and the latest plan. The checkpoint proper is the run's roll
-/// manifests; this file is for people and for the summary.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    /// Run id.
-    pub run_id: String,
-    /// Hash of the backfill and pipeline manifests the run started with.
-    pub manifest_hash: String,
-    /// Model version per worker and the policy version.
-    pub pins: BTreeMap<String, String>,
-    /// The inputs and their ranges.
-    pub inputs: Vec<Input>,
-    /// `running`, `interrupted`, `failed` or `finished`.
-    pub state: String,
-    /// One entry per `backfill run`.
-    pub attempts: Vec<Attempt>,
-    /// The latest `backfill plan` estimate.
-    #[serde(default)]
-    pub plan: Option<Estimate>,
-}
-
-/// One `backfill run` of a backfill.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Attempt {
-    /// When it started (RFC 3339).
-    pub started: String,
-    /// Seconds it ran.
-    pub seconds: f64,
-    /// Records it read.
-    pub records: u64,
-    /// Results it wrote.
-    pub results: u64,
-    /// Records it sent to the DLQ.
-    pub dlq: u64,
-    /// Cloud spending it reported, by worker.
-    pub cost: BTreeMap<String, f64>,
-    /// `finished`, `interrupted` or the error that stopped it.
-    pub outcome: String,
-}
-
-impl Status {
-    /// Reads the status file, if the run was started before.
-    pub fn read(path: &Path) -> anyhow::Result<Option<Self>> {
-        match std::fs::read(path) {
-            Ok(b) => Ok(Some(
-                serde_json::from_slice(&b).with_context(|| format!("{}: corrupt backfill status", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-        }
-    }
-
-    /// Writes it atomically.
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let dir = path.parent().context("status path has no folder")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
-    }
-
-    /// Rows of all inputs.
-    pub fn total_rows(&self) -> u64 {
-        self.inputs.iter().filter_map(Input::rows).sum()
-    }
-}
-
-/// The pins as recorded in the status file and the summary.
-pub fn pins_of(b: &Backfill) -> BTreeMap<String, String> {
-    let mut pins: BTreeMap<String, String> = b.manifest.pins.models.clone();
-    for (name, w) in &b.pipeline.manifest.workers {
-        if let switchyard_workers::WorkerConfig::Onnx(c) = w {
-            if let Some(v) = &c.version {
-                pins.entry(name.clone()).or_insert_with(|| v.clone());
-            }
-        }
-    }
-    pins.insert("policy_version".into(), b.manifest.pins.policy_version.clone());
-    pins
-}
-
-/// The run's status: read, or planned afresh (inputs resolved and counted).
-/// A status written by another manifest is refused.
-pub async fn status_for(b: &Backfill) -> anyhow::Result<(Status, PathBuf)> {
-    let path = b.status_path()?;
-    if let Some(s) = Status::read(&path)?.filter(|s| s.manifest_hash == b.hash || !s.attempts.is_empty()) {
-        anyhow::ensure!(
-            s.manifest_hash == b.hash,
-            "backfill `{}` was started from other manifests (the backfill or its pipeline changed since; status in \
-             {}). Give the changed backfill a new `name`, or restore the manifests to finish the run",
-            b.run_id(),
-            path.display()
-        );
-        return Ok((s, path));
-    }
-    let source = &b.manifest.source;
-    let mut inputs =
-        source.resolve(&b.base).await.with_context(|| format!("{}: listing the source", b.path.display()))?;
-    source.count(&mut inputs).await.with_context(|| format!("{}: counting rows", b.path.display()))?;
-    let status = Status {
-        run_id: b.run_id().to_string(),
-        manifest_hash: b.hash.clone(),
-        pins: pins_of(b),
-        inputs,
-        state: "planned".into(),
-        attempts: Vec::new(),
-        plan: None,
-    };
-    Ok((status, path))
-}
-
-/// Rows at or below the durable offsets, over all inputs.
-pub fn rows_done(inputs: &[Input], durable: &switchyard_sink::Offsets) -> u64 {
-    inputs
-        .iter()
-        .map(|i| {
-            let d = durable.get(&(i.source.clone(), i.partition)).copied();
-            let rows = i.rows().unwrap_or(0);
-            rows.saturating_sub(i.remaining(d).unwrap_or(rows))
-        })
-        .sum()
-}
+use crate::manifest::{Overrides, Plan};
+use crate::pipeline::{self, Counters, SideTasks, Sinks, Source, Stages};
 
 /// Options of `backfill run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -163,7 +36,7 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
     let durable_before = durable_offsets(&root, b.run_id())?;
     let done_before = rows_done(&status.inputs, &durable_before);
     let resuming = done_before > 0;
-    if status.state == "finished" && done_before >= total {
+    if status.state == RunState::Finished && done_before >= total {
         eprintln!("backfill `{}` is finished: {total} rows; nothing to do", b.run_id());
         let summary = totals(&b, &root, &status, None).await?;
         println!("{summary}");
@@ -177,7 +50,7 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
         if resuming { format!(", resuming after {done_before} durable rows") } else { String::new() },
         root.display()
     );
-    status.state = "running".into();
+    status.state = RunState::Running;
     status.write(&status_path)?;
 
     let counters = Arc::new(Counters::default());
@@ -189,27 +62,12 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
     );
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
-    let result = pipeline::run(
-        &b.pipeline,
-        RunOptions {
-            bootstrap_servers: opts.bootstrap_servers.clone(),
-            tables: Some(root.clone()),
-            backfill: Some(BackfillSource {
-                run_id: b.run_id().to_string(),
-                config: b.manifest.source.clone(),
-                inputs: status.inputs.clone(),
-                kafka: b.manifest.output.kafka,
-            }),
-            counters: Some(counters.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let result = bounded(&b, &opts, &root, &status, counters.clone()).await;
     let _ = stop_tx.send(true);
     let _ = shown.await;
     let seconds = started.elapsed().as_secs_f64();
     use std::sync::atomic::Ordering::Relaxed;
-    let mut attempt = Attempt {
+    let mut attempt = RunAttempt {
         started: started_at,
         seconds,
         records: counters.records.load(Relaxed),
@@ -221,7 +79,7 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
     match result {
         Err(e) => {
             attempt.outcome = format!("{e:#}");
-            status.state = "failed".into();
+            status.state = RunState::Failed;
             status.attempts.push(attempt);
             status.write(&status_path)?;
             Err(e.context(format!("backfill `{}` stopped; `switchyard backfill run` resumes it", b.run_id())))
@@ -230,8 +88,8 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
             attempt.cost = summary.cloud.iter().filter_map(|(w, s)| s.budget_spent.map(|c| (w.clone(), c))).collect();
             let done = rows_done(&status.inputs, &summary.durable);
             let finished = !summary.interrupted && done >= total;
-            attempt.outcome = if finished { "finished" } else { "interrupted" }.into();
-            status.state = attempt.outcome.clone();
+            status.state = if finished { RunState::Finished } else { RunState::Interrupted };
+            attempt.outcome = status.state.to_string();
             status.attempts.push(attempt);
             status.write(&status_path)?;
             let report = totals(&b, &root, &status, Some(&summary)).await?;
@@ -250,6 +108,40 @@ pub async fn run_command(mut b: Backfill, opts: RunCommandOptions) -> anyhow::Re
             Ok(())
         }
     }
+}
+
+/// The backfill's pipeline over its bounded source, into its own roll
+/// manifests: pinned versions, no side tasks (no feedback consumer,
+/// monitor or model reload).
+async fn bounded(
+    b: &Backfill,
+    opts: &RunCommandOptions,
+    root: &Path,
+    status: &Status,
+    counters: Arc<Counters>,
+) -> anyhow::Result<pipeline::Summary> {
+    let overrides = Overrides { bootstrap_servers: opts.bootstrap_servers.clone(), tables: Some(root.to_path_buf()) };
+    let plan = Plan::build(&b.pipeline, &overrides)?;
+    let stages = Stages::build(&plan, b.run_id(), true).await?;
+    let kafka = if b.manifest.output.kafka { pipeline::kafka_sink(&plan, true).await? } else { None };
+    let pq = &plan.parquet;
+    let parquet = switchyard_sink::ParquetSink::open_backfill(
+        root,
+        b.run_id(),
+        pq.roll_max_rows,
+        Duration::from_millis(pq.roll_interval_ms),
+    )
+    .with_context(|| format!("opening tables at {}", root.display()))?;
+    let schema = Arc::new(plan.manifest().schema.clone());
+    let source = b.manifest.source.open(
+        status.inputs.clone(),
+        parquet.durable_offsets(),
+        schema,
+        plan.source.max_queued_chunks,
+    )?;
+    let mut run = pipeline::options(&plan);
+    run.counters = Some(counters);
+    pipeline::run(&stages, Source::Bounded(source), Sinks { parquet, kafka }, SideTasks::new(), run).await
 }
 
 /// The durable offsets of the run's roll manifests, without opening a writer.
@@ -281,7 +173,7 @@ async fn totals(
     this: Option<&pipeline::Summary>,
 ) -> anyhow::Result<Report> {
     use std::fmt::Write as _;
-    let ctx = switchyard_sink::catalog::open(root).await?;
+    let ctx = switchyard_analysis::catalog::open(root).await?;
     let run = b.run_id().replace('\'', "''");
     let routes = query_counts(
         &ctx,
@@ -370,10 +262,10 @@ async fn totals(
 }
 
 async fn query_counts(
-    ctx: &switchyard_sink::catalog::SessionContext,
+    ctx: &switchyard_analysis::catalog::SessionContext,
     sql: &str,
 ) -> anyhow::Result<BTreeMap<String, u64>> {
-    let batches = switchyard_sink::catalog::query(ctx, sql).await?;
+    let batches = switchyard_analysis::catalog::query(ctx, sql).await?;
     let mut out = BTreeMap::new();
     for batch in batches {
         let keys = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;

@@ -15,15 +15,13 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use switchyard_router::{Detector, DetectorSet};
 use switchyard_schemas::{Problems, Value};
-use switchyard_workers::cloud::{
-    BreakerState, CloudAnswer, CloudError, CloudInput, CloudWorker, CloudWorkerConfig, Protocol,
-};
+use switchyard_workers::cloud::{BreakerState, CloudError, CloudInput, CloudWorker, CloudWorkerConfig, Protocol};
 
 use crate::peers::{self, LITELLM_KEY};
 use crate::proxy::{Fault, FaultProxy};
 use crate::support::repo;
 
-type Answer = Result<CloudAnswer, CloudError>;
+type Answer = Result<switchyard_workers::Answer, CloudError>;
 
 fn run<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
@@ -205,6 +203,7 @@ fn kserve_answers_are_the_reference_probabilities() {
     let upstream = peers::mlserver().url.clone();
     run(async {
         let proxy = FaultProxy::start(&upstream).await;
+        // The batching window under its former name still applies.
         let w = kserve(&proxy.url(), "max_batch_size: 64\nmax_batch_delay_ms: 50\n");
         w.check_ready().await.unwrap();
         let n = r.rows.len();
@@ -244,7 +243,7 @@ fn kserve_coalesces_events_into_max_batch_size_requests() {
     let upstream = peers::mlserver().url.clone();
     run(async {
         let proxy = FaultProxy::start(&upstream).await;
-        let w = kserve(&proxy.url(), "max_batch_size: 8\nmax_batch_delay_ms: 200\nmax_concurrency: 2\n");
+        let w = kserve(&proxy.url(), "max_batch_size: 8\nmax_queue_delay_ms: 200\nmax_concurrency: 2\n");
         let n = 37;
         let answers = w.infer(reference_inputs(&r, n)).await;
         for (i, a) in answers.iter().enumerate() {
@@ -333,7 +332,7 @@ fn kserve_faults_lose_no_event_and_counters_match_the_wire() {
         let w = kserve(
             &proxy.url(),
             &format!(
-                "max_batch_size: 4\nmax_batch_delay_ms: 50\nmax_concurrency: 4\ntimeout_ms: {timeout_ms}\n\
+                "max_batch_size: 4\nmax_queue_delay_ms: 50\nmax_concurrency: 4\ntimeout_ms: {timeout_ms}\n\
                  retry: {{ max_attempts: {}, initial_backoff_ms: 10, max_backoff_ms: 80 }}\n\
                  circuit_breaker: {{ failure_threshold: 1000 }}\n",
                 failing + 1
@@ -385,7 +384,7 @@ fn kserve_exhausted_retries_fail_explicitly_and_lose_nothing() {
         ]);
         let w = kserve(
             &proxy.url(),
-            "max_batch_size: 4\nmax_batch_delay_ms: 50\nmax_concurrency: 1\ntimeout_ms: 400\n\
+            "max_batch_size: 4\nmax_queue_delay_ms: 50\nmax_concurrency: 1\ntimeout_ms: 400\n\
              retry: { max_attempts: 2, initial_backoff_ms: 10 }\ncircuit_breaker: { failure_threshold: 1000 }\n",
         );
         let answers = w.infer(reference_inputs(&r, 16)).await;
@@ -651,7 +650,7 @@ fn openai_embeddings_are_batched_and_returned_in_order() {
             &proxy.url(),
             &format!(
                 "model: det-embed\napi: embeddings\ntemplate: \"{{merchant}} {{currency}} {{txn_id}}\"\n\
-                 max_batch_size: 4\nmax_batch_delay_ms: 100\nauth: {{ bearer_env: {KEY_ENV} }}\n"
+                 max_batch_size: 4\nmax_queue_delay_ms: 100\nauth: {{ bearer_env: {KEY_ENV} }}\n"
             ),
             &txn_fields(),
         );
@@ -717,25 +716,7 @@ fn openai_refused_credentials_fail_without_retrying() {
 /// A 16-digit Visa-like number passing the Luhn check.
 pub(crate) fn card_number(i: usize) -> String {
     let body = format!("453914{:09}", 880_343 + i * 7919);
-    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(k, &d)| {
-            if k % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
+    format!("{body}{}", switchyard_router::luhn_check_digit(&body).expect("digits"))
 }
 
 pub(crate) fn spaced(card: &str) -> String {

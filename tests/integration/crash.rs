@@ -79,12 +79,12 @@ fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
     if distinct != valid as i64 {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let text = rt.block_on(async {
-            let ctx = switchyard_sink::catalog::open(tb).await.unwrap();
+            let ctx = switchyard_analysis::catalog::open(tb).await.unwrap();
             let q = "SELECT source_partition, min(source_offset), max(source_offset), count(*), count(DISTINCT key) \
                      FROM (SELECT source_partition, source_offset, key, count(*) OVER (PARTITION BY lineage_id) AS n FROM predictions) \
                      WHERE n > 1 GROUP BY 1";
-            let b = switchyard_sink::catalog::query(&ctx, q).await.unwrap();
-            switchyard_sink::catalog::format(&b).unwrap()
+            let b = switchyard_analysis::catalog::query(&ctx, q).await.unwrap();
+            switchyard_analysis::catalog::format(&b).unwrap()
         });
         panic!(
             "{distinct} distinct lineage ids for {valid} rows; duplicated rows:\n{text}\nrolls: {:?}",

@@ -138,8 +138,8 @@ fn monitor_yaml(feedback: &str, triggers: &str, ref_start: i64, extra: &str) -> 
 fn triggers(tables: &Path) -> Vec<serde_json::Value> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ctx = switchyard_sink::catalog::open(tables).await.unwrap();
-        let b = switchyard_sink::catalog::query(&ctx, "SELECT record FROM triggers").await.unwrap();
+        let ctx = switchyard_analysis::catalog::open(tables).await.unwrap();
+        let b = switchyard_analysis::catalog::query(&ctx, "SELECT record FROM triggers").await.unwrap();
         use arrow::array::AsArray;
         b.iter()
             .flat_map(|b| {
@@ -268,8 +268,8 @@ fn try_sql_i64(tables: &Path, sql: &str) -> Option<i64> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use arrow::array::AsArray;
-        let ctx = switchyard_sink::catalog::open(tables).await.ok()?;
-        let b = switchyard_sink::catalog::query(&ctx, sql).await.ok()?;
+        let ctx = switchyard_analysis::catalog::open(tables).await.ok()?;
+        let b = switchyard_analysis::catalog::query(&ctx, sql).await.ok()?;
         Some(b.first()?.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0))
     })
 }
@@ -396,11 +396,13 @@ fn the_loop_closes_the_retrained_version_serves_after_its_canary_is_promoted() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let events: Vec<String> = rt.block_on(async {
         use arrow::array::AsArray;
-        let ctx = switchyard_sink::catalog::open(&tables).await.unwrap();
-        let b =
-            switchyard_sink::catalog::query(&ctx, "SELECT concat(event, ' ', model_version) FROM audit ORDER BY time")
-                .await
-                .unwrap();
+        let ctx = switchyard_analysis::catalog::open(&tables).await.unwrap();
+        let b = switchyard_analysis::catalog::query(
+            &ctx,
+            "SELECT concat(event, ' ', model_version) FROM audit ORDER BY time",
+        )
+        .await
+        .unwrap();
         b.iter()
             .flat_map(|b| {
                 (0..b.num_rows()).map(|i| b.column(0).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use rand::{Rng, SeedableRng};
-use switchyard_sink::drift::{compare, StatTest, TestChoice};
+use switchyard_analysis::drift::{compare, StatTest, TestChoice};
 
 use crate::support::{python, repo};
 

@@ -50,8 +50,8 @@ fn binary_end_to_end_through_a_real_broker() {
     assert_eq!(wrong, 0, "every row carries the run's lineage");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sample = rt.block_on(async {
-        let ctx = switchyard_sink::catalog::open(tb).await.unwrap();
-        switchyard_sink::catalog::query(
+        let ctx = switchyard_analysis::catalog::open(tb).await.unwrap();
+        switchyard_analysis::catalog::query(
             &ctx,
             "SELECT lineage_id, source_topic, source_partition, source_offset FROM predictions LIMIT 50",
         )
@@ -126,4 +126,28 @@ fn validate_reports_every_problem_and_run_refuses() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid manifest") && err.contains("nosuchmodel"), "{err}");
+}
+
+#[test]
+fn validate_reports_shape_problems_with_true_lines_beside_the_others_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topics::new("shape");
+    let m = write_manifest(dir.path(), &t, "127.0.0.1:1", &dir.path().join("tables"), 100);
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("chunk_size: 1024", "chunk_size: lots")
+        .replace("max_batch_size: 1024", "max_batch_sise: 1024")
+        .replace("roll_max_rows: 100\n", "roll_max_rows: 0\n");
+    std::fs::write(&m, &text).unwrap();
+    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for cmd in ["validate", "run"] {
+        let out = switchyard(&[cmd, m.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("source.chunk_size: line {}: ", line("chunk_size: lots"))), "{cmd}: {err}");
+        assert!(err.contains(&format!("workers.fraud.max_batch_sise: line {}: ", line("max_batch_sise"))), "{err}");
+        // Sections that parsed are still checked: no problem hides another.
+        assert!(err.contains("sinks.parquet.roll_max_rows: must be at least 1"), "{cmd}: {err}");
+        assert!(err.contains("3 problem(s)"), "{cmd}: {err}");
+    }
 }

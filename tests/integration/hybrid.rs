@@ -199,8 +199,8 @@ fn event(txn_id: &str, amount: f64, extra: serde_json::Value) -> String {
 
 fn query(tables: &Path, sql: &str) -> Vec<RecordBatch> {
     runtime().block_on(async {
-        let ctx = switchyard_sink::catalog::open(tables).await.unwrap();
-        switchyard_sink::catalog::query(&ctx, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        let ctx = switchyard_analysis::catalog::open(tables).await.unwrap();
+        switchyard_analysis::catalog::query(&ctx, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     })
 }
 

@@ -22,7 +22,7 @@ fn rust_features_and_scores_match_the_training_script() {
     let decoder = Decoder::new(schema, LineageContext::default());
 
     switchyard_workers::init_runtime(None).unwrap();
-    let entry = registry::resolve(&repo().join("pipelines/models"), "fraud", Some("1")).unwrap();
+    let entry = registry::lookup(&repo().join("pipelines/models"), "fraud", Some("1")).unwrap();
     entry.check_features(pre.feature_names()).unwrap();
     let mut model = OnnxModel::load(&entry, 1, ExecutionProviderKind::Cpu).unwrap();
 

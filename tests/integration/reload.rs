@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use switchyard_schemas::{Decision, RolloutState};
+use switchyard_schemas::{RolloutDecision, RolloutState};
 use switchyard_workers::{EventAnswers, OnnxWorker, OnnxWorkerConfig, Role};
 
 use crate::support::copy_registry;
@@ -43,7 +43,7 @@ fn worker(registry: &Path, reload: &str) -> OnnxWorker {
         registry.display()
     ))
     .unwrap();
-    let entry = switchyard_workers::registry::resolve(registry, "fraud", Some("1")).unwrap();
+    let entry = switchyard_workers::registry::lookup(registry, "fraud", Some("1")).unwrap();
     OnnxWorker::start("fraud", &cfg, Path::new("."), &entry.metadata.feature_order).unwrap()
 }
 
@@ -61,12 +61,12 @@ fn served_versions(a: &EventAnswers) -> Vec<(String, Role)> {
 }
 
 fn events(w: &OnnxWorker) -> Vec<(&'static str, String)> {
-    w.poll().into_iter().map(|e| (e.event, e.version)).collect()
+    w.poll().into_iter().map(|e| (e.event.as_str(), e.version)).collect()
 }
 
 fn decide(registry: &Path, version: &str, promote: bool) {
     let mut s = RolloutState::load(registry, "fraud").unwrap();
-    let d = Decision {
+    let d = RolloutDecision {
         version: version.into(),
         at: "2026-11-23T00:00:00Z".into(),
         reason: "test".into(),
@@ -102,7 +102,7 @@ fn canary_candidates_follow_promotions_and_rejections_without_a_restart() {
     register(r, "3", true);
     let e = w.poll();
     assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!((e[0].event, e[0].version.as_str()), ("load_failed", "3"));
+    assert_eq!((e[0].event.as_str(), e[0].version.as_str()), ("load_failed", "3"));
     assert!(e[0].detail.contains("sha256"), "{}", e[0].detail);
     assert!(events(&w).is_empty(), "not tried again");
     assert_eq!(w.candidate().map(|m| m.version).as_deref(), Some("2"));

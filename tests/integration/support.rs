@@ -226,8 +226,8 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 pub fn sql_i64(tables: &Path, sql: &str) -> i64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ctx = switchyard_sink::catalog::open(tables).await.unwrap();
-        let b = switchyard_sink::catalog::query(&ctx, sql).await.unwrap();
+        let ctx = switchyard_analysis::catalog::open(tables).await.unwrap();
+        let b = switchyard_analysis::catalog::query(&ctx, sql).await.unwrap();
         let col = b[0].column(0);
         assert_eq!(col.len(), 1);
         col.as_primitive::<Int64Type>().value(0)

@@ -55,7 +55,8 @@ impl BatchStats {
     }
 }
 
-struct Job {
+/// One request waiting for a batch: its rows and where the scores go.
+struct BatchRequest {
     features: Vec<f32>,
     rows: usize,
     queued: Instant,
@@ -65,7 +66,7 @@ struct Job {
 /// A queue in front of one or more model instances, each on its own thread.
 pub struct Batcher {
     name: String,
-    tx: Option<flume::Sender<Job>>,
+    tx: Option<flume::Sender<BatchRequest>>,
     width: usize,
     stats: Arc<BatchStats>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -96,7 +97,7 @@ impl Batcher {
     ) -> Result<Self> {
         let width =
             models.first().map(BatchModel::width).ok_or_else(|| Error::Internal("batcher needs a model".into()))?;
-        let (tx, rx) = flume::bounded::<Job>(max_queued_requests.max(1));
+        let (tx, rx) = flume::bounded::<BatchRequest>(max_queued_requests.max(1));
         let threads = models
             .into_iter()
             .enumerate()
@@ -133,7 +134,7 @@ impl Batcher {
         }
         let (reply, answer) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(|| Error::Stopped(self.name.clone()))?;
-        tx.send_async(Job { features, rows, queued: Instant::now(), reply })
+        tx.send_async(BatchRequest { features, rows, queued: Instant::now(), reply })
             .await
             .map_err(|_| Error::Stopped(self.name.clone()))?;
         answer.await.map_err(|_| Error::Stopped(self.name.clone()))?
@@ -155,7 +156,7 @@ impl Drop for Batcher {
 }
 
 fn batch_loop<M: BatchModel>(
-    rx: flume::Receiver<Job>,
+    rx: flume::Receiver<BatchRequest>,
     mut model: M,
     max_batch: usize,
     max_delay: Duration,

@@ -42,6 +42,14 @@ impl WorkerConfig {
         }
     }
 
+    /// Settings given under a former name, as warnings for `path`.
+    pub fn deprecations(&self, path: &str) -> Vec<String> {
+        match self {
+            WorkerConfig::Onnx(_) => Vec::new(),
+            WorkerConfig::KserveV2(c) | WorkerConfig::Openai(c) => c.deprecations(path),
+        }
+    }
+
     /// Reports every problem under `path`; `fields` are the schema's field
     /// names (templates and redaction name them).
     pub fn validate(&self, path: &str, fields: &[String], problems: &mut Problems) {

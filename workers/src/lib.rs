@@ -14,17 +14,23 @@
 //!   up new registry versions while running (canary, shadow or replace);
 //! * [`cloud`] — cloud API workers: KServe V2 and OpenAI-compatible clients
 //!   with coalescing, rate limits, retries, circuit breakers, budgets,
-//!   secrets and redaction ([`cloud::CloudWorker`]).
+//!   secrets and redaction ([`cloud::CloudWorker`]);
+//! * [`dispatch`] — which worker answers each routed event: fallback
+//!   chains, waits for unavailable endpoints, shadows, the last egress
+//!   guard; every worker gives the same [`Answer`].
 //!
 //! Depends only on `switchyard-schemas`.
 
+mod answer;
 mod batcher;
 pub mod cloud;
 mod config;
+pub mod dispatch;
 mod error;
 mod onnx;
 pub mod registry;
 
+pub use answer::Answer;
 pub use batcher::{BatchModel, BatchStats, Batcher, Scores};
 pub use config::{ExecutionProviderKind, OnnxWorkerConfig, ReloadConfig, RolloutMode, WorkerConfig};
 pub use error::{Error, Result};

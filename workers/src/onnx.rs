@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
-use switchyard_schemas::{ModelRef, RolloutState};
+use switchyard_schemas::{AuditEvent, ModelRef, RolloutState};
 
 use crate::batcher::{BatchModel, BatchStats, Batcher, Scores};
 use crate::config::{ExecutionProviderKind, OnnxWorkerConfig, RolloutMode};
@@ -51,8 +51,10 @@ fn find_library(explicit: Option<&Path>) -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     // The wheel installed by `make setup`, found from the working directory
-    // or from the binary's location (target/<profile>/switchyard).
-    let mut roots = vec![std::env::current_dir().ok()?];
+    // (or the folders above it: a crate's tests run in its own folder) or
+    // from the binary's location (target/<profile>/switchyard).
+    let cwd = std::env::current_dir().ok()?;
+    let mut roots: Vec<PathBuf> = cwd.ancestors().take(3).map(Path::to_path_buf).collect();
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
     }
@@ -237,9 +239,9 @@ pub struct EventAnswers {
 /// A change of the versions a worker serves, for the audit trail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReloadEvent {
-    /// `candidate_started`, `promoted`, `rolled_back`, `candidate_withdrawn`,
-    /// `replaced`, `stable_changed` or `load_failed`.
-    pub event: &'static str,
+    /// What happened: a candidate started, was promoted, rolled back or
+    /// withdrawn, a version replaced or became stable, or failed to load.
+    pub event: AuditEvent,
     /// The version it is about.
     pub version: String,
     /// The version serving before.
@@ -485,9 +487,9 @@ impl OnnxWorker {
         if let Some(target) = target_stable.filter(|t| *t != old_stable) {
             let reused = candidate.as_ref().filter(|c| c.model.version == target).cloned();
             let event = match (reload.rollout, &reused) {
-                (RolloutMode::Replace, _) => "replaced",
-                (_, Some(_)) => "promoted",
-                _ => "stable_changed",
+                (RolloutMode::Replace, _) => AuditEvent::Replaced,
+                (_, Some(_)) => AuditEvent::Promoted,
+                _ => AuditEvent::StableChanged,
             };
             if let Ok(v) = reused.map(Ok).unwrap_or_else(|| self.loader.try_load(&target, &old_stable, &mut events)) {
                 let why = state.last_promotion().map(|d| d.reason.clone()).unwrap_or_default();
@@ -515,8 +517,10 @@ impl OnnxWorker {
             if let Some(old) = &cur_candidate {
                 if started.is_some() || target_candidate.is_none() || state.rejected.contains_key(old) {
                     let (event, detail) = match state.rejected.get(old) {
-                        Some(d) => ("rolled_back", format!("version {old} stopped: {}", d.reason)),
-                        None => ("candidate_withdrawn", format!("version {old} stopped: no longer the candidate")),
+                        Some(d) => (AuditEvent::RolledBack, format!("version {old} stopped: {}", d.reason)),
+                        None => {
+                            (AuditEvent::CandidateWithdrawn, format!("version {old} stopped: no longer the candidate"))
+                        }
                     };
                     events.push(ReloadEvent {
                         event,
@@ -533,7 +537,7 @@ impl OnnxWorker {
                     _ => format!("answers {:.0}% of events as a canary", reload.canary_fraction * 100.0),
                 };
                 events.push(ReloadEvent {
-                    event: "candidate_started",
+                    event: AuditEvent::CandidateStarted,
                     version: target.clone(),
                     previous: stable.model.version.clone(),
                     detail: format!("version {target} {share}; version {} serves the rest", stable.model.version),
@@ -545,7 +549,7 @@ impl OnnxWorker {
             *self.serving.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Serving { stable, candidate });
         }
         for e in &events {
-            tracing::info!(worker = %self.loader.name, event = e.event, version = %e.version, "{}", e.detail);
+            tracing::info!(worker = %self.loader.name, event = %e.event, version = %e.version, "{}", e.detail);
         }
         events
     }
@@ -563,7 +567,7 @@ impl Loader {
     /// Loads `version` of the model: checks it and starts its sessions.
     fn load(&self, version: &str) -> Result<Arc<Version>> {
         let c = &self.config;
-        let entry = registry::resolve(&self.registry, &c.model, Some(version))?;
+        let entry = registry::lookup(&self.registry, &c.model, Some(version))?;
         entry.check_features(&self.features)?;
         let models = (0..c.instances.max(1))
             .map(|_| OnnxModel::load(&entry, c.intra_op_threads, c.execution_provider))
@@ -600,7 +604,7 @@ impl Loader {
         self.load(version).map_err(|e| {
             self.lock_failed().insert(version.to_string(), e.to_string());
             events.push(ReloadEvent {
-                event: "load_failed",
+                event: AuditEvent::LoadFailed,
                 version: version.to_string(),
                 previous: serving.to_string(),
                 detail: format!("version {version} cannot be loaded, version {serving} serves on: {e}"),

@@ -75,7 +75,7 @@ pub fn latest(registry: &Path, name: &str) -> Result<String> {
 }
 
 /// Finds `name` at `version` (the highest when `None`) and reads its metadata.
-pub fn resolve(registry: &Path, name: &str, version: Option<&str>) -> Result<ModelEntry> {
+pub fn lookup(registry: &Path, name: &str, version: Option<&str>) -> Result<ModelEntry> {
     let version = match version {
         Some(v) => v.to_string(),
         None => latest(registry, name)?,
@@ -164,14 +164,14 @@ mod tests {
             write(t.path(), "m", v, b"x");
         }
         assert_eq!(versions(t.path(), "m").unwrap(), ["10", "9", "2"]);
-        assert_eq!(resolve(t.path(), "m", None).unwrap().metadata.version, "10");
+        assert_eq!(lookup(t.path(), "m", None).unwrap().metadata.version, "10");
     }
 
     #[test]
     fn tampered_model_is_refused() {
         let t = tempfile::tempdir().unwrap();
         write(t.path(), "m", "1", b"original");
-        let e = resolve(t.path(), "m", Some("1")).unwrap();
+        let e = lookup(t.path(), "m", Some("1")).unwrap();
         assert!(e.read_verified().is_ok());
         std::fs::write(&e.onnx_path, b"changed").unwrap();
         let err = e.read_verified().unwrap_err().to_string();
@@ -181,10 +181,10 @@ mod tests {
     #[test]
     fn missing_model_and_feature_mismatch_are_explained() {
         let t = tempfile::tempdir().unwrap();
-        let err = resolve(t.path(), "nope", None).unwrap_err().to_string();
+        let err = lookup(t.path(), "nope", None).unwrap_err().to_string();
         assert!(err.contains("`nope` not found"), "{err}");
         write(t.path(), "m", "1", b"x");
-        let e = resolve(t.path(), "m", None).unwrap();
+        let e = lookup(t.path(), "m", None).unwrap();
         let err = e.check_features(&["a".into(), "c".into()]).unwrap_err().to_string();
         assert!(err.contains("position 1"), "{err}");
         assert!(e.check_features(&["a".into(), "b".into()]).is_ok());

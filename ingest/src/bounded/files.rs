@@ -305,7 +305,7 @@ impl FilesConfig {
         Ok(out)
     }
 
-    pub(super) async fn resolve(&self, base: &Path) -> Result<Vec<Input>> {
+    pub(super) async fn list_inputs(&self, base: &Path) -> Result<Vec<Input>> {
         Ok(self.files(base).await?.into_iter().map(|f| f.input).collect())
     }
 
@@ -753,7 +753,7 @@ mod tests {
         std::fs::write(dir.path().join("c.csv"), "id,n,x\nc0,1,0.5\nc1,2\nc2,zz,1\n").unwrap();
         let cfg: super::super::BoundedConfig =
             serde_yaml::from_str("{type: files, paths: [\"*.jsonl\", \"*.csv\"], chunk_size: 2}").unwrap();
-        let mut inputs = cfg.resolve(dir.path()).await.unwrap();
+        let mut inputs = cfg.list_inputs(dir.path()).await.unwrap();
         let names: Vec<&str> = inputs.iter().map(|i| i.source.rsplit('/').next().unwrap()).collect();
         assert_eq!(names, ["a.jsonl", "b.jsonl", "c.csv"]);
         cfg.count(&mut inputs).await.unwrap();
@@ -788,7 +788,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg: super::super::BoundedConfig =
             serde_yaml::from_str("{type: files, paths: [\"none/*.parquet\"]}").unwrap();
-        let e = cfg.resolve(dir.path()).await.unwrap_err().to_string();
+        let e = cfg.list_inputs(dir.path()).await.unwrap_err().to_string();
         assert!(e.contains("`none/*.parquet` matches no file"), "{e}");
         let cfg: super::super::BoundedConfig =
             serde_yaml::from_str("{type: files, paths: [\"ftp://h/x.csv\"]}").unwrap();

@@ -104,7 +104,7 @@ impl RangeBound {
     /// The offset this bound names for partition `p` (whose records are
     /// `low..high`), or `None` for the default (earliest start, end of
     /// partition). Times are looked up.
-    fn resolve(
+    fn offset_in(
         &self,
         consumer: &BaseConsumer,
         topic: &str,
@@ -215,7 +215,7 @@ impl KafkaRangeConfig {
     }
 
     /// Every partition's range, from the broker's offsets.
-    pub(super) fn resolve(&self) -> Result<Vec<Input>> {
+    pub(super) fn list_inputs(&self) -> Result<Vec<Input>> {
         let timeout = Duration::from_secs(15);
         let consumer = self.consumer(false)?;
         let unreachable =
@@ -240,7 +240,7 @@ impl KafkaRangeConfig {
             }
             let (low, high) = consumer.fetch_watermarks(&self.topic, p, timeout).map_err(unreachable)?;
             let bound = |b: &RangeBound| {
-                b.resolve(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
+                b.offset_in(&consumer, &self.topic, p, (low, high), timeout).map_err(|e| match e {
                     Error::Kafka(k) => unreachable(k),
                     e => e,
                 })

@@ -1,7 +1,7 @@
 //! Bounded sources, for backfills: files by glob (Parquet, JSON Lines, CSV;
 //! local or on object storage) and Kafka topics between offsets or times.
 //!
-//! A bounded source is planned first ([`BoundedConfig::resolve`]): the list of
+//! A bounded source is planned first ([`BoundedConfig::list_inputs`]): the list of
 //! its *inputs* — one per file, one per Kafka partition — with their offset
 //! ranges, fixed for the whole run (a resumed run reads the same ranges).
 //! Reading ([`BoundedConfig::open`]) yields the same [`RawRecord`]s as the
@@ -100,12 +100,12 @@ impl BoundedConfig {
     /// Lists the inputs and their ranges: expands the globs (relative paths
     /// against `base`) and reads Parquet footers, or asks the broker for the
     /// partitions' offsets. An empty match is an error naming the pattern.
-    pub async fn resolve(&self, base: &Path) -> Result<Vec<Input>> {
+    pub async fn list_inputs(&self, base: &Path) -> Result<Vec<Input>> {
         match self {
-            BoundedConfig::Files(f) => f.resolve(base).await,
+            BoundedConfig::Files(f) => f.list_inputs(base).await,
             BoundedConfig::Kafka(k) => {
                 let k = k.clone();
-                tokio::task::spawn_blocking(move || k.resolve())
+                tokio::task::spawn_blocking(move || k.list_inputs())
                     .await
                     .map_err(|e| crate::Error::Internal(format!("offset lookup task failed: {e}")))?
             }

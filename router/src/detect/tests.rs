@@ -54,6 +54,18 @@ fn luhn_accepts_known_valid_numbers() {
 }
 
 #[test]
+fn luhn_check_digits_complete_valid_numbers() {
+    for body in ["453914000088034", "7992739871", "0", "37828224631000"] {
+        let n = format!("{body}{}", luhn_check_digit(body).unwrap());
+        assert!(luhn_valid(&n), "{n}");
+        let wrong = format!("{body}{}", (luhn_check_digit(body).unwrap().to_digit(10).unwrap() + 1) % 10);
+        assert!(!luhn_valid(&wrong), "{wrong}");
+    }
+    assert_eq!(luhn_check_digit("7992739871"), Some('3'));
+    assert_eq!(luhn_check_digit("12a"), None);
+}
+
+#[test]
 fn luhn_rejects_invalid_numbers_and_non_digits() {
     for n in ["4111 1111 1111 1112", "79927398710", "1234567812345678", "", " - ", "4111x1111", "４１１１"] {
         assert!(!luhn_valid(n), "{n}");

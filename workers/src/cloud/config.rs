@@ -83,9 +83,14 @@ pub struct CloudWorkerConfig {
     /// (`kserve_v2`, `openai` `embeddings`; chat requests carry one event).
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
-    /// Longest an event waits for others to join its request, in ms.
-    #[serde(default = "default_max_batch_delay_ms")]
-    pub max_batch_delay_ms: u64,
+    /// Longest an event waits for others to join its request, in ms: the
+    /// same batching window as an `onnx` worker's `max_queue_delay_ms`.
+    #[serde(default = "default_max_queue_delay_ms")]
+    pub max_queue_delay_ms: u64,
+    /// The former name of `max_queue_delay_ms`: still read (and preferred
+    /// when given), with a deprecation warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_delay_ms: Option<u64>,
     /// Most requests in flight at once to this endpoint.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
@@ -327,7 +332,7 @@ fn default_timeout_ms() -> u64 {
 fn default_max_batch_size() -> usize {
     64
 }
-fn default_max_batch_delay_ms() -> u64 {
+fn default_max_queue_delay_ms() -> u64 {
     5
 }
 fn default_max_concurrency() -> usize {
@@ -374,8 +379,31 @@ pub enum Protocol {
 }
 
 impl CloudWorkerConfig {
+    /// The batching window in ms (`max_queue_delay_ms`, or its former name).
+    pub fn queue_delay_ms(&self) -> u64 {
+        self.max_batch_delay_ms.unwrap_or(self.max_queue_delay_ms)
+    }
+
+    /// Settings given under a former name, as warnings for `path`.
+    pub fn deprecations(&self, path: &str) -> Vec<String> {
+        match self.max_batch_delay_ms {
+            Some(_) => vec![format!(
+                "{path}.max_batch_delay_ms is deprecated: call it `max_queue_delay_ms` (the batching window of every worker)"
+            )],
+            None => Vec::new(),
+        }
+    }
+
     /// Reports every problem under `path` that needs no network or files.
     pub fn validate(&self, protocol: Protocol, path: &str, fields: &[String], problems: &mut Problems) {
+        if let (Some(old), true) = (self.max_batch_delay_ms, self.max_queue_delay_ms != default_max_queue_delay_ms()) {
+            if old != self.max_queue_delay_ms {
+                problems.push(
+                    format!("{path}.max_batch_delay_ms"),
+                    "the former name of `max_queue_delay_ms`, which is also given: keep only `max_queue_delay_ms`",
+                );
+            }
+        }
         match url_parts(&self.url) {
             Ok(_) => {}
             Err(e) => problems.push(format!("{path}.url"), e),
@@ -517,5 +545,35 @@ pub(crate) fn url_parts(url: &str) -> Result<(&str, &str), String> {
 
 /// Field names used by `{field}` placeholders of a template.
 pub(crate) fn template_fields(template: &str) -> Result<Vec<String>, String> {
-    Ok(crate::cloud::redact::Template::parse(template)?.fields().map(str::to_string).collect())
+    Ok(crate::cloud::template::Template::parse(template)?.fields().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> CloudWorkerConfig {
+        serde_yaml::from_str(&format!("{{url: 'http://127.0.0.1:1', model: m{extra}}}")).unwrap()
+    }
+
+    #[test]
+    fn the_batching_window_has_one_name_and_the_former_one_still_works() {
+        let c = config(", max_queue_delay_ms: 40");
+        assert_eq!(c.queue_delay_ms(), 40);
+        assert!(c.deprecations("workers.w").is_empty());
+
+        let old = config(", max_batch_delay_ms: 30");
+        assert_eq!(old.queue_delay_ms(), 30);
+        let warnings = old.deprecations("workers.w");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("workers.w.max_batch_delay_ms") && warnings[0].contains("max_queue_delay_ms"));
+        let mut p = Problems::new();
+        old.validate(Protocol::KserveV2, "workers.w", &[], &mut p);
+        assert!(p.is_empty(), "{p}");
+
+        let both = config(", max_batch_delay_ms: 30, max_queue_delay_ms: 40");
+        let mut p = Problems::new();
+        both.validate(Protocol::KserveV2, "workers.w", &[], &mut p);
+        assert!(p.to_string().contains("workers.w.max_batch_delay_ms: the former name"), "{p}");
+    }
 }

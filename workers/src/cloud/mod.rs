@@ -19,6 +19,7 @@ mod openai;
 mod redact;
 mod retry;
 mod secret;
+mod template;
 mod worker;
 
 pub use breaker::{BreakerState, CircuitBreaker, Permit};
@@ -29,8 +30,9 @@ pub use config::{
 };
 pub use kserve::{Answered, KserveCodec};
 pub use limiter::{default_burst, EndpointLimiter};
-pub use openai::{OpenAiCodec, Parsed, Reply};
-pub use redact::{mask, Redactor, Template};
-pub use retry::{server_wait, Attempt, Decision, RetryLogic};
+pub use openai::{OpenAiCodec, Parsed};
+pub use redact::{mask, Redactor};
+pub use retry::{server_wait, AttemptOutcome, RetryDecision, RetryLogic};
 pub use secret::Secret;
-pub use worker::{metric, CloudAnswer, CloudError, CloudInput, CloudSnapshot, CloudStats, CloudWorker};
+pub use template::Template;
+pub use worker::{metric, CloudError, CloudInput, CloudSnapshot, CloudStats, CloudWorker};

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::config::{CloudWorkerConfig, OpenAiApi, ScoreFrom};
+use crate::Answer;
 
 /// How requests to one OpenAI-compatible model are written and read.
 #[derive(Debug, Clone)]
@@ -80,21 +81,12 @@ struct Usage {
     total_tokens: u64,
 }
 
-/// One event's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// Score, when the mapping gives one.
-    pub score: Option<f64>,
-    /// The result fields, as a JSON object (`{"reply": …}` or
-    /// `{"embedding": […]}`).
-    pub outputs: String,
-}
-
 /// What a response said.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
-    /// One reply per input, in input order.
-    pub replies: Vec<Reply>,
+    /// One answer per input, in input order: score and outputs (the
+    /// worker adds who answered and the label).
+    pub replies: Vec<Answer>,
     /// Response id (chat).
     pub id: Option<String>,
     /// The model that answered, when the server says.
@@ -175,7 +167,7 @@ impl OpenAiCodec {
                 };
                 let outputs = serde_json::json!({ "reply": content }).to_string();
                 Ok(Parsed {
-                    replies: vec![Reply { score, outputs }],
+                    replies: vec![Answer::remote(score, Some(outputs))],
                     id: r.id,
                     model: r.model,
                     tokens: r.usage.unwrap_or_default().total_tokens,
@@ -187,14 +179,12 @@ impl OpenAiCodec {
                 if r.data.len() != n {
                     return Err(format!("{} embeddings for {n} inputs", r.data.len()));
                 }
-                let mut slots: Vec<Option<Reply>> = vec![None; n];
+                let mut slots: Vec<Option<Answer>> = vec![None; n];
                 for (pos, e) in r.data.into_iter().enumerate() {
                     let i = e.index.unwrap_or(pos);
                     let slot = slots.get_mut(i).ok_or_else(|| format!("embedding index {i} out of range"))?;
-                    *slot = Some(Reply {
-                        score: None,
-                        outputs: serde_json::json!({ "embedding": e.embedding }).to_string(),
-                    });
+                    *slot =
+                        Some(Answer::remote(None, Some(serde_json::json!({ "embedding": e.embedding }).to_string())));
                 }
                 let replies = slots
                     .into_iter()
@@ -269,8 +259,8 @@ mod tests {
         let resp = br#"{"object":"list","data":[{"index":1,"embedding":[0.5]},{"index":0,"embedding":[0.25]}],
             "model":"e","usage":{"prompt_tokens":4,"total_tokens":4}}"#;
         let p = c.decode(resp, 2).unwrap();
-        assert_eq!(p.replies[0].outputs, r#"{"embedding":[0.25]}"#);
-        assert_eq!(p.replies[1].outputs, r#"{"embedding":[0.5]}"#);
+        assert_eq!(p.replies[0].outputs.as_deref(), Some(r#"{"embedding":[0.25]}"#));
+        assert_eq!(p.replies[1].outputs.as_deref(), Some(r#"{"embedding":[0.5]}"#));
         assert!(c.decode(resp, 3).unwrap_err().contains("2 embeddings for 3 inputs"));
     }
 

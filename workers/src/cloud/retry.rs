@@ -8,7 +8,7 @@ use crate::cloud::config::RetryConfig;
 
 /// What a single attempt ended in, as far as retrying is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub enum AttemptOutcome {
     /// A response arrived with this status and these (lower-case name)
     /// headers.
     Response {
@@ -25,7 +25,7 @@ pub enum Attempt {
 
 /// The decision after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum RetryDecision {
     /// Try again after this long.
     RetryAfter(Duration),
     /// Give up; the failure counts against the endpoint's health when
@@ -59,10 +59,10 @@ impl RetryLogic {
     /// Whether the outcome says something about the endpoint's health (the
     /// breaker counts it): 5xx, timeouts and broken connections do; 4xx,
     /// including 429, are about the request or the quota.
-    pub fn is_unhealthy(attempt: &Attempt) -> bool {
+    pub fn is_unhealthy(attempt: &AttemptOutcome) -> bool {
         match attempt {
-            Attempt::Response { status, .. } => *status >= 500,
-            Attempt::Timeout | Attempt::Connection => true,
+            AttemptOutcome::Response { status, .. } => *status >= 500,
+            AttemptOutcome::Timeout | AttemptOutcome::Connection => true,
         }
     }
 
@@ -70,26 +70,26 @@ impl RetryLogic {
     /// with `jitter` in [0, 1) choosing the point in the backoff interval.
     /// A server's `Retry-After` or `x-ratelimit-reset-*` wait overrides the
     /// backoff when longer; a wait above `max_retry_after_ms` gives up.
-    pub fn decide(&self, outcome: &Attempt, attempt: u32, jitter: f64) -> Decision {
+    pub fn decide(&self, outcome: &AttemptOutcome, attempt: u32, jitter: f64) -> RetryDecision {
         let unhealthy = Self::is_unhealthy(outcome);
         let retriable = match outcome {
-            Attempt::Response { status, .. } => Self::should_retry_status(*status),
-            Attempt::Timeout | Attempt::Connection => true,
+            AttemptOutcome::Response { status, .. } => Self::should_retry_status(*status),
+            AttemptOutcome::Timeout | AttemptOutcome::Connection => true,
         };
         if !retriable || attempt >= self.config.max_attempts {
-            return Decision::GiveUp { unhealthy };
+            return RetryDecision::GiveUp { unhealthy };
         }
         let backoff = self.backoff(attempt, jitter);
         let asked = match outcome {
-            Attempt::Response { headers, .. } => server_wait(headers),
+            AttemptOutcome::Response { headers, .. } => server_wait(headers),
             _ => None,
         };
         match asked {
             Some(wait) if wait > Duration::from_millis(self.config.max_retry_after_ms) => {
-                Decision::GiveUp { unhealthy }
+                RetryDecision::GiveUp { unhealthy }
             }
-            Some(wait) => Decision::RetryAfter(wait.max(backoff)),
-            None => Decision::RetryAfter(backoff),
+            Some(wait) => RetryDecision::RetryAfter(wait.max(backoff)),
+            None => RetryDecision::RetryAfter(backoff),
         }
     }
 
@@ -173,8 +173,11 @@ mod tests {
         })
     }
 
-    fn resp(status: u16, headers: &[(&str, &str)]) -> Attempt {
-        Attempt::Response { status, headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    fn resp(status: u16, headers: &[(&str, &str)]) -> AttemptOutcome {
+        AttemptOutcome::Response {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
     }
 
     #[test]
@@ -189,18 +192,18 @@ mod tests {
 
     #[test]
     fn client_errors_give_up_at_once_and_do_not_count_against_health() {
-        assert_eq!(logic().decide(&resp(400, &[]), 1, 0.5), Decision::GiveUp { unhealthy: false });
-        assert_eq!(logic().decide(&resp(401, &[]), 1, 0.5), Decision::GiveUp { unhealthy: false });
+        assert_eq!(logic().decide(&resp(400, &[]), 1, 0.5), RetryDecision::GiveUp { unhealthy: false });
+        assert_eq!(logic().decide(&resp(401, &[]), 1, 0.5), RetryDecision::GiveUp { unhealthy: false });
     }
 
     #[test]
     fn server_errors_retry_with_doubling_backoff_then_give_up_unhealthy() {
         let l = logic();
-        assert_eq!(l.decide(&resp(503, &[]), 1, 0.0), Decision::RetryAfter(Duration::from_millis(50)));
-        assert_eq!(l.decide(&resp(503, &[]), 2, 0.0), Decision::RetryAfter(Duration::from_millis(100)));
-        assert_eq!(l.decide(&resp(503, &[]), 3, 0.999_999), Decision::RetryAfter(Duration::from_micros(399_999)));
-        assert_eq!(l.decide(&resp(503, &[]), 4, 0.0), Decision::GiveUp { unhealthy: true });
-        assert_eq!(l.decide(&Attempt::Timeout, 4, 0.0), Decision::GiveUp { unhealthy: true });
+        assert_eq!(l.decide(&resp(503, &[]), 1, 0.0), RetryDecision::RetryAfter(Duration::from_millis(50)));
+        assert_eq!(l.decide(&resp(503, &[]), 2, 0.0), RetryDecision::RetryAfter(Duration::from_millis(100)));
+        assert_eq!(l.decide(&resp(503, &[]), 3, 0.999_999), RetryDecision::RetryAfter(Duration::from_micros(399_999)));
+        assert_eq!(l.decide(&resp(503, &[]), 4, 0.0), RetryDecision::GiveUp { unhealthy: true });
+        assert_eq!(l.decide(&AttemptOutcome::Timeout, 4, 0.0), RetryDecision::GiveUp { unhealthy: true });
     }
 
     #[test]
@@ -219,13 +222,16 @@ mod tests {
     #[test]
     fn retry_after_overrides_a_shorter_backoff_and_a_too_long_one_gives_up() {
         let l = logic();
-        assert_eq!(l.decide(&resp(429, &[("retry-after", "2")]), 1, 0.0), Decision::RetryAfter(Duration::from_secs(2)));
+        assert_eq!(
+            l.decide(&resp(429, &[("retry-after", "2")]), 1, 0.0),
+            RetryDecision::RetryAfter(Duration::from_secs(2))
+        );
         // Shorter than the backoff: the backoff wins.
         assert_eq!(
             l.decide(&resp(429, &[("retry-after", "0")]), 1, 0.0),
-            Decision::RetryAfter(Duration::from_millis(50))
+            RetryDecision::RetryAfter(Duration::from_millis(50))
         );
-        assert_eq!(l.decide(&resp(429, &[("retry-after", "60")]), 1, 0.0), Decision::GiveUp { unhealthy: false });
+        assert_eq!(l.decide(&resp(429, &[("retry-after", "60")]), 1, 0.0), RetryDecision::GiveUp { unhealthy: false });
     }
 
     #[test]

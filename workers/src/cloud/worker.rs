@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  infer(rows) ─▶ queue ─▶ dispatcher: up to max_batch_size rows or
-//!                            max_batch_delay_ms ─▶ (max_concurrency) request task:
+//!                            max_queue_delay_ms ─▶ (max_concurrency) request task:
 //!     admit (budget, breaker) ─▶ render + redact ─▶ last PII check ─▶ limiter
 //!        ─▶ POST ─▶ RetryLogic ─▶ breaker.record ─▶ budget.spend ─▶ answers
 //! ```
@@ -24,9 +24,11 @@ use crate::cloud::config::{CloudWorkerConfig, OnExhausted, Protocol};
 use crate::cloud::kserve::KserveCodec;
 use crate::cloud::limiter::EndpointLimiter;
 use crate::cloud::openai::OpenAiCodec;
-use crate::cloud::redact::{last_check, Redactor, Template};
-use crate::cloud::retry::{Attempt, Decision, RetryLogic};
+use crate::cloud::redact::{last_check, Redactor};
+use crate::cloud::retry::{AttemptOutcome, RetryDecision, RetryLogic};
 use crate::cloud::secret::Secret;
+use crate::cloud::template::Template;
+use crate::Answer;
 use crate::{Error, Result};
 
 /// Metric names of cloud workers (Prometheus conventions; label `worker`).
@@ -54,19 +56,6 @@ pub struct CloudInput {
     pub features: Vec<f32>,
     /// Field values in schema order (`openai` templates).
     pub values: Vec<Value>,
-}
-
-/// A cloud worker's answer for one event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CloudAnswer {
-    /// Score, when the protocol mapping gives one.
-    pub score: Option<f64>,
-    /// Label from the score and the worker's threshold.
-    pub label: Option<i64>,
-    /// Mapped result fields as a JSON object (`openai`).
-    pub outputs: Option<String>,
-    /// Who answered, with the provider's request id.
-    pub model: ModelRef,
 }
 
 /// Why a cloud worker did not answer an event.
@@ -146,10 +135,11 @@ enum Codec {
     OpenAi(OpenAiCodec, Redactor),
 }
 
-struct Job {
+/// One event waiting for a request to its endpoint: its input and where the answer goes.
+struct CloudCall {
     input: CloudInput,
     queued: Instant,
-    reply: oneshot::Sender<std::result::Result<CloudAnswer, CloudError>>,
+    reply: oneshot::Sender<std::result::Result<Answer, CloudError>>,
 }
 
 struct Shared {
@@ -177,7 +167,7 @@ struct Shared {
 /// A worker that sends events to a cloud endpoint.
 pub struct CloudWorker {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<CloudCall>,
 }
 
 impl std::fmt::Debug for CloudWorker {
@@ -272,11 +262,11 @@ impl CloudWorker {
 
     /// Answers for `inputs`, one per input, in order. Waits for queue space
     /// when the endpoint is behind (backpressure).
-    pub async fn infer(&self, inputs: Vec<CloudInput>) -> Vec<std::result::Result<CloudAnswer, CloudError>> {
+    pub async fn infer(&self, inputs: Vec<CloudInput>) -> Vec<std::result::Result<Answer, CloudError>> {
         let mut replies = Vec::with_capacity(inputs.len());
         for input in inputs {
             let (reply, rx) = oneshot::channel();
-            let job = Job { input, queued: Instant::now(), reply };
+            let job = CloudCall { input, queued: Instant::now(), reply };
             if self.tx.send(job).await.is_err() {
                 replies.push(None);
             } else {
@@ -364,9 +354,9 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<CloudCall>) {
     let max = shared.max_inputs();
-    let delay = Duration::from_millis(shared.config.max_batch_delay_ms);
+    let delay = Duration::from_millis(shared.config.queue_delay_ms());
     let slots = Arc::new(Semaphore::new(shared.config.max_concurrency.max(1)));
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::from_std(first.queued + delay);
@@ -439,7 +429,7 @@ impl Shared {
         }
     }
 
-    fn answer_all(&self, jobs: Vec<Job>, err: CloudError) {
+    fn answer_all(&self, jobs: Vec<CloudCall>, err: CloudError) {
         let counter = match &err {
             CloudError::Unavailable { .. } => &self.stats.unavailable_rows,
             CloudError::Blocked(_) => &self.stats.blocked_rows,
@@ -451,7 +441,7 @@ impl Shared {
         }
     }
 
-    async fn send_batch(self: Arc<Self>, jobs: Vec<Job>) {
+    async fn send_batch(self: Arc<Self>, jobs: Vec<CloudCall>) {
         if let Err(e) = self.admit() {
             return self.answer_all(jobs, e);
         }
@@ -566,26 +556,26 @@ impl Shared {
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     let snippet: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-                    (Attempt::Response { status, headers }, format!("HTTP {status}: {}", snippet.trim()))
+                    (AttemptOutcome::Response { status, headers }, format!("HTTP {status}: {}", snippet.trim()))
                 }
                 Err((a, what)) => (a, what),
             };
             self.count_attempt(match &outcome {
-                Attempt::Response { status: 429, .. } => "status_429",
-                Attempt::Response { status, .. } if *status >= 500 => "status_5xx",
-                Attempt::Response { .. } => "status_4xx",
-                Attempt::Timeout => "timeout",
-                Attempt::Connection => "connection",
+                AttemptOutcome::Response { status: 429, .. } => "status_429",
+                AttemptOutcome::Response { status, .. } if *status >= 500 => "status_5xx",
+                AttemptOutcome::Response { .. } => "status_4xx",
+                AttemptOutcome::Timeout => "timeout",
+                AttemptOutcome::Connection => "connection",
             });
             let state = self.breaker.record(permit, !RetryLogic::is_unhealthy(&outcome));
             self.gauge(state);
             match self.retry.decide(&outcome, attempt, rand::random::<f64>()) {
-                Decision::RetryAfter(wait) => {
+                RetryDecision::RetryAfter(wait) => {
                     tracing::debug!(worker = %self.name, attempt, wait_ms = wait.as_millis() as u64, error = %what, "retrying");
                     *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
                     tokio::time::sleep(wait).await;
                 }
-                Decision::GiveUp { .. } => {
+                RetryDecision::GiveUp { .. } => {
                     *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(what.clone());
                     let plural = if attempt == 1 { "" } else { "s" };
                     tracing::warn!(worker = %self.name, attempts = attempt, error = %what, "request failed");
@@ -599,9 +589,9 @@ impl Shared {
     fn parse(
         &self,
         body: &[u8],
-        jobs: &[Job],
+        jobs: &[CloudCall],
         request_id: &str,
-    ) -> std::result::Result<(Vec<CloudAnswer>, u64), String> {
+    ) -> std::result::Result<(Vec<Answer>, u64), String> {
         let threshold = self.config.threshold;
         let label = |s: Option<f64>| s.map(|s| i64::from(s >= threshold));
         let model = |version: Option<String>, id: Option<String>| ModelRef {
@@ -618,7 +608,7 @@ impl Shared {
                 let answers = a
                     .scores
                     .into_iter()
-                    .map(|s| CloudAnswer { score: Some(s), label: label(Some(s)), outputs: None, model: m.clone() })
+                    .map(|s| Answer { label: label(Some(s)), model: m.clone(), ..Answer::remote(Some(s), None) })
                     .collect();
                 Ok((answers, 0))
             }
@@ -628,16 +618,8 @@ impl Shared {
                 if let Some(served) = p.model {
                     m.version = served;
                 }
-                let answers = p
-                    .replies
-                    .into_iter()
-                    .map(|r| CloudAnswer {
-                        score: r.score,
-                        label: label(r.score),
-                        outputs: Some(r.outputs),
-                        model: m.clone(),
-                    })
-                    .collect();
+                let answers =
+                    p.replies.into_iter().map(|r| Answer { label: label(r.score), model: m.clone(), ..r }).collect();
                 Ok((answers, p.tokens))
             }
         }
@@ -683,7 +665,7 @@ impl Shared {
         &self,
         url: &str,
         body: &[u8],
-    ) -> std::result::Result<(u16, Vec<(String, String)>, Vec<u8>), (Attempt, String)> {
+    ) -> std::result::Result<(u16, Vec<(String, String)>, Vec<u8>), (AttemptOutcome, String)> {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let mut req = self
             .http
@@ -696,9 +678,9 @@ impl Shared {
         }
         let fail = |e: reqwest::Error| {
             if e.is_timeout() {
-                (Attempt::Timeout, format!("timed out after {} ms", self.config.timeout_ms))
+                (AttemptOutcome::Timeout, format!("timed out after {} ms", self.config.timeout_ms))
             } else {
-                (Attempt::Connection, format!("connection failed: {}", describe(&e)))
+                (AttemptOutcome::Connection, format!("connection failed: {}", describe(&e)))
             }
         };
         let resp = req.send().await.map_err(fail)?;

@@ -20,8 +20,9 @@ use serde::Serialize;
 
 use super::chunk::{Chunk, Held};
 use super::stats::{comparison, ColumnStats, TestChoice, NO_BUCKET};
-use crate::tables::date_of;
+use crate::tables::ts_column;
 use crate::{Error, Result};
+use switchyard_schemas::tables::date_partition as date_of;
 
 /// Name of the score column in drift results.
 pub const SCORE: &str = "score";
@@ -599,7 +600,7 @@ impl DriftReport {
             |f: &dyn Fn(&Row) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
         let f64s =
             |f: &dyn Fn(&Row) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from_iter(rows.iter().map(f))) };
-        let ts = |v: Option<i64>| -> ArrayRef { crate::arrow_convert::ts(std::iter::repeat_n(v, n)) };
+        let ts = |v: Option<i64>| -> ArrayRef { ts_column(std::iter::repeat_n(v, n)) };
         let columns: Vec<ArrayRef> = vec![
             strs(&|_| self.run_id.clone()),
             ts(Some(self.computed_at_us)),

@@ -13,11 +13,11 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{registered_versions, Decision, Problems, RolloutState};
+use switchyard_schemas::{registered_versions, Problems, RolloutDecision, RolloutState};
 
-use super::accuracy::{accuracy_of, labelled_where, quote, Accuracy};
-use super::analysis::format_time;
-use super::stats::{compare, ColumnStats, StatTest, TestChoice};
+use crate::accuracy::{accuracy_of, labelled_where, quote, Accuracy};
+use crate::drift::format_time;
+use crate::drift::stats::{compare, ColumnStats, StatTest, TestChoice};
 use crate::{catalog, Error, Result};
 
 /// `monitor.rollout`: when a candidate version is promoted or rolled back.
@@ -99,9 +99,9 @@ pub enum RolloutOutcome {
         labelled: u64,
     },
     /// The candidate now serves.
-    Promoted(Decision),
+    Promoted(RolloutDecision),
     /// The candidate is rolled back.
-    RolledBack(Decision),
+    RolledBack(RolloutDecision),
 }
 
 /// The versions a rollout compares.
@@ -189,7 +189,7 @@ pub async fn decide(
     let (cand, old) = (of(&candidate), of(&stable));
     let labelled = cand.map_or(0, |a| a.rows);
     let hours = |us: i64| us as f64 / 3.6e9;
-    let decision = |reason: String| Decision {
+    let decision = |reason: String| RolloutDecision {
         version: candidate.clone(),
         at: format_time(now_us),
         reason,

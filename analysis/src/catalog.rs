@@ -26,10 +26,10 @@ use switchyard_schemas::{
     audit_arrow_schema, dlq_arrow_schema, feedback_arrow_schema, prediction_arrow_schema, trigger_arrow_schema,
 };
 
-use crate::drift::accuracy::accuracy_arrow_schema;
-use crate::drift::analysis::drift_arrow_schema;
-use crate::parquet_sink::{DLQ, PREDICTIONS};
-use crate::tables::{ACCURACY, AUDIT, DRIFT, FEEDBACK, TRIGGERS};
+use switchyard_schemas::tables::{ACCURACY, AUDIT, DLQ, DRIFT, FEEDBACK, PREDICTIONS, TRIGGERS};
+
+use crate::accuracy::accuracy_arrow_schema;
+use crate::drift::window::drift_arrow_schema;
 use crate::{Error, Result};
 
 /// A table of the catalog: name, folder, file schema and partition columns.
@@ -93,8 +93,8 @@ pub fn format(batches: &[RecordBatch]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ParquetSink;
-    use switchyard_schemas::{Lineage, ModelRef, Prediction};
+    use switchyard_schemas::{Lineage, ModelRef, Prediction, SourceCoords};
+    use switchyard_sink::ParquetSink;
 
     #[tokio::test]
     async fn empty_tables_are_queryable_and_rows_show_up_with_partitions() {
@@ -113,9 +113,12 @@ mod tests {
             latency_us: 7,
             lineage: Lineage {
                 lineage_id: format!("id{o}"),
-                source_topic: "tx".into(),
-                source_offset: o,
-                kafka_timestamp_ms: Some(1_767_225_600_000),
+                source: SourceCoords {
+                    topic: "tx".into(),
+                    offset: o,
+                    kafka_timestamp_ms: Some(1_767_225_600_000),
+                    ..Default::default()
+                },
                 model: ModelRef { name: "fraud".into(), version: "3".into(), ..Default::default() },
                 ..Default::default()
             },

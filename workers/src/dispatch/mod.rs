@@ -1,4 +1,4 @@
-//! Path resolution: which worker answers each routed event of a chunk.
+//! Dispatch: which worker answers each routed event of a chunk.
 //!
 //! ```text
 //!  events of a chunk ─▶ group by their current worker ─▶ all groups at once:
@@ -11,17 +11,19 @@
 //!
 //! Every event either gets an answer from a worker its plan allows, or a
 //! DLQ outcome with the reason: never dropped, never sent where it may not
-//! go (plans come from [`switchyard_router::Router::plan`], which leaves out
-//! cloud workers for data that may not leave; a request the last PII check
-//! blocked only goes on to local workers).
+//! go (assignments come from the router's plan, which leaves out cloud
+//! workers for data that may not leave; a request the last PII check
+//! blocked only goes on to local workers: the last egress guard).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_schemas::{ErrorClass, ModelRef, Value};
-use switchyard_workers::cloud::{CloudError, CloudInput, CloudWorker};
-use switchyard_workers::{OnnxWorker, Role, RowAnswer};
+use switchyard_schemas::{ErrorClass, Value};
+
+use crate::answer::Answer;
+use crate::cloud::{CloudError, CloudInput, CloudWorker};
+use crate::onnx::OnnxWorker;
 
 /// A worker the pipeline can send events to.
 #[derive(Clone)]
@@ -33,18 +35,19 @@ pub enum Worker {
 }
 
 impl Worker {
-    fn is_cloud(&self) -> bool {
+    /// Whether it sends data outside the trusted boundary.
+    pub fn is_cloud(&self) -> bool {
         matches!(self, Worker::Cloud(_))
     }
 }
 
 /// The running workers, by index.
-pub struct Workers {
+pub struct WorkerSet {
     /// Name and worker, in manifest order.
     pub list: Vec<(String, Worker)>,
 }
 
-impl Workers {
+impl WorkerSet {
     /// The index of the worker called `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.list.iter().position(|(n, _)| n == name)
@@ -61,8 +64,8 @@ impl Workers {
     }
 }
 
-/// One routed event's request.
-pub struct Job {
+/// One routed event's assignment: the workers its plan allows, in order.
+pub struct Assignment {
     /// Lineage id (cloud request ids derive from it).
     pub id: String,
     /// Field values in schema order (`openai` templates); empty when no
@@ -76,23 +79,6 @@ pub struct Job {
     pub deadline: Option<Duration>,
     /// Cloud workers of the rule left out because the event may not leave.
     pub withheld: Vec<String>,
-}
-
-/// A worker's answer for one event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    /// Score, when the worker gives one.
-    pub score: Option<f64>,
-    /// Label, when the worker gives one.
-    pub label: Option<i64>,
-    /// Mapped result fields (JSON object), for `openai` workers.
-    pub outputs: Option<String>,
-    /// Who answered.
-    pub model: ModelRef,
-    /// For a model version being rolled out: its part (canary or shadow).
-    pub rollout: Option<Role>,
-    /// The candidate version's shadow answer to the same event.
-    pub candidate_shadow: Option<Box<Answer>>,
 }
 
 /// What became of one event.
@@ -116,8 +102,8 @@ pub enum Outcome {
     },
 }
 
-/// The outcomes of a chunk, in job order, and the shadow answers.
-pub struct Resolved {
+/// The outcomes of a chunk, in assignment order, and the shadow answers.
+pub struct Dispatched {
     /// One per job.
     pub outcomes: Vec<Outcome>,
     /// (job, shadow worker, answer) for each shadow answer.
@@ -160,9 +146,14 @@ impl State {
     }
 }
 
-/// Resolves every job: rounds of grouped requests until each job has an
-/// outcome. `features` holds `width` floats per job.
-pub async fn resolve(workers: Arc<Workers>, jobs: Vec<Job>, features: Arc<Vec<f32>>, width: usize) -> Resolved {
+/// Dispatches every assignment: rounds of grouped requests until each
+/// has an outcome. `features` holds `width` floats per assignment.
+pub async fn dispatch(
+    workers: Arc<WorkerSet>,
+    jobs: Vec<Assignment>,
+    features: Arc<Vec<f32>>,
+    width: usize,
+) -> Dispatched {
     let n = jobs.len();
     let start = Instant::now();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
@@ -284,11 +275,11 @@ pub async fn resolve(workers: Arc<Workers>, jobs: Vec<Job>, features: Arc<Vec<f3
         }
     }
     shadows.sort_by_key(|s| s.0);
-    Resolved { outcomes, shadows, shadow_failed }
+    Dispatched { outcomes, shadows, shadow_failed }
 }
 
 /// After the last PII check blocked a request, cloud workers are passed over.
-fn skip_cloud_if_blocked(workers: &Workers, job: &Job, s: &mut State) {
+fn skip_cloud_if_blocked(workers: &WorkerSet, job: &Assignment, s: &mut State) {
     if !s.blocked {
         return;
     }
@@ -301,7 +292,7 @@ fn skip_cloud_if_blocked(workers: &Workers, job: &Job, s: &mut State) {
     }
 }
 
-fn give_up(job: &Job, s: &State, waited: Duration) -> Outcome {
+fn give_up(job: &Assignment, s: &State, waited: Duration) -> Outcome {
     let mut message = if s.notes.is_empty() { "no worker in the plan".to_string() } else { s.notes.join("; ") };
     if !job.withheld.is_empty() {
         message.push_str(&format!(
@@ -322,7 +313,7 @@ fn give_up(job: &Job, s: &State, waited: Duration) -> Outcome {
     Outcome::Failed { class, message }
 }
 
-fn cloud_values(workers: &Workers, w: usize, job: &Job) -> Vec<Value> {
+fn cloud_values(workers: &WorkerSet, w: usize, job: &Assignment) -> Vec<Value> {
     if workers.list[w].1.is_cloud() {
         job.values.clone()
     } else {
@@ -340,7 +331,7 @@ fn rows_of(features: &[f32], width: usize, jobs: impl Iterator<Item = usize>) ->
 
 /// One request of a group of events to worker `w`.
 async fn ask(
-    workers: &Workers,
+    workers: &WorkerSet,
     w: usize,
     inputs: Vec<(usize, Option<Duration>, String, Vec<Value>)>,
     features: &[f32],
@@ -355,14 +346,14 @@ async fn ask(
                 Ok(a) => {
                     let mut shadow: Vec<Option<Answer>> = vec![None; inputs.len()];
                     for (row, r) in a.shadow {
-                        shadow[row] = Some(local_answer(r));
+                        shadow[row] = Some(Answer::from(r));
                     }
                     inputs
                         .iter()
                         .zip(a.served)
                         .zip(shadow)
                         .map(|((i, r), sh)| {
-                            let mut answer = local_answer(r);
+                            let mut answer = Answer::from(r);
                             answer.candidate_shadow = sh.map(Box::new);
                             (i.0, Ok(answer))
                         })
@@ -400,43 +391,11 @@ async fn ask(
             if !send.is_empty() {
                 let answers = worker.infer(send).await;
                 for (j, a) in sent.into_iter().zip(answers) {
-                    out.push((
-                        j,
-                        a.map(|a| Answer {
-                            score: a.score,
-                            label: a.label,
-                            outputs: a.outputs,
-                            model: a.model,
-                            rollout: None,
-                            candidate_shadow: None,
-                        })
-                        .map_err(|e| miss(name, e)),
-                    ));
+                    out.push((j, a.map_err(|e| miss(name, e))));
                 }
             }
             out
         }
-    }
-}
-
-/// The lineage's note for an answer of a version being rolled out.
-pub fn rollout_note(answer: &Answer) -> Option<String> {
-    match answer.rollout? {
-        Role::Stable => None,
-        Role::Canary => Some(format!("canary of version {}", answer.model.version)),
-        Role::Shadow => Some(format!("candidate version {} in shadow", answer.model.version)),
-    }
-}
-
-fn local_answer(r: RowAnswer) -> Answer {
-    let rollout = (r.role != Role::Stable).then_some(r.role);
-    Answer {
-        score: Some(f64::from(r.score)),
-        label: Some(r.label),
-        outputs: None,
-        model: r.model,
-        rollout,
-        candidate_shadow: None,
     }
 }
 
@@ -450,8 +409,8 @@ fn miss(name: &str, e: CloudError) -> Miss {
 
 /// Sends the sampled events to their shadow workers (once, no fallback).
 async fn shadow(
-    workers: &Arc<Workers>,
-    jobs: &[Job],
+    workers: &Arc<WorkerSet>,
+    jobs: &[Assignment],
     outcomes: &[Outcome],
     features: &Arc<Vec<f32>>,
     width: usize,
@@ -490,15 +449,17 @@ async fn shadow(
 mod tests {
     use std::path::Path;
 
-    use switchyard_workers::cloud::{CloudWorkerConfig, Protocol};
-    use switchyard_workers::OnnxWorkerConfig;
+    use switchyard_schemas::PiiScanner;
+
+    use crate::cloud::{CloudWorkerConfig, Protocol};
+    use crate::OnnxWorkerConfig;
 
     use super::*;
 
     fn local() -> (String, Worker, usize) {
-        switchyard_workers::init_runtime(None).expect("ONNX Runtime (make setup)");
-        let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/models");
-        let entry = switchyard_workers::registry::resolve(&registry, "fraud", None).unwrap();
+        crate::init_runtime(None).expect("ONNX Runtime (make setup)");
+        let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/models");
+        let entry = crate::registry::lookup(&registry, "fraud", None).unwrap();
         let features = entry.metadata.feature_order.clone();
         let cfg: OnnxWorkerConfig =
             serde_yaml::from_str(&format!("{{model: fraud, registry: '{}'}}", registry.display())).unwrap();
@@ -514,23 +475,31 @@ mod tests {
              retry: {{max_attempts: 1}}{extra}}}"
         );
         let cfg: CloudWorkerConfig = serde_yaml::from_str(&yaml).unwrap();
-        let scanner = Arc::new(switchyard_router::DetectorSet(switchyard_router::Detector::ALL.to_vec()));
+        let scanner = Arc::new(NoPii);
         let w = CloudWorker::start("cloud", Protocol::KserveV2, &cfg, Path::new("."), &[], width, scanner).unwrap();
         ("cloud".into(), Worker::Cloud(Arc::new(w)))
     }
 
-    fn job(i: usize, chain: Vec<usize>, shadow: Option<usize>) -> Job {
-        Job { id: format!("e{i}"), values: Vec::new(), chain, shadow, deadline: None, withheld: Vec::new() }
+    /// These requests carry features only: nothing for a detector to find.
+    struct NoPii;
+    impl PiiScanner for NoPii {
+        fn find(&self, _: &str) -> Vec<(std::ops::Range<usize>, &'static str)> {
+            Vec::new()
+        }
+    }
+
+    fn job(i: usize, chain: Vec<usize>, shadow: Option<usize>) -> Assignment {
+        Assignment { id: format!("e{i}"), values: Vec::new(), chain, shadow, deadline: None, withheld: Vec::new() }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_cloud_endpoint_falls_back_to_the_local_model() {
         let (ln, l, width) = local();
         let (cn, c) = unreachable("", width);
-        let workers = Arc::new(Workers { list: vec![(ln, l), (cn, c)] });
+        let workers = Arc::new(WorkerSet { list: vec![(ln, l), (cn, c)] });
         let features = Arc::new(vec![0.5f32; 3 * width]);
         let jobs = (0..3).map(|i| job(i, vec![1, 0], None)).collect();
-        let r = resolve(workers, jobs, features, width).await;
+        let r = dispatch(workers, jobs, features, width).await;
         assert_eq!(r.outcomes.len(), 3);
         for o in &r.outcomes {
             match o {
@@ -549,11 +518,11 @@ mod tests {
         let (ln, l, width) = local();
         // One failure opens the circuit for longer than events may wait.
         let (cn, c) = unreachable(", max_wait_ms: 300, circuit_breaker: {failure_threshold: 1, open_ms: 60000}", width);
-        let workers = Arc::new(Workers { list: vec![(ln, l), (cn, c)] });
+        let workers = Arc::new(WorkerSet { list: vec![(ln, l), (cn, c)] });
         let features = Arc::new(vec![0.5f32; 2 * width]);
         // The first event fails at the endpoint (which opens the circuit);
         // the second finds it open.
-        let first = resolve(workers.clone(), vec![job(0, vec![1], None)], features.clone(), width).await;
+        let first = dispatch(workers.clone(), vec![job(0, vec![1], None)], features.clone(), width).await;
         match &first.outcomes[0] {
             Outcome::Failed { class: ErrorClass::InferenceFailed, message } => {
                 assert!(message.contains("worker `cloud` failed"), "{message}")
@@ -563,7 +532,7 @@ mod tests {
         let started = Instant::now();
         let mut j = job(1, vec![1], None);
         j.withheld = vec!["other-cloud".into()];
-        let second = resolve(workers, vec![j], features, width).await;
+        let second = dispatch(workers, vec![j], features, width).await;
         let waited = started.elapsed();
         match &second.outcomes[0] {
             Outcome::Failed { class: ErrorClass::NoPath, message } => {
@@ -580,10 +549,10 @@ mod tests {
     async fn a_failed_shadow_never_holds_up_the_answer() {
         let (ln, l, width) = local();
         let (cn, c) = unreachable("", width);
-        let workers = Arc::new(Workers { list: vec![(ln, l), (cn, c)] });
+        let workers = Arc::new(WorkerSet { list: vec![(ln, l), (cn, c)] });
         let features = Arc::new(vec![0.1f32; 2 * width]);
         let jobs = vec![job(0, vec![0], Some(1)), job(1, vec![0], None)];
-        let r = resolve(workers, jobs, features, width).await;
+        let r = dispatch(workers, jobs, features, width).await;
         assert!(r.outcomes.iter().all(|o| matches!(o, Outcome::Served { worker: 0, fallback: None, .. })));
         assert!(r.shadows.is_empty());
         assert_eq!(r.shadow_failed, 1);
@@ -593,10 +562,10 @@ mod tests {
     async fn shadow_answers_come_back_for_sampled_events_only() {
         let (ln, l, width) = local();
         let (_, l2, _) = local();
-        let workers = Arc::new(Workers { list: vec![(ln, l), ("fraud-b".into(), l2)] });
+        let workers = Arc::new(WorkerSet { list: vec![(ln, l), ("fraud-b".into(), l2)] });
         let features = Arc::new((0..3 * width).map(|i| i as f32 / 10.0).collect::<Vec<_>>());
         let jobs = vec![job(0, vec![0], Some(1)), job(1, vec![0], None), job(2, vec![0], Some(1))];
-        let r = resolve(workers, jobs, features, width).await;
+        let r = dispatch(workers, jobs, features, width).await;
         let shadowed: Vec<usize> = r.shadows.iter().map(|s| s.0).collect();
         assert_eq!(shadowed, vec![0, 2]);
         for (j, w, a) in &r.shadows {

@@ -1,12 +1,17 @@
 //! The drift report for people: a text table for the terminal, and a
 //! self-contained HTML page with SVG charts (distributions reference vs
-//! current per column, the deciding metric over time, calibration).
+//! current per column, the deciding metric over time, calibration), and
+//! those charts as PNG ([`Rasteriser`]).
+
+mod png;
 
 use std::fmt::Write as _;
 
-use super::accuracy::{Accuracy, Agreement};
-use super::analysis::{format_time, ColumnDrift, DriftReport, GroupDrift};
-use super::stats::Shares;
+use crate::accuracy::{Accuracy, Agreement};
+use crate::drift::stats::Shares;
+use crate::drift::window::{format_time, ColumnDrift, DriftReport, GroupDrift, SCORE};
+
+pub use self::png::Rasteriser;
 
 fn num(v: f64) -> String {
     if v.is_nan() {
@@ -122,7 +127,7 @@ fn group_headline(g: &GroupDrift, threshold: f64) -> String {
         g.route,
         g.rows,
         g.drifted_features,
-        g.columns.iter().filter(|c| c.column != super::analysis::SCORE).count(),
+        g.columns.iter().filter(|c| c.column != SCORE).count(),
         g.drift_share,
         if g.dataset_drifted { "≥" } else { "<" },
         threshold,

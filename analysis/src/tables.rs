@@ -5,6 +5,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -12,28 +15,15 @@ use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result};
 
-/// `drift` table folder.
-pub const DRIFT: &str = "drift";
-/// `accuracy` table folder.
-pub const ACCURACY: &str = "accuracy";
-/// `triggers` table folder.
-pub const TRIGGERS: &str = "triggers";
-/// `audit` table folder.
-pub const AUDIT: &str = "audit";
-/// `feedback` table folder.
-pub const FEEDBACK: &str = "feedback";
-
-/// The `date` partition value (UTC) of a µs timestamp.
-pub(crate) fn date_of(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "1970-01-01".into())
+/// A UTC µs timestamp column.
+pub(crate) fn ts_column(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter(values).with_timezone("UTC"))
 }
 
 /// Writes `batch` as a new file of `table` in partition `date=<date of
 /// at_us>`; returns its path.
 pub fn append(root: &Path, table: &str, at_us: i64, batch: &RecordBatch) -> Result<PathBuf> {
-    let date = date_of(at_us);
+    let date = switchyard_schemas::tables::date_partition(at_us);
     let dir = root.join(table).join(format!("date={date}"));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let name = format!("part-{at_us:016}-{}.parquet", &uuid::Uuid::new_v4().simple().to_string()[..8]);

@@ -11,8 +11,10 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use super::analysis::Window;
-use crate::tables::date_of;
+use switchyard_schemas::tables::date_partition as date_of;
+
+use crate::drift::Window;
+use crate::tables::ts_column;
 use crate::{Error, Result};
 
 /// Bins of the calibration table (equal width over [0, 1]).
@@ -313,7 +315,7 @@ pub fn accuracy_batch(
     let nan_null = |v: f64| (!v.is_nan()).then_some(v);
     let f64s =
         |f: &dyn Fn(&Accuracy) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from_iter(rows.iter().map(f))) };
-    let ts = |v: Option<i64>| -> ArrayRef { crate::arrow_convert::ts(std::iter::repeat_n(v, n)) };
+    let ts = |v: Option<i64>| -> ArrayRef { ts_column(std::iter::repeat_n(v, n)) };
     let columns: Vec<ArrayRef> = vec![
         strs(&|_| run_id.to_string()),
         ts(Some(computed_at_us)),

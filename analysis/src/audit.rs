@@ -1,0 +1,47 @@
+//! The `audit` table: one row per model lifecycle event.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray};
+use arrow::record_batch::RecordBatch;
+use switchyard_schemas::tables::AUDIT;
+use switchyard_schemas::{audit_arrow_schema, AuditEvent};
+
+use crate::{tables, Result};
+
+/// One row of the `audit` table.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditRow<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// What happened.
+    pub event: AuditEvent,
+    /// Model name.
+    pub model: &'a str,
+    /// The version it is about.
+    pub version: &'a str,
+    /// The worker (or routes) concerned.
+    pub worker: &'a str,
+    /// What happened, in words.
+    pub detail: &'a str,
+}
+
+/// Appends `row`, at `at_us`, to the `audit` table under `root`.
+pub fn append(root: &Path, at_us: i64, row: &AuditRow<'_>) -> Result<()> {
+    let s = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
+    let batch = RecordBatch::try_new(
+        audit_arrow_schema(),
+        vec![
+            tables::ts_column(std::iter::once(Some(at_us))),
+            s(row.pipeline),
+            s(row.event.as_str()),
+            s(row.model),
+            s(row.version),
+            s(row.worker),
+            s(row.detail),
+        ],
+    )?;
+    tables::append(root, AUDIT, at_us, &batch)?;
+    Ok(())
+}

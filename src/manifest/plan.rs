@@ -1,0 +1,143 @@
+//! The plan: a loaded manifest and the command line's overrides, checked
+//! and resolved once. Every command takes its source, tables, sinks,
+//! feedback consumer, monitor and workers from here, never from the raw
+//! manifest, so an override or a default is applied in one place.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use switchyard_analysis::MonitorConfig;
+use switchyard_ingest::{FeedbackConfig, KafkaSourceConfig};
+use switchyard_router::RouteKind;
+use switchyard_sink::{KafkaSinkConfig, ParquetSinkConfig};
+use switchyard_workers::WorkerConfig;
+
+use super::{Invalid, Loaded, Manifest};
+
+/// What the command line may change in a manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Kafka bootstrap servers of the source, and of every sink, feedback
+    /// consumer and trigger producer that names none of its own.
+    pub bootstrap_servers: Option<String>,
+    /// The table root, instead of `sinks.parquet.path`.
+    pub tables: Option<PathBuf>,
+}
+
+/// A manifest resolved for running.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The manifest as read (its sections configure the stages).
+    pub loaded: Loaded,
+    /// The Kafka consumer of the source.
+    pub source: KafkaSourceConfig,
+    /// Root folder of the tables.
+    pub tables: PathBuf,
+    /// Parquet roll settings.
+    pub parquet: ParquetSinkConfig,
+    /// Results and DLQ topics, their brokers resolved.
+    pub kafka: Option<KafkaSinkConfig>,
+    /// The feedback consumer, when the manifest has one.
+    pub feedback: Option<FeedbackPlan>,
+    /// The monitor, when the manifest has one.
+    pub monitor: Option<MonitorPlan>,
+    /// The kind of every worker, for the router.
+    pub route_kinds: HashMap<String, RouteKind>,
+    /// Names of the feature vector's positions.
+    pub features: Vec<String>,
+}
+
+/// The feedback consumer's settings.
+#[derive(Debug, Clone)]
+pub struct FeedbackPlan {
+    /// The `feedback:` section.
+    pub config: FeedbackConfig,
+    /// Its consumer: the source's settings with the feedback topics, group
+    /// and brokers.
+    pub source: KafkaSourceConfig,
+}
+
+/// The monitor's settings.
+#[derive(Debug, Clone)]
+pub struct MonitorPlan {
+    /// The `monitor:` section.
+    pub config: MonitorConfig,
+    /// The watched model's name.
+    pub model: String,
+    /// Its registry folder.
+    pub registry: PathBuf,
+    /// Brokers of the trigger topic's producer (when it names none).
+    pub bootstrap_servers: String,
+}
+
+/// The kind of every worker, for the router.
+pub(super) fn route_kinds(m: &Manifest) -> HashMap<String, RouteKind> {
+    m.workers.iter().map(|(n, w)| (n.clone(), if w.is_cloud() { RouteKind::Cloud } else { RouteKind::Local })).collect()
+}
+
+impl Plan {
+    /// Checks `loaded` (every problem, see [`Loaded::validate`]) and
+    /// resolves it with `overrides`.
+    pub fn build(loaded: &Loaded, overrides: &Overrides) -> Result<Plan, Invalid> {
+        let problems = loaded.validate();
+        if !problems.is_empty() {
+            return Err(Invalid { path: loaded.path.clone(), problems });
+        }
+        let m = &loaded.manifest;
+        let mut source = m.source.kafka().clone();
+        if let Some(b) = &overrides.bootstrap_servers {
+            source.bootstrap_servers = b.clone();
+        }
+        let bootstrap = source.bootstrap_servers.clone();
+        let tables = overrides.tables.clone().unwrap_or_else(|| loaded.base.join(&m.sinks.parquet.path));
+        let kafka = m.sinks.kafka.clone().map(|mut k| {
+            k.bootstrap_servers.get_or_insert_with(|| bootstrap.clone());
+            k
+        });
+        let feedback = m.feedback.clone().map(|config| {
+            let mut fb = source.clone();
+            fb.topics = config.topics.clone();
+            fb.group_id = config.group_id.clone().unwrap_or_else(|| format!("{}-feedback", source.group_id));
+            fb.bootstrap_servers = config.bootstrap_servers.clone().unwrap_or_else(|| bootstrap.clone());
+            fb.properties.extend(config.properties.clone());
+            FeedbackPlan { config, source: fb }
+        });
+        let monitor = m.monitor.clone().and_then(|config| match m.workers.get(&config.worker) {
+            // Checked above: the monitor watches an onnx worker.
+            Some(WorkerConfig::Onnx(c)) => Some(MonitorPlan {
+                model: c.model.clone(),
+                registry: loaded.base.join(&c.registry),
+                bootstrap_servers: bootstrap.clone(),
+                config,
+            }),
+            _ => None,
+        });
+        Ok(Plan {
+            loaded: loaded.clone(),
+            source,
+            tables,
+            parquet: m.sinks.parquet.clone(),
+            kafka,
+            feedback,
+            monitor,
+            route_kinds: route_kinds(m),
+            features: loaded.feature_names(),
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.loaded.manifest
+    }
+
+    /// The model the drift report analyses: the monitored one, else the
+    /// first `onnx` worker's.
+    pub fn analysed_model(&self) -> Option<String> {
+        self.monitor.as_ref().map(|m| m.model.clone()).or_else(|| {
+            self.manifest().workers.values().find_map(|w| match w {
+                WorkerConfig::Onnx(c) => Some(c.model.clone()),
+                _ => None,
+            })
+        })
+    }
+}

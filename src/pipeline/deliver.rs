@@ -1,0 +1,265 @@
+//! Delivery: each chunk's answers become result rows and DLQ records,
+//! written to Kafka and Parquet. Kafka's acknowledgements are awaited off
+//! the hot path, but all of them before the next roll; a roll makes the
+//! rows durable and only then are the offsets it covers committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use switchyard_ingest::KafkaCommitter;
+use switchyard_schemas::{DlqRecord, Lineage, Prediction, Stage};
+use switchyard_sink::{KafkaSink, ParquetSink};
+use switchyard_workers::dispatch::{Dispatched, Outcome, WorkerSet};
+use switchyard_workers::Answer;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::prepare::Pending;
+use super::summary::{Counters, Summary};
+
+/// Chunks whose Kafka acknowledgements may be outstanding at once.
+const MAX_INFLIGHT_CHUNKS: usize = 64;
+
+type Latencies = Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>;
+
+/// Records, for rows made durable now, receipt → now and Kafka timestamp → now.
+fn record_latency(latency: &Latencies, rows: &[(i64, Option<i64>)]) {
+    let now = now_us();
+    if let Ok(mut h) = latency.lock() {
+        for &(received, kafka_ms) in rows {
+            let _ = h.0.record((now - received).max(1) as u64);
+            if let Some(ms) = kafka_ms {
+                let _ = h.1.record((now - ms * 1000).max(1) as u64);
+            }
+        }
+    }
+}
+
+/// The sink side of a run: results to Kafka and Parquet, rolls, commits.
+pub(super) struct Deliver {
+    pub(super) kafka: Option<KafkaSink>,
+    pub(super) inflight: std::collections::VecDeque<JoinHandle<anyhow::Result<()>>>,
+    pub(super) latency: Latencies,
+    pub(super) parquet: ParquetSink,
+    pub(super) committer: Option<KafkaCommitter>,
+    pub(super) workers: Arc<WorkerSet>,
+    pub(super) width: usize,
+    pub(super) summary: Summary,
+    pub(super) first: Option<i64>,
+    /// When the last chunk's results were written (idle time after it is not
+    /// part of the measured run).
+    pub(super) last: Option<i64>,
+    pub(super) progress_every: Option<Duration>,
+    pub(super) last_progress: Instant,
+    pub(super) counters: Arc<Counters>,
+}
+
+/// A result row from a worker's answer; the lineage is complete.
+fn prediction(key: String, answer: Answer, features: Vec<f32>, answered_us: i64, lineage: Lineage) -> Prediction {
+    Prediction {
+        key,
+        score: answer.score,
+        label: answer.label,
+        outputs: answer.outputs,
+        features,
+        latency_us: answered_us - lineage.source.ingest_time_us,
+        lineage,
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Deliver {
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Pending>,
+        tick_every: Duration,
+    ) -> anyhow::Result<Summary> {
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => self.handle(p).await?,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if self.parquet.roll_due() {
+                        self.roll_and_commit().await?;
+                    }
+                    self.progress();
+                }
+            }
+        }
+        self.roll_and_commit().await?;
+        self.summary.durable = self.parquet.durable_offsets().clone();
+        let (latency, event_latency) = {
+            let h = self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
+            h.clone()
+        };
+        self.summary.latency_us = latency;
+        self.summary.event_latency_us = event_latency;
+        if let (Some(first), Some(last)) = (self.first, self.last) {
+            self.summary.elapsed = Duration::from_micros((last - first).max(1) as u64);
+        }
+        Ok(self.summary)
+    }
+
+    fn progress(&mut self) {
+        let Some(every) = self.progress_every else { return };
+        if self.last_progress.elapsed() >= every {
+            self.last_progress = Instant::now();
+            let s = &self.summary;
+            let secs = self.first.map_or(0.0, |f| (now_us() - f) as f64 / 1e6);
+            eprintln!(
+                "[{secs:7.1}s] records {:>9}  results {:>9}  dlq {:>6}  {:>9.0} rec/s",
+                s.records,
+                s.predictions,
+                s.dlq,
+                s.records as f64 / secs.max(1e-9)
+            );
+        }
+    }
+
+    async fn handle(&mut self, p: Pending) -> anyhow::Result<()> {
+        let Pending { chunk, events, features, answers, mut dlq, offsets, replayed } = p;
+        if self.first.is_none() {
+            self.first = chunk.iter().map(|r| r.received_us).min();
+        }
+        self.summary.records += chunk.len() as u64;
+        self.summary.replayed += replayed;
+        let dispatched = match answers {
+            None => Dispatched { outcomes: Vec::new(), shadows: Vec::new(), shadow_failed: 0 },
+            Some(h) => h.await.context("dispatch task failed")?,
+        };
+        anyhow::ensure!(dispatched.outcomes.len() == events.len(), "internal error: an event without an outcome");
+        let answered_us = now_us();
+        let row_features = |j: usize| features[j * self.width..(j + 1) * self.width].to_vec();
+        let mut preds = Vec::with_capacity(events.len());
+        // Lineage and key of served events, kept when shadow answers need them.
+        let mut served: Vec<Option<(Lineage, String)>> =
+            if dispatched.shadows.is_empty() { Vec::new() } else { vec![None; events.len()] };
+        for (j, ((i, event), outcome)) in events.into_iter().zip(dispatched.outcomes).enumerate() {
+            match outcome {
+                Outcome::Served { worker, answer, fallback } => {
+                    let mut lineage = event.lineage;
+                    let name = self.workers.name(worker);
+                    if let Some(why) = fallback {
+                        *self.summary.fallbacks.entry(name.to_string()).or_default() += 1;
+                        lineage.fell_back_to(name, &why);
+                    }
+                    lineage.served_by(name, answer.model.clone(), answer.rollout_note().as_deref());
+                    if !dispatched.shadows.is_empty() {
+                        served[j] = Some((lineage.clone(), event.key.clone()));
+                    }
+                    preds.push(prediction(event.key, answer, row_features(j), answered_us, lineage));
+                }
+                Outcome::Failed { class, message } => {
+                    dlq.push(DlqRecord::from_raw(
+                        &chunk[i],
+                        event.lineage.lineage_id,
+                        Stage::Infer,
+                        class,
+                        message,
+                        event.lineage.pipeline,
+                    ));
+                }
+            }
+        }
+        // Shadow answers: Parquet rows marked `shadow`, for comparison; the
+        // results topic carries only the answers that count.
+        let mut shadow_rows = Vec::with_capacity(dispatched.shadows.len());
+        self.summary.shadow_failed += dispatched.shadow_failed;
+        for (j, w, answer) in dispatched.shadows {
+            let Some((lineage, key)) = served.get(j).and_then(Option::as_ref) else { continue };
+            let name = self.workers.name(w);
+            *self.summary.shadows.entry(name.to_string()).or_default() += 1;
+            let lineage = lineage.shadow_copy(name, answer.model.clone(), answer.rollout_note().as_deref());
+            shadow_rows.push(prediction(key.clone(), answer, row_features(j), answered_us, lineage));
+        }
+        let ingest_us: Vec<(i64, Option<i64>)> =
+            preds.iter().map(|p| (p.lineage.source.ingest_time_us, p.lineage.source.kafka_timestamp_ms)).collect();
+        for p in &preds {
+            *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
+            *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;
+        }
+        match &self.kafka {
+            Some(k) => {
+                // Acknowledgements are awaited off the hot path; every one must
+                // have arrived before the next offset commit (see `roll_and_commit`).
+                let results = k.send_predictions(&preds).await.context("writing results to Kafka")?;
+                let dead = k.send_dlq(&dlq).await.context("writing to the DLQ topic")?;
+                let latency = self.latency.clone();
+                self.inflight.push_back(tokio::spawn(async move {
+                    results.wait().await.context("results topic did not acknowledge")?;
+                    dead.wait().await.context("DLQ topic did not acknowledge")?;
+                    record_latency(&latency, &ingest_us);
+                    Ok(())
+                }));
+                while self.inflight.len() > MAX_INFLIGHT_CHUNKS {
+                    self.await_oldest().await?;
+                }
+            }
+            None => record_latency(&self.latency, &ingest_us),
+        }
+        for d in &dlq {
+            *self.summary.dlq_by_class.entry(d.error_class.as_str().to_string()).or_default() += 1;
+        }
+        self.summary.predictions += preds.len() as u64;
+        self.summary.dlq += dlq.len() as u64;
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.counters.records.fetch_add(chunk.len() as u64, Relaxed);
+            self.counters.results.fetch_add(preds.len() as u64, Relaxed);
+            self.counters.dlq.fetch_add(dlq.len() as u64, Relaxed);
+        }
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            self.parquet.write_predictions(&preds)?;
+            if !shadow_rows.is_empty() {
+                self.parquet.write_predictions(&shadow_rows)?;
+            }
+            self.parquet.write_dlq(&dlq)?;
+            Ok(())
+        })?;
+        self.parquet.note_offsets(&offsets);
+        if self.parquet.roll_due() {
+            self.roll_and_commit().await?;
+        }
+        self.last = Some(now_us());
+        self.progress();
+        Ok(())
+    }
+
+    async fn await_oldest(&mut self) -> anyhow::Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            h.await.context("delivery task panicked")??;
+        }
+        Ok(())
+    }
+
+    async fn roll_and_commit(&mut self) -> anyhow::Result<()> {
+        // Results of everything in this roll must be acknowledged by Kafka
+        // before the roll's offsets may be committed.
+        while !self.inflight.is_empty() {
+            self.await_oldest().await?;
+        }
+        let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;
+        if roll.offsets.is_empty() {
+            return Ok(());
+        }
+        self.summary.rolls += 1;
+        if let Some(c) = &self.committer {
+            let next: HashMap<(String, i32), i64> = roll.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
+            // A failed commit loses nothing: the records are replayed and
+            // recognised as durable. Log and go on.
+            if let Err(e) = tokio::task::block_in_place(|| c.commit(&next)) {
+                tracing::warn!(error = %e, "offset commit failed; the next roll commits again");
+            }
+        }
+        Ok(())
+    }
+}

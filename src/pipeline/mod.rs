@@ -1,0 +1,238 @@
+//! The streaming pipeline: wires `ingest → router → workers → sink`.
+//!
+//! ```text
+//!  source ──chunk──▶ prepare: decode, validate, pre-process, route, assign ──▶ dispatch (one task per chunk):
+//!                                                local batchers / cloud endpoints, fallbacks, shadows
+//!                                                                          │ outcomes, in chunk order
+//!                    commit offsets ◀── roll Parquet ◀── results + DLQ to Kafka ◀┘  (deliver)
+//! ```
+//!
+//! The caller opens the [`Source`] and the [`Sinks`] and starts the
+//! [`SideTasks`] (feedback consumer, monitor, model reload for a streaming
+//! run; none for a backfill); [`run`] drives the chunks through and stops
+//! the side tasks when the source ends or Ctrl-C / SIGTERM arrives.
+//!
+//! Chunks flow through bounded channels, so a slow model or sink pauses the
+//! Kafka consumer. Offsets are committed only after a Parquet roll made the
+//! rows before them durable (and Kafka acknowledged their results), so a
+//! crash loses nothing; rows already durable are recognised on replay and
+//! skipped, so a crash adds no duplicates either.
+
+mod deliver;
+mod prepare;
+mod source;
+mod summary;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use switchyard_sink::{KafkaSink, Offsets, ParquetSink};
+use switchyard_workers::dispatch::Worker;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use self::deliver::Deliver;
+use self::prepare::Pending;
+pub use self::prepare::Stages;
+pub use self::source::Source;
+pub use self::summary::{Counters, Summary};
+use crate::signal::shutdown_signal;
+
+/// Where a run's results go.
+pub struct Sinks {
+    /// The Parquet tables (required: their rolls are the checkpoint).
+    pub parquet: ParquetSink,
+    /// The results and DLQ topics, when the run writes to Kafka.
+    pub kafka: Option<KafkaSink>,
+}
+
+/// What a side task reports when it stops.
+pub enum SideReport {
+    /// The feedback consumer: records written, bad records sent to the DLQ.
+    Feedback {
+        /// Feedback records written.
+        records: u64,
+        /// Bad feedback records.
+        dlq: u64,
+    },
+    /// The monitor: retrain triggers emitted.
+    Triggers(u64),
+    /// A model reload task: the version changes it took up.
+    ModelChanges(Vec<String>),
+}
+
+/// Tasks that run beside the pipeline and stop with it.
+pub struct SideTasks {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<SideReport>>)>,
+}
+
+impl SideTasks {
+    /// No side tasks yet; those added get [`SideTasks::stop_signal`].
+    pub fn new() -> Self {
+        Self { stop: watch::channel(false).0, tasks: Vec::new() }
+    }
+
+    /// The signal a side task stops on (it turns true).
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Adds a started task; `what` names it in errors.
+    pub fn add(&mut self, what: &'static str, task: JoinHandle<anyhow::Result<SideReport>>) {
+        self.tasks.push((what, task));
+    }
+
+    /// Stops every task and adds what each reports to `summary`.
+    async fn finish(self, summary: &mut Summary) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for (what, task) in self.tasks {
+            match task.await.with_context(|| format!("{what} panicked"))?? {
+                SideReport::Feedback { records, dlq } => (summary.feedback, summary.feedback_dlq) = (records, dlq),
+                SideReport::Triggers(n) => summary.triggers += n,
+                SideReport::ModelChanges(c) => summary.model_changes.extend(c),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for SideTasks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a run goes.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Chunks that may wait between preparation and delivery.
+    pub max_queued_chunks: usize,
+    /// How often the sink checks whether a roll is due.
+    pub roll_check: Duration,
+    /// Print a progress line this often (none when `None`).
+    pub progress_every: Option<Duration>,
+    /// Counters the caller may watch while the run goes on (progress bars).
+    pub counters: Option<Arc<Counters>>,
+}
+
+/// Runs `stages` over `source` into `sinks` until the source ends (bounded
+/// runs, `--idle-exit-ms`) or Ctrl-C / SIGTERM, then makes everything
+/// durable, stops the side tasks and returns a summary.
+pub async fn run(
+    stages: &Stages,
+    mut source: Source,
+    sinks: Sinks,
+    side: SideTasks,
+    opts: RunOptions,
+) -> anyhow::Result<Summary> {
+    let Sinks { parquet, kafka } = sinks;
+    let durable = parquet.durable_offsets().clone();
+    let (committer, source_stats) = (source.committer(), source.stats());
+    let (tx, rx) = mpsc::channel::<Pending>(opts.max_queued_chunks.max(1));
+    let deliver = Deliver {
+        kafka,
+        inflight: Default::default(),
+        latency: Arc::new(std::sync::Mutex::new((summary::histogram(), summary::histogram()))),
+        summary: Summary::new(parquet.root().to_path_buf()),
+        parquet,
+        committer,
+        workers: stages.workers.clone(),
+        width: stages.pre.width(),
+        counters: opts.counters.clone().unwrap_or_default(),
+        first: None,
+        last: None,
+        progress_every: opts.progress_every,
+        last_progress: Instant::now(),
+    };
+    let deliver_task = tokio::spawn(deliver.run(rx, opts.roll_check));
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut seen = Offsets::new();
+    let mut interrupted = false;
+    let mut source_error = None;
+    loop {
+        let chunk = tokio::select! {
+            c = source.next_chunk() => c,
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: finishing in-flight records");
+                interrupted = true;
+                None
+            }
+        };
+        let chunk = match chunk {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // What was read before stays: it is made durable below.
+                source_error = Some(e);
+                break;
+            }
+        };
+        let pending = stages.prepare(chunk, &durable, &mut seen);
+        if tx.send(pending).await.is_err() {
+            break; // delivery failed; its error is reported below
+        }
+    }
+    drop(tx);
+    let mut summary = deliver_task.await.context("delivery panicked")??;
+    summary.interrupted = interrupted;
+    if let Some(e) = source_error {
+        return Err(e.context(format!(
+            "reading the source stopped the run ({} records read before it are durable; run again to resume)",
+            summary.records
+        )));
+    }
+    side.finish(&mut summary).await?;
+    if let Some(s) = source_stats {
+        summary.pauses = s.pauses.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    for (name, w) in &stages.workers.list {
+        match w {
+            Worker::Local(w) => {
+                let s = w.stats();
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                summary.batches.insert(name.clone(), (load(&s.batches), load(&s.rows)));
+            }
+            Worker::Cloud(c) => {
+                summary.cloud.insert(name.clone(), c.snapshot());
+            }
+        }
+    }
+    source.stop().await?;
+    Ok(summary)
+}
+
+/// The results and DLQ producer of `plan`, creating missing output topics
+/// unless told not to.
+pub async fn kafka_sink(plan: &crate::manifest::Plan, create_topics: bool) -> anyhow::Result<Option<KafkaSink>> {
+    let Some(k) = &plan.kafka else { return Ok(None) };
+    let bootstrap = k.bootstrap_servers.as_deref().unwrap_or(&plan.source.bootstrap_servers);
+    if k.create_topics && create_topics {
+        // Like Kafka Connect's DLQ: create missing output topics, but a
+        // broker that refuses (no admin rights, mock cluster) is not fatal.
+        let topics = [(k.results_topic.as_str(), k.topic_partitions), (k.dlq_topic.as_str(), 1)];
+        let created =
+            tokio::time::timeout(Duration::from_secs(10), crate::kafka_util::create_topics(bootstrap, &topics)).await;
+        match created {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not create output topics; assuming they exist")
+            }
+            Err(_) => tracing::warn!("creating output topics timed out; assuming they exist"),
+        }
+    }
+    Ok(Some(KafkaSink::new(k, &plan.source.bootstrap_servers)?))
+}
+
+/// Run options from `plan`: its queue depth and roll interval.
+pub fn options(plan: &crate::manifest::Plan) -> RunOptions {
+    RunOptions {
+        max_queued_chunks: plan.source.max_queued_chunks,
+        roll_check: Duration::from_millis(plan.parquet.roll_interval_ms.clamp(50, 1000)),
+        progress_every: None,
+        counters: None,
+    }
+}

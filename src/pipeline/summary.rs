@@ -1,0 +1,118 @@
+//! What a run did: the summary at its end, and the live counters a
+//! progress display reads while it goes on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use switchyard_sink::Offsets;
+use switchyard_workers::cloud::CloudSnapshot;
+
+/// Live counts of a run, for progress displays.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read.
+    pub records: AtomicU64,
+    /// Results written.
+    pub results: AtomicU64,
+    /// Records sent to the DLQ.
+    pub dlq: AtomicU64,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Summary {
+    /// Records read from the source.
+    pub records: u64,
+    /// Results written.
+    pub predictions: u64,
+    /// Records sent to the DLQ.
+    pub dlq: u64,
+    /// Records skipped because their results were already durable (replay).
+    pub replayed: u64,
+    /// Results per route: the worker that answered (shadow answers not
+    /// included).
+    pub by_route: BTreeMap<String, u64>,
+    /// Results a fallback worker answered, per worker.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Shadow answers recorded (Parquet only), per worker.
+    pub shadows: BTreeMap<String, u64>,
+    /// Shadow requests that got no answer.
+    pub shadow_failed: u64,
+    /// Cloud workers' counters and circuit state at the end of the run.
+    pub cloud: BTreeMap<String, CloudSnapshot>,
+    /// Results per policy rule.
+    pub by_rule: BTreeMap<String, u64>,
+    /// DLQ records per error class.
+    pub dlq_by_class: BTreeMap<String, u64>,
+    /// Receipt → results durable (acknowledged by Kafka), in µs.
+    pub latency_us: hdrhistogram::Histogram<u64>,
+    /// Kafka message timestamp → results durable, in µs (includes time spent
+    /// in the topic before switchyard read it).
+    pub event_latency_us: hdrhistogram::Histogram<u64>,
+    /// From the first record to the last result.
+    pub elapsed: Duration,
+    /// Model executions and rows, per worker.
+    pub batches: BTreeMap<String, (u64, u64)>,
+    /// Times the consumer paused for backpressure.
+    pub pauses: u64,
+    /// Parquet rolls (each followed by an offset commit).
+    pub rolls: u64,
+    /// Where the tables are.
+    pub tables: PathBuf,
+    /// Feedback records written to the `feedback` table.
+    pub feedback: u64,
+    /// Bad feedback records sent to the DLQ (table, and topic with a Kafka sink).
+    pub feedback_dlq: u64,
+    /// Retrain triggers the monitor emitted.
+    pub triggers: u64,
+    /// Model version changes taken up while running (`event version: detail`).
+    pub model_changes: Vec<String>,
+    /// Ctrl-C or SIGTERM stopped the run before its source ended.
+    pub interrupted: bool,
+    /// Highest durable offset per input at the end (bounded runs).
+    pub durable: Offsets,
+}
+
+impl Summary {
+    /// An empty summary of a run writing to `tables`.
+    pub fn new(tables: PathBuf) -> Self {
+        Summary {
+            records: 0,
+            predictions: 0,
+            dlq: 0,
+            replayed: 0,
+            by_route: BTreeMap::new(),
+            fallbacks: BTreeMap::new(),
+            shadows: BTreeMap::new(),
+            shadow_failed: 0,
+            cloud: BTreeMap::new(),
+            by_rule: BTreeMap::new(),
+            dlq_by_class: BTreeMap::new(),
+            latency_us: histogram(),
+            event_latency_us: histogram(),
+            elapsed: Duration::ZERO,
+            batches: BTreeMap::new(),
+            pauses: 0,
+            rolls: 0,
+            tables,
+            feedback: 0,
+            feedback_dlq: 0,
+            triggers: 0,
+            model_changes: Vec::new(),
+            interrupted: false,
+            durable: Offsets::new(),
+        }
+    }
+
+    /// Records per second over the run.
+    pub fn rate(&self) -> f64 {
+        self.records.saturating_sub(self.replayed) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A latency histogram from 1 µs to a day, 3 significant digits.
+pub(super) fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid histogram bounds")
+}
