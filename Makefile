@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 setup:            ## Python packages and the ONNX Runtime library (.venv)
 	scripts/setup.sh
 
-setup-broker:     ## setup + the tansu Kafka broker for integration tests
+setup-broker:     ## setup + the Apache Kafka broker (Maven Central jars) for integration tests
 	scripts/setup.sh --broker
 
 setup-peers:      ## setup + .venv-peers: MLServer and the LiteLLM proxy the cloud worker tests talk to

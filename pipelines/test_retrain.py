@@ -6,8 +6,8 @@ Builds Hive-partitioned predictions/feedback tables with pyarrow, a registry
 holding a copy of the committed fraud model as version 1, and a trigger file;
 then checks what the retrainer registers. The expected training set is
 computed here from the generated arrays, independently of DataFusion.
-The Kafka test uses $KAFKA_BOOTSTRAP or starts tansu, and is skipped when
-neither is available.
+The Kafka test uses $KAFKA_BOOTSTRAP or starts an Apache Kafka broker
+(scripts/kafka.sh), and is skipped when neither is available.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -423,29 +422,17 @@ def bootstrap():
     if os.environ.get("KAFKA_BOOTSTRAP"):
         yield os.environ["KAFKA_BOOTSTRAP"]
         return
-    tansu = shutil.which("tansu") or str(Path.home() / ".cargo/bin/tansu")
-    if not os.path.isfile(tansu):
-        pytest.skip("no Kafka broker: set KAFKA_BOOTSTRAP or run `make setup-broker`")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url",
-                             url, "--storage-engine", "memory://tansu/"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kafka = Path(__file__).resolve().parent.parent / "scripts/kafka.sh"
+    if shutil.which("java") is None:
+        pytest.skip("no Kafka broker: set KAFKA_BOOTSTRAP, or install Java 17+ and run `make setup-broker`")
+    workdir = tempfile.mkdtemp(prefix="switchyard-kafka-")
+    started = subprocess.run(["bash", str(kafka), "start", workdir, "0"], capture_output=True, text=True)
+    assert started.returncode == 0, f"the Kafka test broker did not start:\n{started.stderr[-3000:]}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "tansu did not start"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield started.stdout.strip()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        subprocess.run(["bash", str(kafka), "stop", workdir], capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_kafka_commits_only_handled_triggers(bootstrap, tables, tmp_path):

@@ -4,7 +4,7 @@
 Writes docs/BENCHMARKS.md. Every figure is reported next to a baseline taken
 in the same run, as a ratio, because absolute numbers drift on shared machines.
 
-  (a) Kafka path: pipeline events/s through a tansu broker vs the raw consume
+  (a) Kafka path: pipeline events/s through an Apache Kafka broker vs the raw consume
       rate of the same topic on the same broker (and a Python worker).
   (b) Capacity without the broker: pipeline over a pre-loaded JSON Lines file
       vs raw ONNX Runtime batch throughput of the same model, and vs a
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,25 +51,16 @@ def last_json(out: str) -> dict:
     raise ValueError(f"no JSON line in output:\n{out}")
 
 
-def start_tansu():
-    tansu = shutil.which("tansu") or str(Path.home() / ".cargo/bin/tansu")
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    url = f"tcp://127.0.0.1:{port}"
-    log = open(tempfile.gettempdir() + f"/bench-tansu-{port}.log", "w")
-    proc = subprocess.Popen(
-        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=log)
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("tansu did not start")
+def start_kafka():
+    """An Apache Kafka broker (scripts/kafka.sh) in a temporary folder: (folder, bootstrap)."""
+    workdir = tempfile.mkdtemp(prefix="bench-kafka-")
+    p = run(["bash", "scripts/kafka.sh", "start", workdir, "0"])
+    return workdir, p.stdout.strip()
+
+
+def stop_kafka(workdir: str) -> None:
+    subprocess.run(["bash", str(ROOT / "scripts/kafka.sh"), "stop", workdir], capture_output=True)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path) -> Path:
@@ -132,7 +122,7 @@ def main():
                                         "--out", str(tmp / "py-batch")]).stdout)
 
     # (a) the Kafka path, and (c) latency at half of the maximum rate
-    proc, bootstrap = start_tansu()
+    kafka_dir, bootstrap = start_kafka()
     try:
         topic = f"bench-{os.getpid()}"
         run([binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--events", str(args.events),
@@ -140,7 +130,7 @@ def main():
         res["kafka_raw"] = last_json(run([binary(), "bench", "consume", "--bootstrap-servers", bootstrap,
                                           "--topic", topic, "--group", f"{topic}-raw"]).stdout)
         res["kafka_pipeline"] = pipeline(manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / "k-tables"), tmp)
-        # tansu does not create topics on first use.
+        # The test broker does not create topics on first use.
         run([binary(), "generate", "--topic", f"{topic}-pyresults", "--bootstrap-servers", bootstrap, "--events", "0"])
         res["kafka_python_raw"] = last_json(run([PY, "scripts/bench_python.py", "kafka-raw", "--bootstrap", bootstrap,
                                                  "--topic", topic, "--group", f"{topic}-pyraw"]).stdout)
@@ -164,7 +154,7 @@ def main():
         t.join()
         res["latency"] = {"rate": half, "events": n, **out}
     finally:
-        proc.kill()
+        stop_kafka(kafka_dir)
 
     write_report(res, args)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -348,7 +338,7 @@ def write_report(r: dict, args):
         "",
         "Produced by `make bench` (`scripts/bench.py`); every ratio compares figures measured in the same run.",
         f"Machine: {os.cpu_count()} cores ({cpu}), {time.strftime('%Y-%m-%d')}. Build: the optimised dev profile "
-        "(`opt-level = 2`; dependencies without debug assertions, the workspace's own crates with them). Broker: tansu 0.6 (memory storage) on the same machine.",
+        "(`opt-level = 2`; dependencies without debug assertions, the workspace's own crates with them). Broker: Apache Kafka 4.1.2 (KRaft, one node, `scripts/kafka.sh`) on the same machine.",
         "",
         "| | measured | baseline (same run) | ratio | target |",
         "|---|---|---|---|---|",

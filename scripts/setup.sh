@@ -3,8 +3,8 @@
 # is already there:
 #   - .venv: Python packages of pipelines/requirements.txt (ONNX Runtime's
 #     shared library comes from the onnxruntime wheel; model training; test peers)
-#   - with --broker: the tansu Kafka broker (cargo install, ~20 min on 2 cores
-#     the first time; cached in ~/.cargo/bin afterwards)
+#   - with --broker: an Apache Kafka broker for the integration tests (jars
+#     from Maven Central into ~/.cache/switchyard, ~40 s the first time)
 #   - with --peers: .venv-peers, the MLServer and LiteLLM processes the cloud
 #     worker tests talk to (tests/peers/requirements.txt + constraints.txt)
 set -euo pipefail
@@ -40,13 +40,13 @@ fi
 echo "setup: ONNX Runtime library: $lib"
 
 if [ "$want_broker" = 1 ]; then
-  TANSU_VERSION=0.6.0
-  if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    echo "setup: tansu $TANSU_VERSION present ($(command -v tansu))"
-  else
-    echo "setup: building the tansu $TANSU_VERSION broker (first time only, ~20 minutes on 2 cores)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+  # Apache Kafka's own broker (KRaft) from Maven Central, for the integration
+  # tests and benchmarks; skipped when its jars are present.
+  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    echo "setup: the Kafka test broker needs Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)" >&2
+    exit 1
   fi
+  scripts/kafka.sh install
 fi
 
 if [ "$want_peers" = 1 ]; then

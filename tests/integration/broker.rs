@@ -1,65 +1,57 @@
-//! A real Kafka broker for the tests: `$KAFKA_BOOTSTRAP` or a tansu process.
+//! A real Kafka broker for the tests: `$KAFKA_BOOTSTRAP`, or an Apache Kafka
+//! broker (KRaft mode, jars from Maven Central: `scripts/kafka.sh`) started
+//! once per test binary on free ports and stopped when the binary ends.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 static BOOTSTRAP: OnceLock<String> = OnceLock::new();
 
-/// Bootstrap address of the test broker, starting tansu on first use.
+/// Bootstrap address of the test broker, starting one on first use.
 pub fn bootstrap() -> String {
     BOOTSTRAP
         .get_or_init(|| match std::env::var("KAFKA_BOOTSTRAP") {
             Ok(b) if !b.is_empty() => b,
-            _ => start_tansu(),
+            _ => start_kafka(),
         })
         .clone()
 }
 
-fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| PathBuf::from(d).join("tansu"))
-        .chain(std::iter::once(PathBuf::from(home).join(".cargo/bin/tansu")))
-        .collect::<Vec<_>>();
-    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("the tansu broker is not installed: run `make setup-broker` (or set KAFKA_BOOTSTRAP to a broker)")
-    })
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
 }
 
-fn start_tansu() -> String {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::env::temp_dir().join(format!("switchyard-tansu-{port}.log"));
+fn start_kafka() -> String {
+    let dir = std::env::temp_dir().join(format!("switchyard-kafka-{}", std::process::id()));
+    let out = Command::new("bash")
+        .arg(script())
+        .args(["start", &dir.display().to_string(), "0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/kafka.sh");
+    assert!(
+        out.status.success(),
+        "the Kafka test broker did not start (install it with `make setup-broker`, or set KAFKA_BOOTSTRAP \
+         to a broker):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
     // A watchdog shell stops the broker when this test process ends, however it ends.
     let script = format!(
-        "'{bin}' broker --listener-url {url} --advertised-listener-url {url} --storage-engine memory://tansu/ \
-         >'{log}' 2>&1 & b=$!; while kill -0 {me} 2>/dev/null && kill -0 $b 2>/dev/null; do sleep 1; done; kill $b 2>/dev/null",
-        bin = tansu_binary().display(),
-        log = log.display(),
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; bash '{kafka}' stop '{dir}' >/dev/null 2>&1; rm -rf '{dir}'",
         me = std::process::id(),
+        kafka = script().display(),
+        dir = dir.display(),
     );
-    // The watchdog shell outlives this function on purpose; it is never waited on.
-    let _watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(script)
+    let watchdog = Command::new("setsid")
+        .args(["sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("starting tansu");
-    std::mem::forget(_watchdog);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30 s; see {}", log.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    format!("127.0.0.1:{port}")
+        .expect("starting the broker's watchdog");
+    // It outlives this function on purpose; it is never waited on.
+    std::mem::forget(watchdog);
+    addr
 }

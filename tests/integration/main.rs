@@ -1,6 +1,7 @@
 //! End-to-end and integration tests of the `switchyard` binary, one module
-//! per area. Tests that need a broker use a real tansu process: the one at
-//! `$KAFKA_BOOTSTRAP`, or one this test binary starts (and stops) itself.
+//! per area. Tests that need a broker use a real Apache Kafka broker: the one
+//! at `$KAFKA_BOOTSTRAP`, or one this test binary starts (and stops) itself
+//! (`scripts/kafka.sh`, KRaft mode, jars from Maven Central).
 //! Cloud worker tests (`cloud`) talk to real servers started from
 //! `.venv-peers` (`peers`), through a fault-injecting proxy (`proxy`).
 //! Hybrid pipeline tests (`hybrid`) run the binary against another
