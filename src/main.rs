@@ -382,8 +382,14 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         // A manifest with problems: every one of them, and the documented exit code.
-        Err(e) if e.is::<manifest::Invalid>() => {
-            eprint!("error: {e}");
+        Err(e) if e.chain().any(|c| c.is::<manifest::Invalid>()) => {
+            let context: Vec<String> =
+                e.chain().take_while(|c| !c.is::<manifest::Invalid>()).map(|c| c.to_string()).collect();
+            let invalid = e.chain().find_map(|c| c.downcast_ref::<manifest::Invalid>()).expect("found above");
+            if !context.is_empty() {
+                eprintln!("error: {}", context.join(": "));
+            }
+            eprint!("error: {invalid}");
             ExitCode::from(2)
         }
         Err(e) => {
@@ -490,7 +496,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Drift { manifest, tables, options } => {
             let overrides = manifest::Overrides { bootstrap_servers: None, tables };
-            drift::command(&manifest::Plan::build(&manifest::load(&manifest)?, &overrides)?, options).await?;
+            drift::command(&manifest::Plan::resolve(&manifest::load(&manifest)?, &overrides), options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Monitor { manifest, tables, bootstrap_servers, once, now } => {

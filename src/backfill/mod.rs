@@ -198,7 +198,12 @@ fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<BackfillManifest> {
         })
     })();
     match m {
-        Some(m) if problems.is_empty() => Ok(m),
+        // Read from the text as written; the sections served to find problems.
+        Some(_) if problems.is_empty() => serde_yaml::from_slice(bytes).map_err(|e| {
+            let mut problems = Problems::new();
+            problems.push("(document)", e.to_string());
+            invalid(problems)
+        }),
         _ => Err(invalid(problems)),
     }
 }
@@ -345,7 +350,7 @@ impl Backfill {
         if problems.is_empty() {
             Ok(())
         } else {
-            anyhow::bail!("{}: invalid backfill manifest:\n{problems}", self.path.display())
+            Err(manifest::Invalid { path: self.path.clone(), problems }.into())
         }
     }
 }

@@ -121,13 +121,17 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let parts = Parts::read(&doc, &mut problems);
-    let manifest = match parts.complete() {
-        Some(m) if problems.is_empty() => m,
-        _ => {
-            check::check(&parts.sections(&doc), &base, &mut problems);
-            return Err(invalid(problems));
-        }
-    };
+    if !parts.all_parsed() || !problems.is_empty() {
+        check::check(&parts.sections(&doc), &base, &mut problems);
+        return Err(invalid(problems));
+    }
+    // The sections served to find problems; the manifest itself is read from
+    // the text as written (a plain `1.10` stays the text `1.10`).
+    let manifest: Manifest = serde_yaml::from_slice(&bytes).map_err(|e| {
+        let mut problems = Problems::new();
+        problems.push("(document)", e.to_string());
+        invalid(problems)
+    })?;
     for (name, w) in &manifest.workers {
         for warning in w.deprecations(&format!("workers.{name}")) {
             tracing::warn!("{}: {warning}", path.display());
@@ -183,20 +187,18 @@ impl Parts {
         }
     }
 
-    /// The manifest, when every section parsed.
-    fn complete(&self) -> Option<Manifest> {
-        Some(Manifest {
-            name: self.name.clone()?,
-            description: self.description.clone()?,
-            source: self.source.clone()?,
-            schema: self.schema.clone()?,
-            preprocess: self.preprocess.clone()?,
-            routing: self.routing.clone()?,
-            workers: self.all_workers.then(|| self.workers.clone())?,
-            sinks: self.sinks.clone()?,
-            feedback: self.feedback.clone()?,
-            monitor: self.monitor.clone()?,
-        })
+    /// Whether every section parsed.
+    fn all_parsed(&self) -> bool {
+        self.name.is_some()
+            && self.description.is_some()
+            && self.source.is_some()
+            && self.schema.is_some()
+            && self.preprocess.is_some()
+            && self.routing.is_some()
+            && self.all_workers
+            && self.sinks.is_some()
+            && self.feedback.is_some()
+            && self.monitor.is_some()
     }
 
     /// What the checks can look at.
@@ -264,7 +266,18 @@ fn entries<T: serde::de::DeserializeOwned>(
             ok = false;
             continue;
         };
-        match doc.extract::<T>(&format!("{path}.{k}"), problems) {
+        // A name with `.` or `[` cannot be part of a path: read it as a whole.
+        let entry = if k.contains(['.', '[']) {
+            serde_yaml::from_value::<T>(map[key].clone())
+                .map_err(|e| {
+                    let at = doc.line(path).map(|l| format!("line {l}: ")).unwrap_or_default();
+                    problems.push(format!("{path}.{k}"), format!("{at}{e}"));
+                })
+                .ok()
+        } else {
+            doc.extract::<T>(&format!("{path}.{k}"), problems)
+        };
+        match entry {
             Some(v) => {
                 out.insert(k.to_string(), v);
             }
@@ -409,5 +422,30 @@ mod tests {
         let problems = load(&path).unwrap().validate();
         assert!(problems.items().iter().any(|p| p.path == "workers.fraud.model"), "{problems}");
         assert!(Plan::build(&load(&path).unwrap(), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn values_are_read_as_written_and_worker_names_may_hold_dots() {
+        let text = std::fs::read_to_string(repo().join("pipelines/fraud.yaml"))
+            .unwrap()
+            .replace("version: fraud-policy/1", "version: 1.10")
+            .replace("route: fraud\n", "route: fraud.v2\n")
+            .replace("workers:\n  fraud:\n", "workers:\n  fraud.v2:\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        let models = repo().join("pipelines/models");
+        std::fs::write(&path, text.replace("registry: models", &format!("registry: '{}'", models.display()))).unwrap();
+        let loaded = load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(loaded.manifest.routing.version, "1.10");
+        assert!(loaded.manifest.workers.contains_key("fraud.v2"));
+        let p = loaded.validate();
+        assert!(p.is_empty(), "{p}");
+        // A shape problem in such a worker is still reported under its name.
+        std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("max_batch_size:", "max_batch_sise:"))
+            .unwrap();
+        let e = load(&path).unwrap_err();
+        let report = e.downcast_ref::<Invalid>().unwrap().problems.to_string();
+        assert!(report.contains("workers.fraud.v2: line "), "{report}");
+        assert!(report.contains("max_batch_sise"), "{report}");
     }
 }

@@ -77,12 +77,20 @@ pub(super) fn route_kinds(m: &Manifest) -> HashMap<String, RouteKind> {
 
 impl Plan {
     /// Checks `loaded` (every problem, see [`Loaded::validate`]) and
-    /// resolves it with `overrides`.
+    /// resolves it with `overrides`: what every command that runs stages
+    /// uses.
     pub fn build(loaded: &Loaded, overrides: &Overrides) -> Result<Plan, Invalid> {
         let problems = loaded.validate();
         if !problems.is_empty() {
             return Err(Invalid { path: loaded.path.clone(), problems });
         }
+        Ok(Self::resolve(loaded, overrides))
+    }
+
+    /// Resolves `loaded` with `overrides` without checking its files: for
+    /// commands that only read the tables (`drift`), which must work where
+    /// the models or ONNX Runtime are not installed.
+    pub fn resolve(loaded: &Loaded, overrides: &Overrides) -> Plan {
         let m = &loaded.manifest;
         let mut source = m.source.kafka().clone();
         if let Some(b) = &overrides.bootstrap_servers {
@@ -103,7 +111,7 @@ impl Plan {
             FeedbackPlan { config, source: fb }
         });
         let monitor = m.monitor.clone().and_then(|config| match m.workers.get(&config.worker) {
-            // Checked above: the monitor watches an onnx worker.
+            // `validate` reports a monitor that watches no onnx worker.
             Some(WorkerConfig::Onnx(c)) => Some(MonitorPlan {
                 model: c.model.clone(),
                 registry: loaded.base.join(&c.registry),
@@ -112,7 +120,7 @@ impl Plan {
             }),
             _ => None,
         });
-        Ok(Plan {
+        Plan {
             loaded: loaded.clone(),
             source,
             tables,
@@ -122,7 +130,7 @@ impl Plan {
             monitor,
             route_kinds: route_kinds(m),
             features: loaded.feature_names(),
-        })
+        }
     }
 
     /// The manifest.
