@@ -145,14 +145,15 @@ impl Deliver {
             if dispatched.shadows.is_empty() { Vec::new() } else { vec![None; events.len()] };
         for (j, ((i, event), outcome)) in events.into_iter().zip(dispatched.outcomes).enumerate() {
             match outcome {
-                Outcome::Served { worker, answer, fallback } => {
+                Outcome::Served { worker, mut answer, fallback } => {
                     let mut lineage = event.lineage;
                     let name = self.workers.name(worker);
                     if let Some(why) = fallback {
                         *self.summary.fallbacks.entry(name.to_string()).or_default() += 1;
                         lineage.fell_back_to(name, &why);
                     }
-                    lineage.served_by(name, answer.model.clone(), answer.rollout_note().as_deref());
+                    let note = answer.rollout_note();
+                    lineage.served_by(name, std::mem::take(&mut answer.model), note.as_deref());
                     if !dispatched.shadows.is_empty() {
                         served[j] = Some((lineage.clone(), event.key.clone()));
                     }
@@ -174,11 +175,12 @@ impl Deliver {
         // results topic carries only the answers that count.
         let mut shadow_rows = Vec::with_capacity(dispatched.shadows.len());
         self.summary.shadow_failed += dispatched.shadow_failed;
-        for (j, w, answer) in dispatched.shadows {
+        for (j, w, mut answer) in dispatched.shadows {
             let Some((lineage, key)) = served.get(j).and_then(Option::as_ref) else { continue };
             let name = self.workers.name(w);
             *self.summary.shadows.entry(name.to_string()).or_default() += 1;
-            let lineage = lineage.shadow_copy(name, answer.model.clone(), answer.rollout_note().as_deref());
+            let note = answer.rollout_note();
+            let lineage = lineage.shadow_copy(name, std::mem::take(&mut answer.model), note.as_deref());
             shadow_rows.push(prediction(key.clone(), answer, row_features(j), answered_us, lineage));
         }
         let ingest_us: Vec<(i64, Option<i64>)> =
