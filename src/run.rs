@@ -40,6 +40,7 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
     let source = match &opts.input_file {
         Some(path) => Source::File(FileSource::open(path, plan.source.chunk_size)?),
         None => {
+            switchyard_ingest::check_brokers(&plan.source).await?;
             let startup = opts.startup_timeout.unwrap_or(Duration::from_secs(60));
             Source::Kafka(KafkaSource::start(&plan.source, opts.idle_exit, startup)?)
         }

@@ -18,6 +18,19 @@ pub enum Error {
     /// Parquet footer, broker offsets); the message names the input.
     #[error("{0}")]
     Source(String),
+    /// No broker answered within the start-up timeout.
+    #[error(
+        "cannot reach the Kafka brokers {brokers} within {timeout_ms} ms: {cause} (check the address, the \
+             network and the listener; `source.connect_timeout_ms` sets how long to wait)"
+    )]
+    Unreachable {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// How long it waited.
+        timeout_ms: u64,
+        /// librdkafka's reason.
+        cause: String,
+    },
     /// A configuration that cannot be built (a user mistake).
     #[error("{0}")]
     Config(String),
@@ -29,7 +42,7 @@ pub enum Error {
 impl Error {
     /// Whether retrying the operation may succeed (broker unavailable, timeouts).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::Kafka(_))
+        matches!(self, Error::Kafka(_) | Error::Unreachable { .. })
     }
 }
 

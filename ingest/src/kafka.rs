@@ -46,6 +46,10 @@ pub struct KafkaSourceConfig {
     /// Short stalls are absorbed without pausing: a resume costs a fetch round trip.
     #[serde(default = "default_pause_after_ms")]
     pub pause_after_ms: u64,
+    /// Longest wait at start-up for a broker to answer, in ms; then the run
+    /// fails with an error naming the brokers and the cause.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
 }
 
 fn default_chunk_size() -> usize {
@@ -59,6 +63,39 @@ fn default_max_queued_chunks() -> usize {
 }
 fn default_pause_after_ms() -> u64 {
     500
+}
+fn default_connect_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Consumer errors are logged at most this often (with a count of those
+/// left out); librdkafka retries on its own meanwhile.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs consumer errors at a bounded rate.
+struct ErrorLog {
+    last: Option<Instant>,
+    quiet: u64,
+}
+
+impl ErrorLog {
+    fn new() -> Self {
+        Self { last: None, quiet: 0 }
+    }
+
+    fn log(&mut self, e: &rdkafka::error::KafkaError) {
+        if self.last.is_some_and(|t| t.elapsed() < ERROR_LOG_EVERY) {
+            self.quiet += 1;
+            return;
+        }
+        if self.quiet > 0 {
+            tracing::warn!(error = %e, more = self.quiet, "kafka consumer error (and {} more since the last)", self.quiet);
+        } else {
+            tracing::warn!(error = %e, "kafka consumer error");
+        }
+        self.last = Some(Instant::now());
+        self.quiet = 0;
+    }
 }
 
 /// Longest single wait on the consumer's queue before polling it again.
@@ -134,6 +171,39 @@ pub struct KafkaSource {
     stats: Arc<SourceStats>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
+
+/// Waits until a broker of `config` answers a metadata request, at most
+/// `connect_timeout_ms`: an unreachable broker is a clear error at start-up,
+/// not a silent wait.
+pub async fn check_brokers(config: &KafkaSourceConfig) -> Result<()> {
+    let client = config.client_config();
+    let timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+    let brokers = config.bootstrap_servers.clone();
+    let answer = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
+        let consumer: rdkafka::consumer::BaseConsumer<Quiet> =
+            client.create_with_context(Quiet).map_err(|e| e.to_string())?;
+        consumer.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("broker check failed: {e}")))?;
+    answer.map_err(|cause| Error::Unreachable { brokers, timeout_ms: timeout.as_millis() as u64, cause })
+}
+
+/// The broker check's client context: its connection errors are the
+/// check's result, reported once, not logged per retry.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(facility = fac, "broker check: {message}");
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(error = %error, "broker check: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 impl KafkaSource {
     /// Subscribes and starts consuming. With `idle_timeout`, the source ends
@@ -266,12 +336,14 @@ async fn fetch_loop(
 ) -> Result<()> {
     let FetchSettings { chunk_size, chunk_wait, pause_after, idle_timeout, startup_timeout } = settings;
     let mut seen_any = false;
+    let mut errors = ErrorLog::new();
+    // Since the last record (or the start): consumer errors do not reset it.
+    let mut waiting = Instant::now();
     loop {
         // Wait for the first record of a chunk. The wait is cut into short
         // slices, each polling the queue afresh: after a pause/resume the
         // stream's wake-up can be missed, and a fresh poll finds the records.
         let limit = if seen_any { idle_timeout } else { idle_timeout.map(|_| startup_timeout) };
-        let waiting = Instant::now();
         let first = loop {
             match tokio::time::timeout(POLL_SLICE, consumer.recv()).await {
                 Ok(r) => break Some(r),
@@ -294,7 +366,7 @@ async fn fetch_loop(
             Ok(m) => m,
             Err(e) => {
                 // Transient broker errors are reported by librdkafka and retried internally.
-                tracing::warn!(error = %e, "kafka consumer error");
+                errors.log(&e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -309,7 +381,7 @@ async fn fetch_loop(
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(Ok(m)) => chunk.push(to_raw(&m, now_us())),
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error");
+                    errors.log(&e);
                     break;
                 }
                 Err(_) => break,
@@ -338,5 +410,6 @@ async fn fetch_loop(
             },
         };
         permit.send(chunk);
+        waiting = Instant::now();
     }
 }

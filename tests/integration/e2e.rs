@@ -151,3 +151,29 @@ fn validate_reports_shape_problems_with_true_lines_beside_the_others_and_exits_2
         assert!(err.contains("3 problem(s)"), "{cmd}: {err}");
     }
 }
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error_at_start_up_not_a_silent_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topics::new("unreachable");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let broker = format!("127.0.0.1:{port}");
+    let m = write_manifest(dir.path(), &t, &broker, &dir.path().join("tables"), 100);
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("  chunk_size: 1024", "  connect_timeout_ms: 3000\n  chunk_size: 1024");
+    std::fs::write(&m, text).unwrap();
+    for extra in [&[][..], &["--idle-exit-ms", "2000"][..]] {
+        let started = std::time::Instant::now();
+        let mut args = vec!["run", m.to_str().unwrap(), "--no-create-topics"];
+        args.extend_from_slice(extra);
+        let out = switchyard(&args);
+        let took = started.elapsed();
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(took < std::time::Duration::from_secs(20), "{extra:?}: took {took:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("cannot reach the Kafka brokers {broker} within 3000 ms")), "{err}");
+        assert!(err.lines().count() < 30, "a bounded number of lines:\n{err}");
+    }
+}
