@@ -121,7 +121,8 @@ async fn bounded(
     counters: Arc<Counters>,
 ) -> anyhow::Result<pipeline::Summary> {
     let overrides = Overrides { bootstrap_servers: opts.bootstrap_servers.clone(), tables: Some(root.to_path_buf()) };
-    let plan = Plan::build(&b.pipeline, &overrides)?;
+    // `run_command` checked the pipeline (`Backfill::ready`): resolve only.
+    let plan = Plan::resolve(&b.pipeline, &overrides);
     let stages = Stages::build(&plan, b.run_id(), true).await?;
     let kafka = if b.manifest.output.kafka { pipeline::kafka_sink(&plan, true).await? } else { None };
     let pq = &plan.parquet;
