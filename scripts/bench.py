@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,8 +64,10 @@ def stop_kafka(workdir: str) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path) -> Path:
+def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path, codec: str = "") -> Path:
     text = (ROOT / "pipelines/fraud.yaml").read_text()
+    if codec:
+        text = text.replace("    dlq_topic: transactions-dlq", f"    compression: {codec}\n    dlq_topic: transactions-dlq")
     text = (text.replace("bootstrap_servers: 127.0.0.1:9092", f"bootstrap_servers: {bootstrap}")
             .replace("topics: [transactions]", f"topics: [{topic}]")
             .replace("group_id: switchyard-fraud", f"group_id: {group}")
@@ -91,7 +94,9 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "docs/BENCHMARKS.md"))
     ap.add_argument("--drift-rows", type=int, default=10_000_000, help="prediction rows for the drift benchmark")
     ap.add_argument("--backfill-rows", type=int, default=1_000_000, help="rows for the backfill benchmark")
-    ap.add_argument("--only", choices=["cloud", "drift", "backfill"], help="run one section and update only it in --out")
+    ap.add_argument("--codec-events", type=int, default=200_000, help="events for the output codec comparison")
+    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec"],
+                    help="run one section and update only it in --out")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
@@ -102,6 +107,7 @@ def main():
         "drift": (lambda: drift_bench(tmp, args.drift_rows), DRIFT_BEGIN, DRIFT_END, drift_section),
         "cloud": (lambda: last_json(run([binary(), "bench", "cloud", "--rps", "200", "--seconds", "5",
                                          "--requests", "2000"]).stdout), CLOUD_BEGIN, CLOUD_END, cloud_section),
+        "codec": (lambda: codec_bench(tmp, args.codec_events), CODEC_BEGIN, CODEC_END, codec_section),
     }
     for name, (measure, begin, end, section) in sections.items():
         if args.only in (None, name):
@@ -159,6 +165,61 @@ def main():
     write_report(res, args)
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(res, indent=1))
+
+
+CODEC_BEGIN = "<!-- codec -->"
+CODEC_END = "<!-- /codec -->"
+CODECS = ["none", "lz4", "zstd", "snappy", "gzip"]
+
+
+def codec_bench(tmp: Path, events: int) -> dict:
+    """The Kafka path with each output codec of `sinks.kafka.compression` on the
+    same input, twice each, interleaved: events/s and the results topic's bytes
+    on the broker's disk."""
+    kafka_dir, bootstrap = start_kafka()
+    try:
+        topic = f"codec-{os.getpid()}"
+        run([binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--events", str(events),
+             "--partitions", "3"])
+        rates = {c: [] for c in CODECS}
+        sizes = {}
+        for rep in range(2):
+            for codec in CODECS:
+                group = f"{topic}-{codec}-{rep}"
+                m = manifest_for(tmp, bootstrap, topic, group, tmp / f"codec-{group}", codec)
+                # Each run writes its own results topic.
+                results = f"{group}-results"
+                m.write_text(m.read_text().replace(f"results_topic: {topic}-results", f"results_topic: {results}"))
+                s = pipeline(m, tmp)
+                rates[codec].append(s["events_per_s"])
+                data = Path(kafka_dir) / "data"
+                sizes[codec] = sum(f.stat().st_size for d in data.glob(f"{results}-*") for f in d.glob("*.log"))
+        return {"events": events, "rates": rates, "bytes": sizes}
+    finally:
+        stop_kafka(kafka_dir)
+
+
+def codec_section(c: dict) -> list:
+    med = {k: statistics.median(v) for k, v in c["rates"].items()}
+    base_rate, base_bytes = med["none"], c["bytes"]["none"]
+    rows = [
+        f"| `{k}` | {med[k]:,.0f} | {med[k] / base_rate:.0%} | {c['bytes'][k] / 1e6:,.1f} MB | "
+        f"{c['bytes'][k] / base_bytes:.0%} |"
+        for k in CODECS
+    ]
+    return [
+        CODEC_BEGIN,
+        "## Output codec",
+        "",
+        f"`scripts/bench.py --only codec` (part of `make bench`): the Kafka path over the same {c['events']:,} events "
+        "with each `sinks.kafka.compression`, two runs each, interleaved; events/s is the median, bytes are the "
+        "results topic's log segments on the broker's disk.",
+        "",
+        "| codec | events/s | vs `none` | results topic on disk | vs `none` |",
+        "|---|---|---|---|---|",
+        *rows,
+        CODEC_END,
+    ]
 
 
 def replace_section(out: Path, begin: str, end: str, lines: list) -> None:
@@ -376,6 +437,8 @@ def write_report(r: dict, args):
         *drift_section(r["drift"]),
         "",
         *backfill_section(r["backfill"]),
+        "",
+        *codec_section(r["codec"]),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
 

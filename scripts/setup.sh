@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what switchyard needs beside the Rust toolchain, skipping whatever
 # is already there:
+#   - Debian packages for the build (libssl-dev, pkg-config) and python3-venv
 #   - .venv: Python packages of pipelines/requirements.txt (ONNX Runtime's
 #     shared library comes from the onnxruntime wheel; model training; test peers)
 #   - with --broker: an Apache Kafka broker for the integration tests (jars
@@ -19,6 +20,31 @@ for a in "$@"; do
     *) echo "usage: $0 [--broker] [--peers]" >&2; exit 2 ;;
   esac
 done
+
+# Debian packages: installed when missing (as root, or with sudo), skipped
+# when present.
+need_apt() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! command -v apt-get >/dev/null 2>&1 || { [ -n "$sudo" ] && ! command -v sudo >/dev/null 2>&1; }; then
+    echo "setup: please install the packages ${missing[*]} (Debian/Ubuntu names)" >&2
+    exit 1
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq >/dev/null || echo "setup: apt-get update failed; trying the install anyway" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# librdkafka is built with TLS (OpenSSL from Debian's libssl-dev, found by
+# pkg-config), SASL PLAIN/SCRAM and zstd.
+if command -v dpkg-query >/dev/null 2>&1; then
+  need_apt libssl-dev pkg-config python3-venv
+fi
 
 PY=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
@@ -42,6 +68,13 @@ echo "setup: ONNX Runtime library: $lib"
 if [ "$want_broker" = 1 ]; then
   # Apache Kafka's own broker (KRaft) from Maven Central, for the integration
   # tests and benchmarks; skipped when its jars are present.
+  # Java 17+ and Maven resolve and run it; openssl makes the test
+  # certificate authority of the TLS tests.
+  if command -v dpkg-query >/dev/null 2>&1; then
+    command -v java >/dev/null 2>&1 || need_apt openjdk-17-jre-headless
+    command -v mvn >/dev/null 2>&1 || need_apt maven
+    command -v openssl >/dev/null 2>&1 || need_apt openssl
+  fi
   if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
     echo "setup: the Kafka test broker needs Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)" >&2
     exit 1

@@ -54,7 +54,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         eprintln!("embedded Kafka (librdkafka mock cluster) at {}", mock.bootstrap_servers());
         mock.bootstrap_servers()
     } else {
-        crate::kafka_util::create_topics(&opts.broker, &topics).await?;
+        crate::kafka_util::create_topics(&crate::kafka_util::plain(&opts.broker), &topics, -1).await?;
         eprintln!("Kafka at {}", opts.broker);
         opts.broker.clone()
     };

@@ -13,11 +13,21 @@ use rdkafka::ClientConfig;
 
 use crate::generate::GenRecord;
 
-/// Creates `topics` (name, partitions) on a real broker; existing topics are fine.
-pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating Kafka admin client")?;
-    let new: Vec<NewTopic<'_>> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+/// A client configuration with only `bootstrap.servers`.
+pub fn plain(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Creates `topics` (name, partitions) with the client configuration
+/// `config` (brokers and security); existing topics are fine. `replication`
+/// -1 takes the broker's `default.replication.factor`.
+pub async fn create_topics(config: &ClientConfig, topics: &[(&str, i32)], replication: i32) -> anyhow::Result<()> {
+    let bootstrap = config.get("bootstrap.servers").unwrap_or_default().to_string();
+    let admin: AdminClient<DefaultClientContext> = config.create().context("creating Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(replication))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for r in admin.create_topics(&new, &opts).await.context("creating topics")? {
         match r {

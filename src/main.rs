@@ -582,7 +582,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     eprintln!("wrote {events} records to {}", path.display());
                 }
                 (None, Some(topic), Some(bootstrap)) => {
-                    kafka_util::create_topics(&bootstrap, &[(topic.as_str(), partitions)]).await?;
+                    let mut admin = kafka_util::plain(&bootstrap);
+                    for (k, v) in
+                        producer_properties.iter().filter(|(k, _)| switchyard_schemas::kafka::is_connection_property(k))
+                    {
+                        admin.set(k, v);
+                    }
+                    kafka_util::create_topics(&admin, &[(topic.as_str(), partitions)], -1).await?;
                     let started = std::time::Instant::now();
                     let records = (0..events).map(|i| {
                         if rate > 0.0 {

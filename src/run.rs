@@ -32,6 +32,9 @@ pub struct StreamOptions {
 
 /// Runs `plan` until Ctrl-C / SIGTERM (or idle), then returns its summary.
 pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary> {
+    if opts.input_file.is_none() {
+        check_brokers(plan, !opts.no_kafka_sink).await?;
+    }
     let stages = Stages::build(plan, "", true).await?;
     let kafka = if opts.no_kafka_sink { None } else { pipeline::kafka_sink(plan, !opts.skip_topic_creation).await? };
     let pq = &plan.parquet;
@@ -40,7 +43,6 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
     let source = match &opts.input_file {
         Some(path) => Source::File(FileSource::open(path, plan.source.chunk_size)?),
         None => {
-            switchyard_ingest::check_brokers(&plan.source).await?;
             let startup = opts.startup_timeout.unwrap_or(Duration::from_secs(60));
             Source::Kafka(KafkaSource::start(&plan.source, opts.idle_exit, startup)?)
         }
@@ -58,4 +60,37 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
     let mut run = pipeline::options(plan);
     run.progress_every = opts.progress_every;
     pipeline::run(&stages, source, Sinks { parquet, kafka }, side, run).await
+}
+
+/// Checks, before anything starts, that every Kafka client of `plan` can
+/// reach and log in to its brokers: the source, the results and DLQ
+/// producer (`with_sink`) and the feedback consumer. Clients on the same
+/// brokers with the same settings are checked once.
+async fn check_brokers(plan: &Plan, with_sink: bool) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(plan.source.connect_timeout_ms.max(1));
+    let mut checks = vec![plan.source.broker_check("source")?];
+    if let Some(k) = plan.kafka.as_ref().filter(|_| with_sink) {
+        let brokers = k.bootstrap_servers.clone().unwrap_or_else(|| plan.source.bootstrap_servers.clone());
+        checks.push(switchyard_ingest::BrokerCheck {
+            what: "sinks.kafka".into(),
+            config: k.client_config(&brokers)?,
+            security: switchyard_schemas::kafka::describe(&k.properties),
+            brokers,
+            timeout,
+        });
+    }
+    if let Some(f) = &plan.feedback {
+        checks.push(f.source.broker_check("feedback")?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in checks {
+        let mut key: Vec<(String, String)> =
+            c.config.config_map().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        key.retain(|(k, _)| k == "bootstrap.servers" || switchyard_schemas::kafka::is_connection_property(k));
+        key.sort();
+        if seen.insert(key) {
+            switchyard_ingest::check_brokers(c).await?;
+        }
+    }
+    Ok(())
 }

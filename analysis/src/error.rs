@@ -12,6 +12,9 @@ pub enum Error {
     /// Reading or writing Parquet failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// A configuration that cannot be used (a secret that cannot be read).
+    #[error("{0}")]
+    Config(String),
     /// A query failed.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),

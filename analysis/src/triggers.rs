@@ -3,6 +3,7 @@
 //! topic (the retrainer's input) and the `triggers` table (which holds the
 //! cooldown).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::tables::TRIGGERS;
-use switchyard_schemas::{trigger_arrow_schema, AuditEvent};
+use switchyard_schemas::{trigger_arrow_schema, AuditEvent, SecretSource};
 
 use crate::accuracy::Accuracy;
 use crate::audit::{self, AuditRow};
@@ -29,6 +30,14 @@ pub struct TriggersConfig {
     /// Brokers; the source's when absent.
     #[serde(default)]
     pub bootstrap_servers: Option<String>,
+    /// Extra librdkafka producer properties. With no `bootstrap_servers` of
+    /// its own, the producer also takes the source's connection properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Secret librdkafka properties, from an environment variable or a file,
+    /// as under `source.secrets` (the source's apply without `bootstrap_servers`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
     /// No second trigger for the same model version within this, in ms.
     #[serde(default = "default_cooldown_ms")]
     pub cooldown_ms: u64,
@@ -166,11 +175,16 @@ impl TriggerSink {
     pub fn new(config: &TriggersConfig, bootstrap: &str, tables: PathBuf) -> Result<Self> {
         let producer = match &config.topic {
             Some(topic) => {
-                let p: FutureProducer = ClientConfig::new()
-                    .set("bootstrap.servers", config.bootstrap_servers.as_deref().unwrap_or(bootstrap))
-                    .set("enable.idempotence", "true")
-                    .set("message.timeout.ms", "30000")
-                    .create()?;
+                let mut c = ClientConfig::new();
+                c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");
+                let settings =
+                    switchyard_schemas::kafka::settings("monitor.triggers", &config.properties, &config.secrets)
+                        .map_err(crate::Error::Config)?;
+                for (k, v) in settings {
+                    c.set(k, v);
+                }
+                c.set("bootstrap.servers", config.bootstrap_servers.as_deref().unwrap_or(bootstrap));
+                let p: FutureProducer = c.create()?;
                 Some((p, topic.clone()))
             }
             None => None,

@@ -20,16 +20,34 @@ pub enum Error {
     Source(String),
     /// No broker answered within the start-up timeout.
     #[error(
-        "cannot reach the Kafka brokers {brokers} within {timeout_ms} ms: {cause} (check the address, the \
-             network and the listener; `source.connect_timeout_ms` sets how long to wait)"
+        "{what}: cannot reach the Kafka brokers {brokers} within {timeout_ms} ms ({security}): {cause} (check the \
+         address, the network and the listener; `source.connect_timeout_ms` sets how long to wait)"
     )]
     Unreachable {
+        /// The manifest section of the client (`source`, `sinks.kafka`, …).
+        what: String,
         /// The bootstrap servers tried.
         brokers: String,
+        /// How the client connects (protocol, SASL mechanism).
+        security: String,
         /// How long it waited.
         timeout_ms: u64,
         /// librdkafka's reason.
         cause: String,
+    },
+    /// A broker refused the client's login or TLS handshake.
+    #[error("{what}: the Kafka brokers {brokers} refused the connection ({security}): {cause} ({hint})")]
+    Refused {
+        /// The manifest section of the client.
+        what: String,
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// How the client connects (protocol, SASL mechanism).
+        security: String,
+        /// librdkafka's reason.
+        cause: String,
+        /// What to check.
+        hint: String,
     },
     /// A configuration that cannot be built (a user mistake).
     #[error("{0}")]
@@ -42,7 +60,7 @@ pub enum Error {
 impl Error {
     /// Whether retrying the operation may succeed (broker unavailable, timeouts).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::Kafka(_) | Error::Unreachable { .. })
+        matches!(self, Error::Kafka(_) | Error::Unreachable { .. } | Error::Refused { .. })
     }
 }
 

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use switchyard_schemas::{derive_lineage_id, DlqRecord, ErrorClass, Feedback, Problems, RawRecord, Stage};
+use switchyard_schemas::{
+    derive_lineage_id, DlqRecord, ErrorClass, Feedback, Problems, RawRecord, SecretSource, Stage,
+};
 
 /// The `feedback:` section of a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,9 +45,14 @@ pub struct FeedbackConfig {
     /// skew, wrong units), in ms.
     #[serde(default = "default_max_future_ms")]
     pub max_future_ms: u64,
-    /// Extra librdkafka consumer properties passed through unchanged.
+    /// Extra librdkafka consumer properties passed through unchanged (added
+    /// to the source's).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Secret librdkafka properties, from an environment variable or a file
+    /// (added to the source's), as under `source.secrets`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 fn default_labels() -> Vec<i64> {
@@ -58,6 +65,7 @@ fn default_max_future_ms() -> u64 {
 impl FeedbackConfig {
     /// Reports every problem under `path`.
     pub fn validate(&self, path: &str, problems: &mut Problems) {
+        switchyard_schemas::kafka::check(path, &self.properties, &self.secrets, problems);
         if self.topics.is_empty() {
             problems.push(format!("{path}.topics"), "name at least one feedback topic");
         }

@@ -9,7 +9,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{Problems, RawRecord};
+use switchyard_schemas::{kafka as client, Problems, RawRecord, SecretSource};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -30,6 +30,12 @@ pub struct KafkaSourceConfig {
     /// `enable.auto.commit` are set by switchyard and cannot be overridden.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Secret librdkafka properties (`sasl.password`, key passwords), each
+    /// read from an environment variable (`{ env: NAME }`) or a file
+    /// (`{ file: path }`) when the client starts; never written in the
+    /// manifest and never printed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
     /// Most records handed downstream at once.
     #[serde(default = "default_chunk_size")]
     pub chunk_size: usize,
@@ -121,7 +127,7 @@ impl KafkaSourceConfig {
         if self.group_id.trim().is_empty() {
             problems.push(format!("{path}.group_id"), "must not be empty");
         }
-        for k in self.properties.keys() {
+        for k in self.properties.keys().chain(self.secrets.keys()) {
             if RESERVED.contains(&k.as_str()) {
                 problems.push(
                     format!("{path}.properties.{k}"),
@@ -129,6 +135,7 @@ impl KafkaSourceConfig {
                 );
             }
         }
+        client::check(path, &self.properties, &self.secrets, problems);
         if self.chunk_size == 0 {
             problems.push(format!("{path}.chunk_size"), "must be at least 1");
         }
@@ -137,19 +144,21 @@ impl KafkaSourceConfig {
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// The consumer's librdkafka configuration, secrets read. `path` names
+    /// this client in errors (`source`, `feedback`).
+    pub fn client_config(&self, path: &str) -> Result<ClientConfig> {
         let mut c = ClientConfig::new();
         c.set("auto.offset.reset", "earliest")
             // Bound librdkafka's own prefetch so backpressure is felt quickly.
             .set("queued.max.messages.kbytes", "16384");
-        for (k, v) in &self.properties {
+        for (k, v) in client::settings(path, &self.properties, &self.secrets).map_err(Error::Config)? {
             c.set(k, v);
         }
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        c
+        Ok(c)
     }
 }
 
@@ -172,26 +181,96 @@ pub struct KafkaSource {
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
-/// Waits until a broker of `config` answers a metadata request, at most
-/// `connect_timeout_ms`: an unreachable broker is a clear error at start-up,
-/// not a silent wait.
-pub async fn check_brokers(config: &KafkaSourceConfig) -> Result<()> {
-    let client = config.client_config();
-    let timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
-    let brokers = config.bootstrap_servers.clone();
-    let answer = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
+/// A Kafka client to check at start-up: [`check_brokers`].
+pub struct BrokerCheck {
+    /// The manifest section of the client (`source`, `sinks.kafka`, …), for errors.
+    pub what: String,
+    /// Its bootstrap servers.
+    pub brokers: String,
+    /// Its librdkafka configuration (secrets included).
+    pub config: ClientConfig,
+    /// How it connects ([`switchyard_schemas::kafka::describe`]), for errors.
+    pub security: String,
+    /// Longest wait for a broker to answer.
+    pub timeout: Duration,
+}
+
+impl KafkaSourceConfig {
+    /// The start-up check of this consumer, named `what` in errors.
+    pub fn broker_check(&self, what: &str) -> Result<BrokerCheck> {
+        Ok(BrokerCheck {
+            what: what.to_string(),
+            brokers: self.bootstrap_servers.clone(),
+            config: self.client_config(what)?,
+            security: client::describe(&self.properties),
+            timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+        })
+    }
+}
+
+/// Waits until a broker answers a metadata request, at most `check.timeout`:
+/// an unreachable broker is a clear error at start-up, not a silent wait. A
+/// refused login or TLS handshake (wrong password, unknown certificate
+/// authority) ends the wait at once: librdkafka would retry it forever.
+pub async fn check_brokers(check: BrokerCheck) -> Result<()> {
+    let BrokerCheck { what, brokers, config, security, timeout } = check;
+    let answer = tokio::task::spawn_blocking(move || -> std::result::Result<(), (bool, String)> {
         let consumer: rdkafka::consumer::BaseConsumer<Quiet> =
-            client.create_with_context(Quiet).map_err(|e| e.to_string())?;
-        consumer.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string())
+            config.create_with_context(Quiet::default()).map_err(|e| (false, e.to_string()))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let err = match consumer.fetch_metadata(None, left.min(Duration::from_millis(250))) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            // Serves the error callbacks, which record a refusal.
+            let _ = consumer.poll(Duration::ZERO);
+            if let Some(refused) = consumer.context().refused() {
+                return Err((true, refused));
+            }
+            if left <= Duration::from_millis(250) {
+                return Err((false, consumer.context().last().unwrap_or_else(|| err.to_string())));
+            }
+        }
     })
     .await
     .map_err(|e| Error::Internal(format!("broker check failed: {e}")))?;
-    answer.map_err(|cause| Error::Unreachable { brokers, timeout_ms: timeout.as_millis() as u64, cause })
+    answer.map_err(|(refused, cause)| {
+        if refused {
+            let hint = if cause.contains("SSL") || cause.contains("certificate") {
+                "check that `ssl.ca.location` names the authority that signed the broker's certificate, and the \
+                 listener's protocol"
+                    .to_string()
+            } else {
+                format!("check `sasl.mechanism`, `sasl.username` and the password in `{what}.secrets`")
+            };
+            Error::Refused { what, brokers, security, cause, hint }
+        } else {
+            Error::Unreachable { what, brokers, security, timeout_ms: timeout.as_millis() as u64, cause }
+        }
+    })
 }
 
 /// The broker check's client context: its connection errors are the
 /// check's result, reported once, not logged per retry.
-struct Quiet;
+#[derive(Default)]
+struct Quiet {
+    /// A refused login or TLS handshake, which retrying will not cure.
+    refused: std::sync::Mutex<Option<String>>,
+    /// The last connection error.
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl Quiet {
+    fn refused(&self) -> Option<String> {
+        self.refused.lock().ok()?.clone()
+    }
+
+    fn last(&self) -> Option<String> {
+        self.last.lock().ok()?.clone()
+    }
+}
 
 impl rdkafka::ClientContext for Quiet {
     fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -199,7 +278,20 @@ impl rdkafka::ClientContext for Quiet {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
         tracing::debug!(error = %error, "broker check: {reason}");
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(Code::Authentication | Code::SSL | Code::SaslAuthenticationFailed)
+        );
+        if refused {
+            if let Ok(mut r) = self.refused.lock() {
+                r.get_or_insert_with(|| reason.to_string());
+            }
+        }
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(reason.to_string());
+        }
     }
 }
 
@@ -214,7 +306,7 @@ impl KafkaSource {
         idle_timeout: Option<Duration>,
         startup_timeout: Duration,
     ) -> Result<Self> {
-        let consumer: StreamConsumer = config.client_config().create()?;
+        let consumer: StreamConsumer = config.client_config("source")?.create()?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let consumer = Arc::new(consumer);

@@ -21,6 +21,8 @@
 //!   *all* of its mistakes with their paths;
 //! * [`Document`] — a YAML manifest with the line of every node, whose typed
 //!   extraction reports every shape mistake into [`Problems`] with its path and line;
+//! * [`Secret`], [`SecretSource`] — credentials read from the environment or a
+//!   file, printed as `***`; [`kafka`] — a Kafka client's properties and secrets;
 //! * [`Error`] — the crate's error type.
 
 mod audit;
@@ -28,12 +30,14 @@ mod document;
 mod error;
 mod event;
 mod feedback;
+pub mod kafka;
 mod lineage;
 mod pii;
 mod problems;
 mod record;
 mod rollout;
 mod schema;
+mod secret;
 pub mod tables;
 
 pub use audit::AuditEvent;
@@ -47,6 +51,7 @@ pub use problems::{Problem, Problems};
 pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
 pub use rollout::{registered_versions, RolloutDecision, RolloutState};
 pub use schema::{EventSchema, FieldSpec, FieldType};
+pub use secret::{read_secret, Secret, SecretSource};
 
 /// Hex-encoded SHA-256 of `bytes`: used for manifest, spec and model hashes.
 pub fn sha256_hex(bytes: &[u8]) -> String {

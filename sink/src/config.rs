@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::Problems;
+use switchyard_schemas::{Problems, SecretSource};
 
 /// The `sinks:` section of a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,9 +27,21 @@ pub struct KafkaSinkConfig {
     pub results_topic: String,
     /// Topic for records that could not be processed.
     pub dlq_topic: String,
-    /// Extra librdkafka producer properties passed through unchanged.
+    /// Extra librdkafka producer properties passed through unchanged. With
+    /// no `bootstrap_servers` of its own, the producer also takes the
+    /// source's connection properties (`security.*`, `sasl.*`, `ssl.*`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Secret librdkafka properties (`sasl.password`, key passwords), each
+    /// from an environment variable (`{ env: NAME }`) or a file (`{ file:
+    /// path }`); without `bootstrap_servers`, the source's secrets apply.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Compression of the results and DLQ records: `lz4` (the default),
+    /// `zstd`, `snappy`, `gzip` or `none`. A `compression.type` under
+    /// `properties` is refused: set it here.
+    #[serde(default)]
+    pub compression: Compression,
     /// Create the results and DLQ topics at start-up when they are missing.
     #[serde(default = "default_true")]
     pub create_topics: bool,
@@ -39,6 +51,36 @@ pub struct KafkaSinkConfig {
     /// Longest wait for the broker to acknowledge a record, in ms.
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
+}
+
+/// A Kafka producer's compression codec (librdkafka's `compression.type`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip: small, slow.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4: fast, the default (see docs/BENCHMARKS.md).
+    #[default]
+    Lz4,
+    /// Zstandard: smallest at a higher CPU cost.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -73,6 +115,27 @@ fn default_roll_interval_ms() -> u64 {
     5_000
 }
 
+impl KafkaSinkConfig {
+    /// The producer's librdkafka configuration (secrets read): switchyard's
+    /// defaults, then `properties` and `secrets`, on `bootstrap_servers`
+    /// (else `default_bootstrap`).
+    pub fn client_config(&self, default_bootstrap: &str) -> crate::Result<rdkafka::ClientConfig> {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", self.delivery_timeout_ms.to_string());
+        let settings = switchyard_schemas::kafka::settings("sinks.kafka", &self.properties, &self.secrets)
+            .map_err(crate::Error::Config)?;
+        for (k, v) in settings {
+            c.set(k, v);
+        }
+        c.set("compression.type", self.compression.as_str());
+        c.set("bootstrap.servers", self.bootstrap_servers.as_deref().unwrap_or(default_bootstrap));
+        Ok(c)
+    }
+}
+
 impl SinksConfig {
     /// Reports every problem under `path`.
     pub fn validate(&self, path: &str, problems: &mut Problems) {
@@ -91,6 +154,13 @@ impl SinksConfig {
             if k.results_topic == k.dlq_topic {
                 problems.push(format!("{path}.kafka.dlq_topic"), "must differ from results_topic");
             }
+            if k.properties.contains_key("compression.type") || k.properties.contains_key("compression.codec") {
+                problems.push(
+                    format!("{path}.kafka.properties.compression.type"),
+                    format!("set the codec with `{path}.kafka.compression` instead"),
+                );
+            }
+            switchyard_schemas::kafka::check(&format!("{path}.kafka"), &k.properties, &k.secrets, problems);
         }
         let p = &self.parquet;
         if p.path.as_os_str().is_empty() {

@@ -23,6 +23,9 @@ pub enum Error {
     /// A record could not be serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A configuration that cannot be used (a secret that cannot be read).
+    #[error("{0}")]
+    Config(String),
     /// A broken invariant: a bug, not a user mistake.
     #[error("internal error: {0}")]
     Internal(String),

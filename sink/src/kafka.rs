@@ -6,7 +6,6 @@ use futures::future::try_join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
 use switchyard_schemas::{headers as h, DlqRecord, Prediction};
 
 use crate::{Error, KafkaSinkConfig, Result};
@@ -68,17 +67,8 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Creates the producer (idempotent, so broker retries add no duplicates).
     pub fn new(config: &KafkaSinkConfig, default_bootstrap: &str) -> Result<Self> {
-        let mut c = ClientConfig::new();
-        c.set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "200000")
-            .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
-        for (k, v) in &config.properties {
-            c.set(k, v);
-        }
-        c.set("bootstrap.servers", config.bootstrap_servers.as_deref().unwrap_or(default_bootstrap));
         Ok(Self {
-            producer: c.create()?,
+            producer: config.client_config(default_bootstrap)?.create()?,
             results_topic: config.results_topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             timeout: Duration::from_millis(config.delivery_timeout_ms),

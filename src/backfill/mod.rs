@@ -167,6 +167,9 @@ pub fn load(path: &Path) -> anyhow::Result<Backfill> {
     );
     let mut b = Backfill { manifest, path: path.to_path_buf(), base, hash, pipeline };
     b.pin();
+    if let BoundedConfig::Kafka(k) = &mut b.manifest.source {
+        switchyard_schemas::kafka::rebase(&mut k.secrets, &b.base);
+    }
     Ok(b)
 }
 
@@ -287,6 +290,9 @@ impl Backfill {
             problems.push("name", "use 1 to 128 letters, digits, `-`, `_` or `.`");
         }
         m.source.validate("source", &mut problems);
+        if let BoundedConfig::Kafka(k) = &m.source {
+            switchyard_schemas::kafka::check_readable("source", &k.secrets, &self.base, &mut problems);
+        }
         let workers = &self.pipeline.manifest.workers;
         for name in m.pins.models.keys() {
             if !workers.contains_key(name) {

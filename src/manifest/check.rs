@@ -14,7 +14,7 @@ use std::sync::Arc;
 use switchyard_analysis::MonitorConfig;
 use switchyard_ingest::{FeedbackConfig, PreprocessConfig, Preprocessor};
 use switchyard_router::{PolicyConfig, RouteKind};
-use switchyard_schemas::{EventSchema, Problems};
+use switchyard_schemas::{kafka as client, EventSchema, Problems};
 use switchyard_sink::SinksConfig;
 use switchyard_workers::{init_runtime, registry, ExecutionProviderKind, OnnxModel, RolloutMode, WorkerConfig};
 
@@ -75,6 +75,7 @@ pub(super) fn check(s: &Sections<'_>, base: &Path, problems: &mut Problems) {
     }
     if let Some(SourceConfig::Kafka(k)) = s.source {
         k.validate("source", problems);
+        client::check_readable("source", &k.secrets, base, problems);
     }
     let features: Option<Vec<String>> =
         s.preprocess.map(|p| p.features.iter().flat_map(|f| f.output_names()).collect());
@@ -104,9 +105,16 @@ pub(super) fn check(s: &Sections<'_>, base: &Path, problems: &mut Problems) {
     }
     if let Some(sinks) = s.sinks {
         sinks.validate("sinks", problems);
+        if let Some(k) = &sinks.kafka {
+            client::check_readable("sinks.kafka", &k.secrets, base, problems);
+        }
     }
     if let Some(f) = s.feedback {
         f.validate("feedback", problems);
+        client::check_readable("feedback", &f.secrets, base, problems);
+    }
+    if let Some(mon) = s.monitor {
+        client::check_readable("monitor.triggers", &mon.triggers.secrets, base, problems);
     }
     // A canary or shadow candidate is promoted or rolled back by the monitor.
     if s.monitor_parsed {

@@ -448,4 +448,42 @@ mod tests {
         assert!(report.contains("workers.fraud.v2: line "), "{report}");
         assert!(report.contains("max_batch_sise"), "{report}");
     }
+
+    #[test]
+    fn the_sinks_and_feedback_take_the_source_login_and_secret_files_resolve_from_the_manifest() {
+        let text = std::fs::read_to_string(repo().join("pipelines/fraud.yaml")).unwrap().replace(
+            "    session.timeout.ms: \"10000\"\n",
+            "    session.timeout.ms: \"10000\"\n    security.protocol: SASL_SSL\n    sasl.mechanism: SCRAM-SHA-512\n    \
+             sasl.username: alice\n  secrets:\n    sasl.password: { file: secrets/kafka.pw }\n",
+        );
+        let text = format!("{text}\nfeedback:\n  topics: [labels]\n  properties:\n    sasl.username: bob\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        let models = repo().join("pipelines/models");
+        std::fs::write(&path, text.replace("registry: models", &format!("registry: '{}'", models.display()))).unwrap();
+        // The secret's file is missing: a problem naming it.
+        let loaded = load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        let p = loaded.validate().to_string();
+        assert!(p.contains("source.secrets.sasl.password: file: cannot read"), "{p}");
+        assert!(p.contains("secrets/kafka.pw"), "{p}");
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/kafka.pw"), "pw-from-file\n").unwrap();
+        let plan = Plan::build(&loaded, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        let pw = switchyard_schemas::SecretSource { env: None, file: Some(dir.path().join("secrets/kafka.pw")) };
+        assert_eq!(plan.source.secrets["sasl.password"], pw, "relative to the manifest's folder");
+        let k = plan.kafka.as_ref().unwrap();
+        assert_eq!(k.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(k.properties["sasl.mechanism"], "SCRAM-SHA-512");
+        assert!(!k.properties.contains_key("auto.offset.reset"), "only connection settings");
+        assert_eq!(k.secrets["sasl.password"], pw);
+        let config = k.client_config("unused:1").unwrap();
+        assert_eq!(config.get("sasl.password"), Some("pw-from-file"));
+        assert_eq!(config.get("compression.type"), Some("lz4"));
+        let fb = &plan.feedback.as_ref().unwrap().source;
+        assert_eq!(fb.properties["sasl.username"], "bob", "its own setting wins");
+        assert_eq!(fb.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(fb.secrets["sasl.password"], pw);
+        // Nothing printable holds the password.
+        assert!(!format!("{plan:?}").contains("pw-from-file"));
+    }
 }

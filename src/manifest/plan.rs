@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use switchyard_analysis::MonitorConfig;
 use switchyard_ingest::{FeedbackConfig, KafkaSourceConfig};
 use switchyard_router::RouteKind;
+use switchyard_schemas::kafka as client;
 use switchyard_sink::{KafkaSinkConfig, ParquetSinkConfig};
 use switchyard_workers::WorkerConfig;
 
@@ -92,31 +93,50 @@ impl Plan {
     /// the models or ONNX Runtime are not installed.
     pub fn resolve(loaded: &Loaded, overrides: &Overrides) -> Plan {
         let m = &loaded.manifest;
+        let base = &loaded.base;
         let mut source = m.source.kafka().clone();
         if let Some(b) = &overrides.bootstrap_servers {
             source.bootstrap_servers = b.clone();
         }
+        client::rebase(&mut source.secrets, base);
         let bootstrap = source.bootstrap_servers.clone();
-        let tables = overrides.tables.clone().unwrap_or_else(|| loaded.base.join(&m.sinks.parquet.path));
+        let tables = overrides.tables.clone().unwrap_or_else(|| base.join(&m.sinks.parquet.path));
         let kafka = m.sinks.kafka.clone().map(|mut k| {
-            k.bootstrap_servers.get_or_insert_with(|| bootstrap.clone());
+            client::rebase(&mut k.secrets, base);
+            if k.bootstrap_servers.is_none() {
+                // The source's cluster: its connection settings apply too.
+                client::inherit(&mut k.properties, &mut k.secrets, &source.properties, &source.secrets);
+                k.bootstrap_servers = Some(bootstrap.clone());
+            }
             k
         });
-        let feedback = m.feedback.clone().map(|config| {
+        let feedback = m.feedback.clone().map(|mut config| {
+            client::rebase(&mut config.secrets, base);
             let mut fb = source.clone();
             fb.topics = config.topics.clone();
             fb.group_id = config.group_id.clone().unwrap_or_else(|| format!("{}-feedback", source.group_id));
             fb.bootstrap_servers = config.bootstrap_servers.clone().unwrap_or_else(|| bootstrap.clone());
             fb.properties.extend(config.properties.clone());
+            for k in config.properties.keys() {
+                fb.secrets.remove(k);
+            }
+            fb.secrets.extend(config.secrets.clone());
             FeedbackPlan { config, source: fb }
         });
-        let monitor = m.monitor.clone().and_then(|config| match m.workers.get(&config.worker) {
+        let monitor = m.monitor.clone().and_then(|mut config| match m.workers.get(&config.worker) {
             // `validate` reports a monitor that watches no onnx worker.
             Some(WorkerConfig::Onnx(c)) => Some(MonitorPlan {
+                config: {
+                    let t = &mut config.triggers;
+                    client::rebase(&mut t.secrets, base);
+                    if t.bootstrap_servers.is_none() {
+                        client::inherit(&mut t.properties, &mut t.secrets, &source.properties, &source.secrets);
+                    }
+                    config
+                },
                 model: c.model.clone(),
                 registry: loaded.base.join(&c.registry),
                 bootstrap_servers: bootstrap.clone(),
-                config,
             }),
             _ => None,
         });

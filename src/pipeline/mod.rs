@@ -209,13 +209,14 @@ pub async fn run(
 /// unless told not to.
 pub async fn kafka_sink(plan: &crate::manifest::Plan, create_topics: bool) -> anyhow::Result<Option<KafkaSink>> {
     let Some(k) = &plan.kafka else { return Ok(None) };
-    let bootstrap = k.bootstrap_servers.as_deref().unwrap_or(&plan.source.bootstrap_servers);
     if k.create_topics && create_topics {
-        // Like Kafka Connect's DLQ: create missing output topics, but a
-        // broker that refuses (no admin rights, mock cluster) is not fatal.
+        // Like Kafka Connect's DLQ: create missing output topics (with the
+        // broker's default replication), but a broker that refuses (no admin
+        // rights) is not fatal.
         let topics = [(k.results_topic.as_str(), k.topic_partitions), (k.dlq_topic.as_str(), 1)];
+        let config = k.client_config(&plan.source.bootstrap_servers)?;
         let created =
-            tokio::time::timeout(Duration::from_secs(10), crate::kafka_util::create_topics(bootstrap, &topics)).await;
+            tokio::time::timeout(Duration::from_secs(10), crate::kafka_util::create_topics(&config, &topics, -1)).await;
         match created {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -1,5 +1,5 @@
 //! Backfills: bounded runs of the `fraud` pipeline from files (local and on
-//! an S3 server) and from Kafka offset and time ranges (tansu), killed and
+//! an S3 server) and from Kafka offset and time ranges (Apache Kafka), killed and
 //! resumed, planned and compared with the run.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use rdkafka::ClientConfig;
 use crate::support::*;
 
 /// A backfill manifest over the shipped `fraud` pipeline, writing under `tables`.
-fn write_backfill(dir: &Path, name: &str, source: &str, tables: &Path) -> PathBuf {
+pub(crate) fn write_backfill(dir: &Path, name: &str, source: &str, tables: &Path) -> PathBuf {
     let text = format!(
         "name: {name}\npipeline: {pipeline}\nsource:\n{source}\npins:\n  models: {{fraud: \"1\"}}\n  policy_version: \
          fraud-policy/1\noutput:\n  path: {tables}\n",
@@ -25,7 +25,7 @@ fn write_backfill(dir: &Path, name: &str, source: &str, tables: &Path) -> PathBu
     path
 }
 
-fn run_ok(args: &[&str]) -> String {
+pub(crate) fn run_ok(args: &[&str]) -> String {
     let out = switchyard(args);
     let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "switchyard {args:?} failed:\n{text}");
@@ -40,7 +40,7 @@ fn plan_json(manifest: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn run_json(dir: &Path, manifest: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn run_json(dir: &Path, manifest: &Path, extra: &[&str]) -> serde_json::Value {
     let summary = dir.join(format!("summary-{}.json", unique("s")));
     let mut args = vec![
         "backfill",
@@ -218,14 +218,10 @@ fn jsonl_and_csv_with_bad_rows_land_in_the_dlq_and_the_plan_matches_the_run() {
 /// Produces `n` records to each partition of `topic`, with timestamps
 /// `t0_ms + i * 1000` (i the offset).
 fn produce_timed(bootstrap: &str, topic: &str, partitions: i32, n: i64, t0_ms: i64) {
-    // One record per batch: tansu 0.6 serves a fetch that starts inside a
-    // multi-record batch from the wrong place.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
+    // Multi-record batches, as real producers write them: a range that
+    // starts or ends inside a batch must still be exact.
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "20").create().unwrap();
     let mut gen = 0;
     for p in 0..partitions {
         for i in 0..n {

@@ -10,6 +10,8 @@
 mod backfill;
 mod broker;
 mod cloud;
+mod cluster;
+mod compression;
 mod crash;
 mod drift_loop;
 mod drift_stats;
@@ -20,4 +22,5 @@ mod model;
 mod peers;
 mod proxy;
 mod reload;
+mod security;
 mod support;

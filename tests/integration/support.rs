@@ -58,8 +58,6 @@ pub fn write_manifest(dir: &Path, t: &Topics, bootstrap: &str, tables: &Path, ro
         .replace("bootstrap_servers: 127.0.0.1:9092", &format!("bootstrap_servers: {bootstrap}"))
         .replace("topics: [transactions]", &format!("topics: [{}]", t.input))
         .replace("group_id: switchyard-fraud", &format!("group_id: {}", t.group))
-        // tansu 0.6 evicts a killed member only after its rebalance timeout.
-        .replace("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\"\n    max.poll.interval.ms: \"10000\"")
         .replace("registry: models", &format!("registry: {}", repo().join("pipelines/models").display()))
         .replace("results_topic: predictions", &format!("results_topic: {}", t.results))
         .replace("dlq_topic: transactions-dlq", &format!("dlq_topic: {}", t.dlq))
@@ -157,27 +155,39 @@ pub struct TopicContents {
     pub first_headers: Vec<(String, String)>,
 }
 
-/// Reads `topic` from the start until nothing arrives for 3 s. (Counting by
-/// reading, not by watermarks: tansu 0.6 reports the base offset of the last
-/// batch as the high watermark.)
+/// Reads `topic` from the start up to its high watermarks (as they were
+/// when the read began), partition by partition.
 pub fn read_topic(bootstrap: &str, topic: &str) -> TopicContents {
     use rdkafka::message::{Headers, Message};
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    c.subscribe(&[topic]).unwrap();
+    let timeout = Duration::from_secs(10);
+    let meta = c.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions: Vec<i32> = meta.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    let mut left: HashMap<i32, i64> = HashMap::new();
     let mut out =
         TopicContents { records: 0, end_offsets: HashMap::new(), keys: Default::default(), first_headers: vec![] };
-    let start = std::time::Instant::now();
-    let mut last = std::time::Instant::now();
-    while last.elapsed() < Duration::from_secs(3) || (out.records == 0 && start.elapsed() < Duration::from_secs(30)) {
+    for p in partitions {
+        let (low, high) = c.fetch_watermarks(topic, p, timeout).unwrap();
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
+            left.insert(p, high);
+            out.end_offsets.insert(p, high);
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !left.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "reading {topic}: partitions {left:?} not read to their end");
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                last = std::time::Instant::now();
+                let Some(&high) = left.get(&m.partition()) else { continue };
                 if out.records == 0 {
                     out.first_headers = m
                         .headers()
@@ -194,8 +204,10 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> TopicContents {
                         .unwrap_or_default();
                 }
                 out.records += 1;
-                out.end_offsets.insert(m.partition(), m.offset() + 1);
                 out.keys.insert(m.key().unwrap_or_default().to_vec());
+                if m.offset() + 1 >= high {
+                    left.remove(&m.partition());
+                }
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}

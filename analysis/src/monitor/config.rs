@@ -169,6 +169,8 @@ impl MonitorConfig {
                 problems.push(format!("{path}.triggers.topic"), format!("`{t}` is not a valid topic name"));
             }
         }
+        let t = &self.triggers;
+        switchyard_schemas::kafka::check(&format!("{path}.triggers"), &t.properties, &t.secrets, problems);
         self.rollout.validate(&format!("{path}.rollout"), problems);
     }
 

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{Problems, RawRecord};
+use switchyard_schemas::{Problems, RawRecord, SecretSource};
 use tokio::sync::mpsc;
 
 use super::{send, Done, Input};
@@ -39,6 +39,11 @@ pub struct KafkaRangeConfig {
     /// Extra librdkafka properties (security, timeouts).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Secret librdkafka properties (`sasl.password`, key passwords), each
+    /// from an environment variable (`{ env: NAME }`) or a file (`{ file:
+    /// path }`, relative to the manifest).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
     /// Records per chunk handed to the pipeline.
     #[serde(default = "default_chunk_size")]
     pub chunk_size: usize,
@@ -103,7 +108,7 @@ impl RangeBound {
 
     /// The offset this bound names for partition `p` (whose records are
     /// `low..high`), or `None` for the default (earliest start, end of
-    /// partition). Times are looked up.
+    /// partition). Times are looked up in the broker's time index.
     fn offset_in(
         &self,
         consumer: &BaseConsumer,
@@ -123,50 +128,13 @@ impl RangeBound {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(ms))?;
         let found = consumer.offsets_for_times(tpl, timeout)?;
-        let offset = match found.find_partition(topic, p).map(|e| e.offset()) {
+        // The broker's time index: the first offset whose timestamp is at or
+        // after the time; none when no record is.
+        Ok(Some(match found.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o.clamp(low, high),
-            // No record at or after the time: the range ends (or starts) at the end.
             _ => high,
-        };
-        // Check the broker's answer against the records around it: some
-        // brokers keep no time index and answer with the earliest offset.
-        let at = |o: i64| if o >= high { Ok(None) } else { timestamp_at(consumer, topic, p, o, timeout) };
-        let after_ok = at(offset)?.is_none_or(|ts| ts >= ms);
-        let before_ok = offset == low || at(offset - 1)?.is_some_and(|ts| ts < ms);
-        if after_ok && before_ok {
-            return Ok(Some(offset));
-        }
-        tracing::info!(topic, partition = p, "the broker's offset for {t} does not match its records; searching");
-        // First offset whose record is at or after the time (timestamps
-        // taken to grow within the partition, as the broker's index does).
-        let (mut lo, mut hi) = (low, high);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match at(mid)? {
-                Some(ts) if ts < ms => lo = mid + 1,
-                _ => hi = mid,
-            }
-        }
-        Ok(Some(lo))
+        }))
     }
-}
-
-/// The timestamp of the first record at or after `offset` (None when none
-/// comes within `timeout`).
-fn timestamp_at(consumer: &BaseConsumer, topic: &str, p: i32, offset: i64, timeout: Duration) -> Result<Option<i64>> {
-    use rdkafka::message::Message as _;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) if m.partition() == p && m.offset() >= offset => return Ok(m.timestamp().to_millis()),
-            Some(Err(e)) => return Err(e.into()),
-            _ => {}
-        }
-    }
-    Ok(None)
 }
 
 impl KafkaRangeConfig {
@@ -191,11 +159,12 @@ impl KafkaRangeConfig {
                 }
             }
         }
-        for k in self.properties.keys() {
+        for k in self.properties.keys().chain(self.secrets.keys()) {
             if RESERVED.contains(&k.as_str()) {
                 problems.push(format!("{path}.properties.{k}"), "is set by switchyard and cannot be overridden");
             }
         }
+        switchyard_schemas::kafka::check(path, &self.properties, &self.secrets, problems);
         if self.chunk_size == 0 {
             problems.push(format!("{path}.chunk_size"), "must be at least 1");
         }
@@ -203,7 +172,9 @@ impl KafkaRangeConfig {
 
     fn consumer(&self, eof: bool) -> Result<BaseConsumer> {
         let mut c = ClientConfig::new();
-        for (k, v) in &self.properties {
+        let settings =
+            switchyard_schemas::kafka::settings("source", &self.properties, &self.secrets).map_err(Error::Config)?;
+        for (k, v) in settings {
             c.set(k, v);
         }
         c.set("bootstrap.servers", &self.bootstrap_servers)

@@ -1,55 +1,24 @@
-//! Credentials from the environment or a file, kept out of logs.
+//! The bearer token of a cloud endpoint, from the environment or a file.
 
-use std::fmt;
 use std::path::Path;
+
+pub use switchyard_schemas::Secret;
 
 use crate::cloud::config::AuthConfig;
 use crate::{Error, Result};
-
-/// A secret value: `Debug` and `Display` print `***`, so it cannot end up
-/// in a log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 impl AuthConfig {
     /// Reads the bearer token; errors name the variable or file, never the
     /// value. `base` resolves a relative `bearer_file`.
     pub fn load(&self, base: &Path) -> Result<Secret> {
-        let value = match (&self.bearer_env, &self.bearer_file) {
-            (Some(var), None) => std::env::var(var).map_err(|_| {
-                Error::Config(format!("auth.bearer_env: environment variable `{var}` is not set (or not UTF-8)"))
-            })?,
-            (None, Some(file)) => {
-                let path = base.join(file);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| Error::Config(format!("auth.bearer_file: cannot read {}: {e}", path.display())))?
-            }
-            _ => return Err(Error::Config("auth: give exactly one of `bearer_env` and `bearer_file`".into())),
-        };
-        let value = value.trim().to_string();
-        if value.is_empty() {
-            return Err(Error::Config("auth: the token is empty".into()));
-        }
-        Ok(Secret(value))
+        switchyard_schemas::read_secret(
+            self.bearer_env.as_deref(),
+            self.bearer_file.as_deref(),
+            base,
+            "auth.bearer_env",
+            "auth.bearer_file",
+        )
+        .map_err(|e| Error::Config(if e.starts_with("auth.") { e } else { format!("auth: {e}") }))
     }
 }
 
@@ -71,5 +40,8 @@ mod tests {
         let missing = AuthConfig { bearer_env: Some("SY_TEST_TOKEN_UNSET".into()), bearer_file: None };
         let e = missing.load(Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("SY_TEST_TOKEN_UNSET"), "{e}");
+        let neither = AuthConfig { bearer_env: None, bearer_file: None };
+        let e = neither.load(Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("give exactly one of `auth.bearer_env` and `auth.bearer_file`"), "{e}");
     }
 }
