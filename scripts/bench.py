@@ -218,6 +218,10 @@ def codec_section(c: dict) -> list:
         "| codec | events/s | vs `none` | results topic on disk | vs `none` |",
         "|---|---|---|---|---|",
         *rows,
+        "",
+        "The default is `zstd`, for its bytes (a managed Kafka bills them, and the broker stores and replicates "
+        "them); its events/s against `none` and `lz4` is in the table. Records are read in every codec whatever "
+        "this setting.",
         CODEC_END,
     ]
 

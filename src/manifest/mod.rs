@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(k.secrets["sasl.password"], pw);
         let config = k.client_config("unused:1").unwrap();
         assert_eq!(config.get("sasl.password"), Some("pw-from-file"));
-        assert_eq!(config.get("compression.type"), Some("lz4"));
+        assert_eq!(config.get("compression.type"), Some("zstd"), "the default codec");
         let fb = &plan.feedback.as_ref().unwrap().source;
         assert_eq!(fb.properties["sasl.username"], "bob", "its own setting wins");
         assert_eq!(fb.properties["security.protocol"], "SASL_SSL");
