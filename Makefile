@@ -14,14 +14,14 @@ setup-peers:      ## setup + .venv-peers: MLServer and the LiteLLM proxy the clo
 	scripts/setup.sh --peers
 
 demo: setup       ## whole pipeline end to end on an embedded Kafka
-	@echo "demo: building switchyard (the first build compiles DataFusion, Arrow, librdkafka, OpenSSL bindings: about 25-35 min on 2 cores; seconds afterwards)"
+	@echo "demo: building switchyard (the first build compiles DataFusion, Arrow, librdkafka, OpenSSL bindings: about 45 min on 2 cores; seconds afterwards)"
 	$(CARGO) build --bin switchyard
 	$(CARGO) run --quiet --bin switchyard -- demo
 
 test: setup-broker setup-peers lint test-rust test-python   ## everything CI runs
 
 test-rust:
-	@echo "test: building and running every Rust test (a first build takes 25-35 min on 2 cores)"
+	@echo "test: building and running every Rust test (a first build takes 45+ min on 2 cores)"
 	$(CARGO) test --workspace --all-targets
 
 test-python:
