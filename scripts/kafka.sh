@@ -523,8 +523,10 @@ wait_ready() {
   done
 }
 
-cmd_start() {
-  local args=() secure=0 a
+# Splits a command's arguments into the caller's `args` (positional) and
+# `secure` (1 with --secure); any other option is an error.
+split_secure() {
+  local a
   for a in "$@"; do
     case "$a" in
       --secure) secure=1 ;;
@@ -532,6 +534,11 @@ cmd_start() {
       *) args+=("$a") ;;
     esac
   done
+}
+
+cmd_start() {
+  local args=() secure=0
+  split_secure "$@"
   case ${#args[@]} in 2|3) ;; *) usage ;; esac
   local dir=${args[0]} node=${args[2]:-1} ports port cport sport="" tls=""
   case "$node" in ''|*[!0-9]*) die "node id must be a number, not '$node'" ;; esac
@@ -572,14 +579,8 @@ cmd_start() {
 }
 
 cmd_start_cluster() {
-  local args=() secure=0 a
-  for a in "$@"; do
-    case "$a" in
-      --secure) secure=1 ;;
-      -?*) die "unknown option $a" ;;
-      *) args+=("$a") ;;
-    esac
-  done
+  local args=() secure=0
+  split_secure "$@"
   case ${#args[@]} in 1|2) ;; *) usage ;; esac
   local dir=${args[0]} n=${args[1]:-3} d i pid nodes=()
   case "$n" in ''|*[!0-9]*|0) die "the number of nodes must be a positive number, not '$n'" ;; esac
