@@ -7,7 +7,9 @@
 #   - with --broker: an Apache Kafka broker for the integration tests (jars
 #     from Maven Central into ~/.cache/switchyard, ~40 s the first time)
 #   - with --peers: .venv-peers, the MLServer and LiteLLM processes the cloud
-#     worker tests talk to (tests/peers/requirements.txt + constraints.txt)
+#     worker tests talk to, moto's S3 server and the OTLP trace receiver
+#     (tests/peers/requirements.txt + constraints.txt); and Debian's
+#     Prometheus server, which scrapes the pipeline in the metrics test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,6 +85,10 @@ if [ "$want_broker" = 1 ]; then
 fi
 
 if [ "$want_peers" = 1 ]; then
+  # The real Prometheus server (Debian's package; its service is not started).
+  if command -v dpkg-query >/dev/null 2>&1; then
+    need_apt prometheus
+  fi
   # Re-installed only when the requirement or constraint files change.
   peers_stamp=.venv-peers/.requirements.sha256
   peers_hash=$(cat tests/peers/requirements.txt tests/peers/constraints.txt | sha256sum | cut -d' ' -f1)

@@ -157,7 +157,7 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
             .error_for_status()?;
         let _: serde_json::Value = serde_json::from_slice(&r.bytes().await?)?;
         let took = t.elapsed();
-        let input = CloudInput { id: format!("c{i}"), features: row(), values: Vec::new() };
+        let input = CloudInput { id: format!("c{i}"), features: row(), values: Vec::new(), trace: None };
         let t = Instant::now();
         let answer = single.infer(vec![input]).await.remove(0);
         answer.map_err(|e| anyhow::anyhow!("worker request failed: {e}"))?;
@@ -183,8 +183,9 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     ))?;
     let rate_burst = switchyard_workers::cloud::default_burst(b.rps);
     let demand = (b.rps * b.seconds * 2.0) as usize;
-    let inputs: Vec<CloudInput> =
-        (0..demand).map(|i| CloudInput { id: format!("r{i}"), features: row(), values: Vec::new() }).collect();
+    let inputs: Vec<CloudInput> = (0..demand)
+        .map(|i| CloudInput { id: format!("r{i}"), features: row(), values: Vec::new(), trace: None })
+        .collect();
     let limited = Arc::new(limited);
     let run = {
         let w = limited.clone();
@@ -203,8 +204,9 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
     //    events, into a worker with max_batch_size 64 / max_queue_delay_ms 5.
     let coalescing =
         Arc::new(worker(format!("{base}, max_batch_size: 64, max_queue_delay_ms: 5, max_concurrency: 4}}"))?);
-    let burst: Vec<CloudInput> =
-        (0..4096).map(|i| CloudInput { id: format!("k{i}"), features: row(), values: Vec::new() }).collect();
+    let burst: Vec<CloudInput> = (0..4096)
+        .map(|i| CloudInput { id: format!("k{i}"), features: row(), values: Vec::new(), trace: None })
+        .collect();
     let t = Instant::now();
     let burst_failed = coalescing.infer(burst).await.iter().filter(|a| a.is_err()).count();
     let burst_secs = t.elapsed().as_secs_f64();
@@ -218,7 +220,7 @@ pub async fn cloud(b: &CloudBench) -> anyhow::Result<serde_json::Value> {
             tokio::time::sleep(wait).await;
         }
         let w = coalescing.clone();
-        let input = CloudInput { id: format!("s{i}"), features: row(), values: Vec::new() };
+        let input = CloudInput { id: format!("s{i}"), features: row(), values: Vec::new(), trace: None };
         tasks.push(tokio::spawn(async move { w.infer(vec![input]).await.remove(0).is_err() }));
     }
     let mut steady_failed = 0;

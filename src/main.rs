@@ -28,6 +28,7 @@ mod report;
 mod run;
 mod serve;
 mod signal;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,7 +127,13 @@ enum Command {
         /// Print progress every N seconds (0: never).
         #[arg(long, default_value_t = 5)]
         progress_secs: u64,
+        /// Serve /metrics, /healthz and /readyz on this host:port (overrides
+        /// the manifest's `service.listen`).
+        #[arg(long)]
+        listen: Option<String>,
     },
+    /// List every metric `run` exports on /metrics (a Markdown table).
+    Metrics,
     /// Backfills: bounded runs of a pipeline over files or Kafka ranges,
     /// described by a backfill manifest (pinned versions, own limits).
     #[command(subcommand)]
@@ -460,6 +467,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             no_create_topics,
             progress_secs,
             summary_json,
+            listen,
         } => {
             let plan =
                 manifest::Plan::build(&manifest::load(&manifest)?, &manifest::Overrides { bootstrap_servers, tables })?;
@@ -472,6 +480,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     no_kafka_sink,
                     skip_topic_creation: no_create_topics,
                     progress_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
+                    listen,
                 },
             )
             .await?;
@@ -480,6 +489,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 std::fs::write(&path, report::json(&summary).to_string())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics => {
+            print!("{}", switchyard_schemas::telemetry::markdown());
             Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(BackfillCommand::Plan { manifest, options }) => {

@@ -28,6 +28,7 @@ pub fn spawn(
         let Some(every) = worker.poll_interval() else { continue };
         let (worker, name, pipeline, tables) =
             (worker.clone(), name.clone(), pipeline.to_string(), tables.to_path_buf());
+        let all = workers.clone();
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut changes = Vec::new();
@@ -46,6 +47,9 @@ pub fn spawn(
                         continue;
                     }
                 };
+                if !events.is_empty() {
+                    crate::telemetry::note_models(&all);
+                }
                 let model = worker.model().name;
                 for e in events {
                     let row = AuditRow {

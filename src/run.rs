@@ -3,7 +3,10 @@
 //! Lines file — and starts the retraining loop's side tasks (feedback
 //! consumer, monitor, model reload), then hands them to the pipeline.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,6 +15,7 @@ use switchyard_sink::ParquetSink;
 
 use crate::manifest::Plan;
 use crate::pipeline::{self, SideTasks, Sinks, Source, Stages, Summary};
+use crate::telemetry::{self, Health};
 
 /// How a streaming run goes.
 #[derive(Debug, Clone, Default)]
@@ -28,23 +32,44 @@ pub struct StreamOptions {
     pub skip_topic_creation: bool,
     /// Print a progress line this often (none when `None`).
     pub progress_every: Option<Duration>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (overrides `service.listen`).
+    pub listen: Option<String>,
 }
 
 /// Runs `plan` until Ctrl-C / SIGTERM (or idle), then returns its summary.
 pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary> {
+    let service = &plan.manifest().service;
+    crate::signal::install(Duration::from_millis(service.shutdown_timeout_ms));
+    let health = Arc::new(Health::default());
+    telemetry::trace::init_from_env()?;
+    if let Some(listen) = opts.listen.as_ref().or(service.listen.as_ref()) {
+        let addr: SocketAddr =
+            listen.parse().with_context(|| format!("--listen: `{listen}` is not a host:port address"))?;
+        let metrics = if service.metrics { Some(telemetry::install_metrics()?) } else { None };
+        telemetry::note_pipeline(&plan.manifest().name);
+        telemetry::serve(addr, metrics, health.clone()).await?;
+    }
     if opts.input_file.is_none() {
         check_brokers(plan, !opts.no_kafka_sink).await?;
     }
     let stages = Stages::build(plan, "", true).await?;
+    telemetry::note_models(&stages.workers);
+    health.models_loaded.store(true, Ordering::Relaxed);
     let kafka = if opts.no_kafka_sink { None } else { pipeline::kafka_sink(plan, !opts.skip_topic_creation).await? };
     let pq = &plan.parquet;
     let parquet = ParquetSink::open(&plan.tables, pq.roll_max_rows, Duration::from_millis(pq.roll_interval_ms))
         .with_context(|| format!("opening tables at {}", plan.tables.display()))?;
+    health.sinks_open.store(true, Ordering::Relaxed);
     let source = match &opts.input_file {
-        Some(path) => Source::File(FileSource::open(path, plan.source.chunk_size)?),
+        Some(path) => {
+            health.no_consumer.store(true, Ordering::Relaxed);
+            Source::File(FileSource::open(path, plan.source.chunk_size)?)
+        }
         None => {
             let startup = opts.startup_timeout.unwrap_or(Duration::from_secs(60));
-            Source::Kafka(KafkaSource::start(&plan.source, opts.idle_exit, startup)?)
+            let source = KafkaSource::start(&plan.source, opts.idle_exit, startup)?;
+            health.watch_consumer(source.stats());
+            Source::Kafka(source)
         }
     };
     let mut side = SideTasks::new();
@@ -59,7 +84,10 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
     }
     let mut run = pipeline::options(plan);
     run.progress_every = opts.progress_every;
-    pipeline::run(&stages, source, Sinks { parquet, kafka }, side, run).await
+    let summary = pipeline::run(&stages, source, Sinks { parquet, kafka }, side, run).await;
+    health.stopping.store(true, Ordering::Relaxed);
+    telemetry::trace::flush().await;
+    summary
 }
 
 /// Checks, before anything starts, that every Kafka client of `plan` can

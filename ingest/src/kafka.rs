@@ -9,6 +9,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{kafka as client, Problems, RawRecord, SecretSource};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -150,7 +151,9 @@ impl KafkaSourceConfig {
         let mut c = ClientConfig::new();
         c.set("auto.offset.reset", "earliest")
             // Bound librdkafka's own prefetch so backpressure is felt quickly.
-            .set("queued.max.messages.kbytes", "16384");
+            .set("queued.max.messages.kbytes", "16384")
+            // Consumer lag per partition (`switchyard_consumer_lag_records`).
+            .set("statistics.interval.ms", "5000");
         for (k, v) in client::settings(path, &self.properties, &self.secrets).map_err(Error::Config)? {
             c.set(k, v);
         }
@@ -171,11 +174,61 @@ pub struct SourceStats {
     pub pauses: AtomicU64,
     /// Offset commits that failed (they are retried by the next commit).
     pub commit_errors: AtomicU64,
+    /// Partitions assigned to the consumer now.
+    pub assigned: AtomicU64,
 }
+
+/// The source consumer's client context: rebalances and librdkafka's
+/// statistics become metrics, and the assignment is counted for `/readyz`.
+pub struct SourceContext {
+    stats: Arc<SourceStats>,
+}
+
+impl rdkafka::ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; a lag of
+                // -1 means not known yet.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    m::CONSUMER_LAG
+                        .gauge([("topic", topic.clone().into()), ("partition", partition.to_string().into())])
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for SourceContext {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        use rdkafka::consumer::Rebalance;
+        let kind = match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.stats.assigned.store(tpl.count() as u64, Ordering::Relaxed);
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                "assign"
+            }
+            Rebalance::Revoke(tpl) => {
+                self.stats.assigned.store(0, Ordering::Relaxed);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                "revoke"
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance failed");
+                "error"
+            }
+        };
+        m::REBALANCES.counter([("kind", kind.into())]).increment(1);
+        m::ASSIGNED_PARTITIONS.gauge([]).set(self.stats.assigned.load(Ordering::Relaxed) as f64);
+    }
+}
+
+type SourceConsumer = StreamConsumer<SourceContext>;
 
 /// A running Kafka consumer delivering chunks of records.
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<SourceConsumer>,
     rx: mpsc::Receiver<Vec<RawRecord>>,
     stats: Arc<SourceStats>,
     task: tokio::task::JoinHandle<Result<()>>,
@@ -306,12 +359,13 @@ impl KafkaSource {
         idle_timeout: Option<Duration>,
         startup_timeout: Duration,
     ) -> Result<Self> {
-        let consumer: StreamConsumer = config.client_config("source")?.create()?;
+        let stats = Arc::new(SourceStats::default());
+        let consumer: SourceConsumer =
+            config.client_config("source")?.create_with_context(SourceContext { stats: stats.clone() })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let consumer = Arc::new(consumer);
         let (tx, rx) = mpsc::channel(config.max_queued_chunks.max(1));
-        let stats = Arc::new(SourceStats::default());
         let settings = FetchSettings {
             chunk_size: config.chunk_size.max(1),
             chunk_wait: Duration::from_millis(config.chunk_max_wait_ms),
@@ -351,7 +405,7 @@ impl KafkaSource {
 /// Commits offsets of a [`KafkaSource`]'s group; cheap to clone.
 #[derive(Clone)]
 pub struct KafkaCommitter {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<SourceConsumer>,
     stats: Arc<SourceStats>,
 }
 
@@ -366,9 +420,17 @@ impl KafkaCommitter {
         for ((topic, partition), offset) in next_offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).inspect_err(|_| {
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
             self.stats.commit_errors.fetch_add(1, Ordering::Relaxed);
-        })?;
+            m::OFFSET_COMMITS.counter([("outcome", "error".into())]).increment(1);
+            return Err(e.into());
+        }
+        m::OFFSET_COMMITS.counter([("outcome", "ok".into())]).increment(1);
+        for ((topic, partition), offset) in next_offsets {
+            m::COMMITTED_OFFSET
+                .gauge([("topic", topic.clone().into()), ("partition", partition.to_string().into())])
+                .set(*offset as f64);
+        }
         Ok(())
     }
 
@@ -412,6 +474,21 @@ pub(crate) fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64
     }
 }
 
+/// Records consumed per partition, and the chunk's size, as metrics: one
+/// update per partition per chunk, not per record.
+fn count_consumed(chunk: &[RawRecord]) {
+    m::CHUNK_RECORDS.histogram([]).record(chunk.len() as f64);
+    let mut start = 0;
+    while start < chunk.len() {
+        let (topic, partition) = (&chunk[start].topic, chunk[start].partition);
+        let run = chunk[start..].iter().take_while(|r| r.partition == partition && &r.topic == topic).count();
+        m::RECORDS_CONSUMED
+            .counter([("topic", topic.clone().into()), ("partition", partition.to_string().into())])
+            .increment(run as u64);
+        start += run;
+    }
+}
+
 struct FetchSettings {
     chunk_size: usize,
     chunk_wait: Duration,
@@ -421,7 +498,7 @@ struct FetchSettings {
 }
 
 async fn fetch_loop(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<SourceConsumer>,
     tx: mpsc::Sender<Vec<RawRecord>>,
     stats: Arc<SourceStats>,
     settings: FetchSettings,
@@ -480,6 +557,7 @@ async fn fetch_loop(
             }
         }
         stats.records.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        count_consumed(&chunk);
         let permit = match tx.try_reserve() {
             Ok(p) => p,
             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
@@ -489,6 +567,7 @@ async fn fetch_loop(
                 Err(_) => {
                     // Processing is well behind: pause fetching rather than buffer more.
                     stats.pauses.fetch_add(1, Ordering::Relaxed);
+                    m::CONSUMER_PAUSES.counter([]).increment(1);
                     let assignment = consumer.assignment()?;
                     consumer.pause(&assignment)?;
                     tracing::debug!(partitions = assignment.count(), "consumer paused: processing is behind");

@@ -39,6 +39,7 @@ mod rollout;
 mod schema;
 mod secret;
 pub mod tables;
+pub mod telemetry;
 
 pub use audit::AuditEvent;
 pub use document::Document;

@@ -6,6 +6,7 @@ use futures::future::try_join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers as h, DlqRecord, Prediction};
 
 use crate::{Error, KafkaSinkConfig, Result};
@@ -101,6 +102,7 @@ impl KafkaSink {
             let record = FutureRecord::to(&self.results_topic).key(p.key.as_bytes()).payload(&body).headers(headers);
             pending.push(self.enqueue(record).await?);
         }
+        m::KAFKA_PRODUCED.counter([("topic", self.results_topic.clone().into())]).increment(rows.len() as u64);
         Ok(Deliveries(pending))
     }
 
@@ -133,6 +135,9 @@ impl KafkaSink {
                 record = record.payload(p.as_slice());
             }
             pending.push(self.enqueue(record).await?);
+        }
+        if !rows.is_empty() {
+            m::KAFKA_PRODUCED.counter([("topic", self.dlq_topic.clone().into())]).increment(rows.len() as u64);
         }
         Ok(Deliveries(pending))
     }

@@ -20,6 +20,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{DlqRecord, Feedback, Prediction};
 
 use switchyard_schemas::tables::{date_partition, DLQ, FEEDBACK, PREDICTIONS};
@@ -107,6 +108,9 @@ struct OpenFile {
     tmp: PathBuf,
     final_rel: String,
     writer: ArrowWriter<File>,
+    /// The table the file belongs to (its first path component).
+    table: &'static str,
+    rows: u64,
 }
 
 /// What a roll made durable.
@@ -274,7 +278,7 @@ impl ParquetSink {
         self.roll_started.get_or_insert_with(Instant::now);
     }
 
-    fn writer_for(&mut self, rel_dir: String, schema: arrow::datatypes::SchemaRef) -> Result<&mut ArrowWriter<File>> {
+    fn writer_for(&mut self, rel_dir: String, schema: arrow::datatypes::SchemaRef) -> Result<&mut OpenFile> {
         if !self.open.contains_key(&rel_dir) {
             let dir = self.root.join(&rel_dir);
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -287,9 +291,11 @@ impl ParquetSink {
                 .set_max_row_group_row_count(Some(64 * 1024))
                 .build();
             let writer = ArrowWriter::try_new(file, schema, Some(props))?;
-            self.open.insert(rel_dir.clone(), OpenFile { tmp, final_rel, writer });
+            let table = [PREDICTIONS, DLQ, FEEDBACK].into_iter().find(|t| rel_dir.split('/').next() == Some(*t));
+            let table = table.unwrap_or("other");
+            self.open.insert(rel_dir.clone(), OpenFile { tmp, final_rel, writer, table, rows: 0 });
         }
-        Ok(&mut self.open.get_mut(&rel_dir).expect("inserted").writer)
+        Ok(self.open.get_mut(&rel_dir).expect("inserted"))
     }
 
     /// Appends predictions to the current roll (partitioned by date and model version).
@@ -344,7 +350,9 @@ impl ParquetSink {
     fn write_batch(&mut self, dir: String, batch: RecordBatch) -> Result<()> {
         self.pending_rows += batch.num_rows() as u64;
         self.roll_started.get_or_insert_with(Instant::now);
-        self.writer_for(dir, batch.schema())?.write(&batch)?;
+        let file = self.writer_for(dir, batch.schema())?;
+        file.writer.write(&batch)?;
+        file.rows += batch.num_rows() as u64;
         Ok(())
     }
 
@@ -370,9 +378,12 @@ impl ParquetSink {
         let open = std::mem::take(&mut self.open);
         let mut files = Vec::with_capacity(open.len());
         let mut tmps = Vec::with_capacity(open.len());
+        let mut written = Vec::with_capacity(open.len());
         for (_, f) in open {
             let file = f.writer.into_inner()?;
             file.sync_all().map_err(|e| Error::io(&f.tmp, e))?;
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            written.push((f.table, f.rows, bytes));
             files.push(f.final_rel);
             tmps.push(f.tmp);
         }
@@ -408,6 +419,12 @@ impl ParquetSink {
         for (k, &v) in &offsets {
             let e = self.durable.entry(k.clone()).or_insert(v);
             *e = (*e).max(v);
+        }
+        m::ROLLS.counter([]).increment(1);
+        for (table, rows, bytes) in written {
+            m::PARQUET_FILES.counter([("table", table.into())]).increment(1);
+            m::PARQUET_ROWS.counter([("table", table.into())]).increment(rows);
+            m::PARQUET_BYTES.counter([("table", table.into())]).increment(bytes);
         }
         let summary = RollSummary { rows: self.pending_rows, files: files.len(), offsets };
         self.pending_rows = 0;

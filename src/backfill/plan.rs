@@ -21,7 +21,7 @@ use switchyard_workers::WorkerConfig;
 use super::status::{status_for, CloudEstimate, Estimate, Status};
 use super::Backfill;
 use crate::manifest::{Overrides, Plan};
-use crate::pipeline::Stages;
+use crate::pipeline::{StageTimes, Stages};
 use switchyard_workers::dispatch::{dispatch, Assignment, Outcome};
 
 /// Options of `backfill plan`.
@@ -97,8 +97,9 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
     let mut features = Vec::with_capacity(records.len() * width);
     let mut admitted = Vec::new();
     let mut dlq = 0u64;
+    let mut times = StageTimes::default();
     for raw in &records {
-        match stages.admit(raw, &mut features) {
+        match stages.admit(raw, &mut features, &mut times) {
             Ok(ej) => admitted.push(ej),
             Err(_) => dlq += 1,
         }
@@ -130,6 +131,7 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
         for (j, (_, job)) in admitted.iter().enumerate() {
             if !workers.is_cloud(job.chain[0]) {
                 jobs.push(Assignment {
+                    trace: None,
                     id: job.id.clone(),
                     values: Vec::new(),
                     chain: vec![job.chain[0]],

@@ -50,11 +50,76 @@ pub struct Manifest {
     /// Drift and accuracy monitoring with retrain triggers.
     #[serde(default)]
     pub monitor: Option<MonitorConfig>,
+    /// How the running worker is operated: metrics and health endpoints,
+    /// the graceful stop.
+    #[serde(default)]
+    pub service: ServiceConfig,
 }
 
 /// The top-level keys of a manifest.
-const SECTIONS: &[&str] =
-    &["name", "description", "source", "schema", "preprocess", "routing", "workers", "sinks", "feedback", "monitor"];
+const SECTIONS: &[&str] = &[
+    "name",
+    "description",
+    "source",
+    "schema",
+    "preprocess",
+    "routing",
+    "workers",
+    "sinks",
+    "feedback",
+    "monitor",
+    "service",
+];
+
+/// The `service:` section: operating a streaming run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `host:port` of the HTTP listener serving `/metrics` (Prometheus),
+    /// `/healthz` and `/readyz`, e.g. `0.0.0.0:9464`; none when absent
+    /// (`run --listen` sets it too).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Export Prometheus metrics on `/metrics` (with `listen`). Default: true.
+    #[serde(default = "yes")]
+    pub metrics: bool,
+    /// Longest graceful stop after the first SIGTERM or Ctrl-C, in ms:
+    /// finishing the chunks in flight, the last roll, Kafka's
+    /// acknowledgements and the offset commit. When it runs out the process
+    /// exits at once (status 130), losing nothing: what was not committed
+    /// is read again. Default: 30000.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self { listen: None, metrics: true, shutdown_timeout_ms: default_shutdown_timeout_ms() }
+    }
+}
+
+impl ServiceConfig {
+    /// Reports every problem under `path`.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if let Some(l) = &self.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                problems
+                    .push(format!("{path}.listen"), format!("`{l}` is not a host:port address (e.g. 0.0.0.0:9464)"));
+            }
+        }
+        if self.shutdown_timeout_ms == 0 {
+            problems.push(format!("{path}.shutdown_timeout_ms"), "must be at least 1");
+        }
+    }
+}
 
 /// The `source:` section, selected by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,12 +231,17 @@ struct Parts {
     sinks: Option<SinksConfig>,
     feedback: Option<Option<FeedbackConfig>>,
     monitor: Option<Option<MonitorConfig>>,
+    service: Option<ServiceConfig>,
 }
 
 impl Parts {
     fn read(doc: &Document, problems: &mut Problems) -> Self {
         doc.unknown_keys("", SECTIONS, problems);
         let (workers, all_workers) = entries::<WorkerConfig>(doc, "workers", problems);
+        let service = section_or(doc, "service", ServiceConfig::default, problems);
+        if let Some(s) = &service {
+            s.validate("service", problems);
+        }
         Parts {
             name: doc.extract("name", problems),
             description: section_or(doc, "description", || None, problems),
@@ -184,6 +254,7 @@ impl Parts {
             sinks: doc.extract("sinks", problems),
             feedback: section_or(doc, "feedback", || None, problems),
             monitor: section_or(doc, "monitor", || None, problems),
+            service,
         }
     }
 
@@ -199,6 +270,7 @@ impl Parts {
             && self.sinks.is_some()
             && self.feedback.is_some()
             && self.monitor.is_some()
+            && self.service.is_some()
     }
 
     /// What the checks can look at.

@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use switchyard_ingest::KafkaCommitter;
-use switchyard_schemas::{DlqRecord, Lineage, Prediction, Stage};
+use switchyard_schemas::telemetry as m;
+use switchyard_schemas::{headers, DlqRecord, Lineage, Prediction, Stage};
 use switchyard_sink::{KafkaSink, ParquetSink};
 use switchyard_workers::dispatch::{Dispatched, Outcome, WorkerSet};
 use switchyard_workers::Answer;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::prepare::Pending;
 use super::summary::{Counters, Summary};
+use crate::telemetry::trace::{self, ChunkSpans};
 
 /// Chunks whose Kafka acknowledgements may be outstanding at once.
 const MAX_INFLIGHT_CHUNKS: usize = 64;
@@ -66,6 +68,72 @@ fn prediction(key: String, answer: Answer, features: Vec<f32>, answered_us: i64,
         features,
         latency_us: answered_us - lineage.source.ingest_time_us,
         lineage,
+    }
+}
+
+/// Ends the spans of the chunk's DLQ records with their error, and points
+/// each record's `traceparent` header at its span.
+fn trace_dlq(spans: &mut ChunkSpans, chunk: &[switchyard_schemas::RawRecord], dlq: &mut [DlqRecord]) {
+    if dlq.is_empty() {
+        return;
+    }
+    let at = trace::positions(chunk);
+    for d in dlq {
+        let Some(&i) = at.get(&(d.source.topic.as_str(), d.source.partition, d.source.offset)) else { continue };
+        if let Some(cx) = spans.record(i) {
+            let tp = trace::traceparent(&cx);
+            match d.headers.iter_mut().find(|(k, _)| k == headers::TRACEPARENT) {
+                Some(h) => h.1 = tp,
+                None => d.headers.push((headers::TRACEPARENT.to_string(), tp)),
+            }
+        }
+        spans.failed(i, d.stage.as_str(), d.error_class.as_str(), &d.message);
+    }
+}
+
+/// Records the time since `since` as the duration of `stage`.
+fn stage_time(stage: &'static str, since: Instant) {
+    m::STAGE_DURATION.histogram([("stage", stage.into())]).record(since.elapsed().as_secs_f64());
+}
+
+/// A chunk's results, shadow answers and DLQ records as metrics: one
+/// update per distinct label set, not per event.
+fn count_chunk(preds: &[Prediction], shadows: &[Prediction], dlq: &[DlqRecord], shadow_failed: u64) {
+    let mut events: HashMap<(&str, &str, String, &'static str, bool), u64> = HashMap::new();
+    for p in preds {
+        let l = &p.lineage;
+        let model = format!("{}/{}", l.model.name, l.model.version);
+        let key = (l.route.route.as_str(), l.route.rule_id.as_str(), model, l.route.sensitivity.as_str(), l.fallback);
+        *events.entry(key).or_default() += 1;
+    }
+    for ((route, rule, model, sensitivity, fallback), n) in events {
+        m::EVENTS
+            .counter([
+                ("route", route.to_string().into()),
+                ("rule", rule.to_string().into()),
+                ("model", model.into()),
+                ("sensitivity", sensitivity.into()),
+                ("fallback", if fallback { "true" } else { "false" }.into()),
+            ])
+            .increment(n);
+    }
+    let mut shadow: HashMap<(&str, String), u64> = HashMap::new();
+    for p in shadows {
+        let l = &p.lineage;
+        *shadow.entry((&l.route.route, format!("{}/{}", l.model.name, l.model.version))).or_default() += 1;
+    }
+    for ((worker, model), n) in shadow {
+        m::SHADOW_ANSWERS.counter([("worker", worker.to_string().into()), ("model", model.into())]).increment(n);
+    }
+    if shadow_failed > 0 {
+        m::SHADOW_FAILURES.counter([]).increment(shadow_failed);
+    }
+    let mut dead: HashMap<(&'static str, &'static str), u64> = HashMap::new();
+    for d in dlq {
+        *dead.entry((d.stage.as_str(), d.error_class.as_str())).or_default() += 1;
+    }
+    for ((stage, class), n) in dead {
+        m::DLQ_RECORDS.counter([("stage", stage.into()), ("class", class.into())]).increment(n);
     }
 }
 
@@ -126,7 +194,8 @@ impl Deliver {
     }
 
     async fn handle(&mut self, p: Pending) -> anyhow::Result<()> {
-        let Pending { chunk, events, features, answers, mut dlq, offsets, replayed } = p;
+        let Pending { chunk, events, features, answers, mut dlq, offsets, replayed, prepared, mut spans } = p;
+        stage_time("queue_wait", prepared);
         if self.first.is_none() {
             self.first = chunk.iter().map(|r| r.received_us).min();
         }
@@ -134,7 +203,13 @@ impl Deliver {
         self.summary.replayed += replayed;
         let dispatched = match answers {
             None => Dispatched { outcomes: Vec::new(), shadows: Vec::new(), shadow_failed: 0 },
-            Some(h) => h.await.context("dispatch task failed")?,
+            Some(h) => {
+                let (d, since, until) = h.await.context("dispatch task failed")?;
+                if let Some(s) = &spans {
+                    s.stage("inference", since, until);
+                }
+                d
+            }
         };
         anyhow::ensure!(dispatched.outcomes.len() == events.len(), "internal error: an event without an outcome");
         let answered_us = now_us();
@@ -154,6 +229,14 @@ impl Deliver {
                     }
                     let note = answer.rollout_note();
                     lineage.served_by(name, std::mem::take(&mut answer.model), note.as_deref());
+                    if let Some(s) = &mut spans {
+                        if let Some(cx) = s.record(i) {
+                            // The trace goes on from this record's span.
+                            lineage.traceparent = trace::traceparent(&cx);
+                        }
+                        let model = format!("{}/{}", lineage.model.name, lineage.model.version);
+                        s.served(i, name, &lineage.route.rule_id, &model, lineage.fallback);
+                    }
                     if !dispatched.shadows.is_empty() {
                         served[j] = Some((lineage.clone(), event.key.clone()));
                     }
@@ -170,6 +253,9 @@ impl Deliver {
                     ));
                 }
             }
+        }
+        if let Some(s) = &mut spans {
+            trace_dlq(s, &chunk, &mut dlq);
         }
         // Shadow answers: Parquet rows marked `shadow`, for comparison; the
         // results topic carries only the answers that count.
@@ -189,6 +275,8 @@ impl Deliver {
             *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
             *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;
         }
+        count_chunk(&preds, &shadow_rows, &dlq, dispatched.shadow_failed);
+        let writing = Instant::now();
         match &self.kafka {
             Some(k) => {
                 // Acknowledgements are awaited off the hot path; every one must
@@ -227,6 +315,11 @@ impl Deliver {
             self.parquet.write_dlq(&dlq)?;
             Ok(())
         })?;
+        stage_time("sink_write", writing);
+        if let Some(s) = spans {
+            s.stage("sink_write", SystemTime::now() - writing.elapsed(), SystemTime::now());
+            s.finish();
+        }
         self.parquet.note_offsets(&offsets);
         if self.parquet.roll_due() {
             self.roll_and_commit().await?;
@@ -249,18 +342,22 @@ impl Deliver {
         while !self.inflight.is_empty() {
             self.await_oldest().await?;
         }
+        let rolling = Instant::now();
         let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;
         if roll.offsets.is_empty() {
             return Ok(());
         }
+        stage_time("roll", rolling);
         self.summary.rolls += 1;
         if let Some(c) = &self.committer {
             let next: HashMap<(String, i32), i64> = roll.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
             // A failed commit loses nothing: the records are replayed and
             // recognised as durable. Log and go on.
+            let committing = Instant::now();
             if let Err(e) = tokio::task::block_in_place(|| c.commit(&next)) {
                 tracing::warn!(error = %e, "offset commit failed; the next roll commits again");
             }
+            stage_time("commit", committing);
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use self::deliver::Deliver;
 use self::prepare::Pending;
+pub(crate) use self::prepare::StageTimes;
 pub use self::prepare::Stages;
 pub use self::source::Source;
 pub use self::summary::{Counters, Summary};

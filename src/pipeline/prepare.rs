@@ -2,10 +2,12 @@
 //! assign each event to the workers its plan allows; then dispatch.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use switchyard_ingest::{Decoder, LineageContext, Preprocessor};
 use switchyard_router::Router;
+use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{DlqRecord, ErrorClass, Event, RawRecord, Stage};
 use switchyard_sink::Offsets;
 use switchyard_workers::cloud::CloudWorker;
@@ -14,9 +16,12 @@ use switchyard_workers::{init_runtime, OnnxWorker, WorkerConfig};
 use tokio::task::JoinHandle;
 
 use crate::manifest::Plan;
+use crate::telemetry::trace::{self, ChunkSpans};
 
 /// The stages of a pipeline, its workers started.
 pub struct Stages {
+    /// The consumer group (trace attributes).
+    group: String,
     decoder: Decoder,
     pub(crate) pre: Preprocessor,
     router: Router,
@@ -30,10 +35,32 @@ pub(super) struct Pending {
     pub(super) events: Vec<(usize, Event)>,
     /// `width` features per event.
     pub(super) features: Arc<Vec<f32>>,
-    pub(super) answers: Option<JoinHandle<Dispatched>>,
+    /// The answers, with when dispatch started and ended.
+    pub(super) answers: Option<JoinHandle<(Dispatched, SystemTime, SystemTime)>>,
     pub(super) dlq: Vec<DlqRecord>,
     pub(super) offsets: Offsets,
     pub(super) replayed: u64,
+    /// When preparation finished (the queue wait starts).
+    pub(super) prepared: Instant,
+    /// The chunk's spans, when tracing is on.
+    pub(super) spans: Option<ChunkSpans>,
+}
+
+/// Time a chunk's records spent in each admission stage.
+#[derive(Debug, Default)]
+pub(crate) struct StageTimes {
+    decode: Duration,
+    route: Duration,
+    preprocess: Duration,
+}
+
+impl StageTimes {
+    /// Records the chunk's times as `switchyard_stage_duration_seconds`.
+    fn record(&self) {
+        for (stage, took) in [("decode", self.decode), ("route", self.route), ("preprocess", self.preprocess)] {
+            m::STAGE_DURATION.histogram([("stage", stage.into())]).record(took.as_secs_f64());
+        }
+    }
 }
 
 impl Stages {
@@ -84,7 +111,8 @@ impl Stages {
             };
             workers.push((name.clone(), worker));
         }
-        Ok(Stages { decoder, pre, router, workers: Arc::new(WorkerSet { list: workers }) })
+        let group = plan.source.group_id.clone();
+        Ok(Stages { group, decoder, pre, router, workers: Arc::new(WorkerSet { list: workers }) })
     }
 
     /// Decodes, validates, routes and pre-processes one record: its event
@@ -94,12 +122,20 @@ impl Stages {
         &self,
         raw: &RawRecord,
         features: &mut Vec<f32>,
+        times: &mut StageTimes,
     ) -> Result<(Event, Assignment), Box<DlqRecord>> {
-        let mut event = self.decoder.decode(raw)?;
+        let began = Instant::now();
+        let decoded = self.decoder.decode(raw);
+        let decoded_at = Instant::now();
+        times.decode += decoded_at - began;
+        let mut event = decoded?;
         let reject = |event: &Event, stage, class, msg: String| {
             Box::new(self.decoder.reject(raw, event.lineage.lineage_id.clone(), stage, class, msg))
         };
-        let route = match self.router.route(&event) {
+        let routed = self.router.route(&event);
+        let routed_at = Instant::now();
+        times.route += routed_at - decoded_at;
+        let route = match routed {
             Ok(r) => r,
             Err(no_route) => return Err(reject(&event, Stage::Route, ErrorClass::NoRoute, no_route.to_string())),
         };
@@ -107,7 +143,9 @@ impl Stages {
             let msg = format!("route `{}` names no running worker", route.route);
             return Err(reject(&event, Stage::Route, ErrorClass::NoRoute, msg));
         };
-        if let Err(msg) = self.pre.features_into(&event, features) {
+        let pre = self.pre.features_into(&event, features);
+        times.preprocess += routed_at.elapsed();
+        if let Err(msg) = pre {
             return Err(reject(&event, Stage::Preprocess, ErrorClass::FeatureError, msg));
         }
         let plan = self.router.plan(&route, &event.lineage.lineage_id);
@@ -116,6 +154,7 @@ impl Stages {
         let shadow = plan.shadow.as_deref().and_then(|s| self.workers.index(s));
         let cloud = chain.iter().chain(shadow.iter()).any(|&w| self.workers.is_cloud(w));
         let assignment = Assignment {
+            trace: None,
             id: event.lineage.lineage_id.clone(),
             values: if cloud { event.values.clone() } else { Vec::new() },
             chain,
@@ -130,12 +169,15 @@ impl Stages {
     /// Admits a chunk's records (skipping those already durable or already
     /// seen) and starts dispatching them.
     pub(super) fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets) -> Pending {
+        let began = SystemTime::now();
+        let spans = trace::enabled().then(|| ChunkSpans::start(&chunk, &self.group));
         let mut features: Vec<f32> = Vec::with_capacity(chunk.len() * self.pre.width());
         let mut assignments = Vec::with_capacity(chunk.len());
         let mut events = Vec::with_capacity(chunk.len());
         let mut dlq = Vec::new();
         let mut offsets = Offsets::new();
         let mut replayed = 0;
+        let mut times = StageTimes::default();
         for (i, raw) in chunk.iter().enumerate() {
             let max = offsets.entry((raw.topic.clone(), raw.partition)).or_insert(raw.offset);
             *max = (*max).max(raw.offset);
@@ -152,18 +194,32 @@ impl Stages {
                 continue;
             }
             *last = raw.offset;
-            match self.admit(raw, &mut features) {
-                Ok((event, assignment)) => {
+            match self.admit(raw, &mut features, &mut times) {
+                Ok((event, mut assignment)) => {
+                    assignment.trace = spans.as_ref().and_then(|s| s.record(i));
                     assignments.push(assignment);
                     events.push((i, event));
                 }
                 Err(d) => dlq.push(*d),
             }
         }
+        times.record();
+        if replayed > 0 {
+            m::REPLAYED_RECORDS.counter([]).increment(replayed);
+        }
         let features = Arc::new(features);
+        if let Some(s) = &spans {
+            s.stage("prepare", began, SystemTime::now());
+        }
         let answers = (!assignments.is_empty()).then(|| {
-            tokio::spawn(dispatch::dispatch(self.workers.clone(), assignments, features.clone(), self.pre.width()))
+            let (started, since) = (Instant::now(), SystemTime::now());
+            let dispatched = dispatch::dispatch(self.workers.clone(), assignments, features.clone(), self.pre.width());
+            tokio::spawn(async move {
+                let d = dispatched.await;
+                m::STAGE_DURATION.histogram([("stage", "inference".into())]).record(started.elapsed().as_secs_f64());
+                (d, since, SystemTime::now())
+            })
         });
-        Pending { chunk, events, features, answers, dlq, offsets, replayed }
+        Pending { chunk, events, features, answers, dlq, offsets, replayed, prepared: Instant::now(), spans }
     }
 }

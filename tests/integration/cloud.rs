@@ -91,6 +91,7 @@ fn reference_inputs(r: &Reference, n: usize) -> Vec<CloudInput> {
     (0..n)
         .map(|i| CloudInput {
             id: format!("ev-{i}"),
+            trace: None,
             // The rows are exactly representable as f32 (train.py).
             features: r.rows[i % r.rows.len()].iter().map(|&x| x as f32).collect(),
             values: vec![],
@@ -556,6 +557,7 @@ fn txn_inputs(n: usize) -> Vec<CloudInput> {
     (0..n)
         .map(|i| CloudInput {
             id: format!("tx-{i}"),
+            trace: None,
             features: vec![],
             values: vec![
                 Value::Str(format!("T{i:04}")),
@@ -760,6 +762,7 @@ fn openai_planted_pii_never_leaves_and_unredacted_pii_is_blocked() {
         ]);
         inputs.push(CloudInput {
             id: format!("pii-{i}"),
+            trace: None,
             features: vec![],
             values: vec![
                 Value::Str(format!("T{i:04}")),
@@ -779,6 +782,7 @@ fn openai_planted_pii_never_leaves_and_unredacted_pii_is_blocked() {
         planted.push(value.clone());
         inputs.push(CloudInput {
             id: format!("pii-{i}"),
+            trace: None,
             features: vec![],
             values: vec![
                 Value::Str(format!("T{i:04}")),

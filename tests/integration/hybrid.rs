@@ -958,3 +958,66 @@ fn a_backfill_spends_its_own_cloud_budget_and_the_rest_falls_back_as_planned() {
     let planned = plan["estimate"]["routes"]["fraud-cloud"].as_u64().unwrap();
     assert!(cloud_rows <= planned + 64, "planned {planned} cloud results, got {cloud_rows}");
 }
+
+/// With tracing on, each HTTP attempt of the cloud worker is a client span
+/// in the trace of the first event it carries (linking the others), and
+/// its context reaches the endpoint as `traceparent`.
+#[test]
+fn cloud_requests_are_traced_and_carry_the_trace_to_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&server.url));
+    let m = manifest(dir.path(), &proxy.url(), &[]);
+    let input = generate(dir.path(), 400, 0.0, 21);
+    let receiver = peers::OtlpReceiver::start(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("run")
+        .arg(&m)
+        .arg("--input-file")
+        .arg(&input)
+        .arg("--tables")
+        .arg(dir.path().join("tables"))
+        .args(["--no-kafka-sink", "--idle-exit-ms", "1000", "--progress-secs", "0"])
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .env(TOKEN_ENV, &server.token)
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{}/v1/traces", receiver.peer.url))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spans = receiver.spans();
+    let posts: Vec<&serde_json::Value> = spans.iter().filter(|s| s["kind"] == "SPAN_KIND_CLIENT").collect();
+    let requests = proxy.posts();
+    assert!(!requests.is_empty());
+    assert_eq!(posts.len(), requests.len(), "one client span per HTTP attempt");
+    for p in &posts {
+        let a = &p["attributes"];
+        assert_eq!(p["name"], "POST");
+        assert_eq!(a["http.request.method"], "POST");
+        assert_eq!(a["http.response.status_code"], 200);
+        assert_eq!(a["server.address"], "127.0.0.1");
+        assert_eq!(a["switchyard.worker"], "fraud-cloud");
+        // Its parent is the span of an event it carries, in the same trace.
+        let parent = spans
+            .iter()
+            .find(|s| s["span_id"] == p["parent_span_id"])
+            .unwrap_or_else(|| panic!("the parent of {p} was not exported"));
+        assert_eq!(parent["trace_id"], p["trace_id"]);
+        assert_eq!(parent["kind"], "SPAN_KIND_CONSUMER");
+        let rows = a["switchyard.rows"].as_i64().unwrap();
+        assert_eq!(p["links"].as_array().unwrap().len() as i64, rows - 1, "the other events are links");
+    }
+    // What reached the endpoint names each request's span.
+    for r in &requests {
+        let tp = r.header("traceparent").expect("the request carries the trace context");
+        assert!(
+            posts
+                .iter()
+                .any(|p| tp == format!("00-{}-{}-01", p["trace_id"].as_str().unwrap(), p["span_id"].as_str().unwrap())),
+            "{tp}"
+        );
+    }
+}

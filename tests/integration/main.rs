@@ -19,6 +19,7 @@ mod e2e;
 mod hybrid;
 mod kafka_source;
 mod model;
+mod operations;
 mod peers;
 mod proxy;
 mod reload;

@@ -109,7 +109,56 @@ pub fn peers_bin(name: &str) -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
+/// Prometheus (Debian's `prometheus` package, installed by `scripts/setup.sh
+/// --peers`) scraping `127.0.0.1:target` every second, its data in `dir`.
+/// One per test: its configuration names the test's worker.
+pub fn prometheus(dir: &Path, target: u16) -> Peer {
+    let bin = PathBuf::from("/usr/bin/prometheus");
+    assert!(bin.exists(), "Prometheus is not installed: run `make setup-peers` (Debian package `prometheus`)");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: switchyard\n    \
+             scrape_interval: 1s\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn");
+    start("prometheus", cmd, port, &[("/-/ready", None)])
+}
+
+/// An OTLP/HTTP trace receiver (`tests/peers/otlp/receiver.py`, decoding
+/// with PyPI's `opentelemetry-proto`) writing every span it gets to a file.
+pub struct OtlpReceiver {
+    /// The receiver; its base URL is the `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub peer: Peer,
+    spans: PathBuf,
+}
+
+impl OtlpReceiver {
+    /// Starts one, its spans in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let spans = dir.join("spans.jsonl");
+        let mut cmd = Command::new(peers_bin("python"));
+        cmd.arg(repo().join("tests/peers/otlp/receiver.py")).args(["--port", &port.to_string(), "--out"]).arg(&spans);
+        OtlpReceiver { peer: start("otlp-receiver", cmd, port, &[("/ready", None)]), spans }
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.spans).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -202,7 +251,7 @@ pub(crate) fn watchdog(pgid: u32) {
 }
 
 /// Status of `GET path` on 127.0.0.1:`port`, without an async runtime.
-fn http_status(port: u16, path: &str, bearer: Option<&str>) -> Result<u16, String> {
+pub(crate) fn http_status(port: u16, path: &str, bearer: Option<&str>) -> Result<u16, String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;

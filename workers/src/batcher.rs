@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchyard_schemas::telemetry as m;
 use tokio::sync::oneshot;
 
 use crate::{Error, Result};
@@ -104,9 +105,10 @@ impl Batcher {
             .map(|(i, model)| {
                 let rx = rx.clone();
                 let stats = stats.clone();
+                let meters = Meters::new(name);
                 std::thread::Builder::new()
                     .name(format!("sy-{name}-{i}"))
-                    .spawn(move || batch_loop(rx, model, max_batch_size.max(1), max_queue_delay, &stats))
+                    .spawn(move || batch_loop(rx, model, max_batch_size.max(1), max_queue_delay, &stats, &meters))
                     .map_err(|e| Error::Internal(format!("cannot start worker thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -155,16 +157,38 @@ impl Drop for Batcher {
     }
 }
 
+/// A batcher's metrics, their labels resolved once.
+struct Meters {
+    rows: metrics::Histogram,
+    fill: metrics::Histogram,
+    duration: metrics::Histogram,
+    queued: metrics::Gauge,
+}
+
+impl Meters {
+    fn new(worker: &str) -> Self {
+        let w = || [("worker", metrics::SharedString::from(worker.to_string()))];
+        Self {
+            rows: m::BATCH_ROWS.histogram(w()),
+            fill: m::BATCH_FILL.histogram(w()),
+            duration: m::BATCH_DURATION.histogram(w()),
+            queued: m::BATCHER_QUEUE.gauge(w()),
+        }
+    }
+}
+
 fn batch_loop<M: BatchModel>(
     rx: flume::Receiver<BatchRequest>,
     mut model: M,
     max_batch: usize,
     max_delay: Duration,
     stats: &BatchStats,
+    meters: &Meters,
 ) {
     let width = model.width();
     let mut input: Vec<f32> = Vec::new();
     while let Ok(first) = rx.recv() {
+        meters.queued.set(rx.len() as f64);
         let deadline = first.queued + max_delay;
         let mut rows = first.rows;
         let mut jobs = vec![first];
@@ -178,13 +202,13 @@ fn batch_loop<M: BatchModel>(
             }
         }
         let result = if jobs.len() == 1 {
-            run_sliced(&mut model, &jobs[0].features, rows, width, max_batch, stats)
+            run_sliced(&mut model, &jobs[0].features, rows, width, max_batch, stats, meters)
         } else {
             input.clear();
             for j in &jobs {
                 input.extend_from_slice(&j.features);
             }
-            run_sliced(&mut model, &input, rows, width, max_batch, stats)
+            run_sliced(&mut model, &input, rows, width, max_batch, stats, meters)
         };
         stats.requests.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         match result {
@@ -216,12 +240,17 @@ fn run_sliced<M: BatchModel>(
     width: usize,
     max_batch: usize,
     stats: &BatchStats,
+    meters: &Meters,
 ) -> Result<Scores> {
     let mut out = Scores { score: Vec::with_capacity(rows), label: Vec::with_capacity(rows) };
     let mut start = 0;
     while start < rows {
         let n = (rows - start).min(max_batch);
+        let began = Instant::now();
         let s = model.run(&input[start * width..(start + n) * width], n)?;
+        meters.duration.record(began.elapsed().as_secs_f64());
+        meters.rows.record(n as f64);
+        meters.fill.record(n as f64 / max_batch as f64);
         if s.score.len() != n || s.label.len() != n {
             return Err(Error::Internal(format!("model returned {} scores for {n} rows", s.score.len())));
         }

@@ -19,6 +19,7 @@ mod openai;
 mod redact;
 mod retry;
 mod secret;
+mod span;
 mod template;
 mod worker;
 
@@ -35,4 +36,4 @@ pub use redact::{mask, Redactor};
 pub use retry::{server_wait, AttemptOutcome, RetryDecision, RetryLogic};
 pub use secret::Secret;
 pub use template::Template;
-pub use worker::{metric, CloudError, CloudInput, CloudSnapshot, CloudStats, CloudWorker};
+pub use worker::{CloudError, CloudInput, CloudSnapshot, CloudStats, CloudWorker};

@@ -115,6 +115,11 @@ impl Redactor {
         }
     }
 
+    /// Values a rendering passes through a redaction rule (any but `keep`).
+    pub fn redacted_fields(&self) -> usize {
+        self.parts.iter().filter(|p| matches!(p, Bound::Field(i) if !matches!(self.ops[*i], Op::Keep))).count()
+    }
+
     /// The last check before egress: the names of detectors that fire in
     /// `body`, or none. A non-empty answer blocks the request.
     pub fn last_check(&self, body: &str) -> Vec<&'static str> {

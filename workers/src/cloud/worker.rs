@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::MonotonicClock;
+use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{ModelRef, PiiScanner, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -27,25 +28,10 @@ use crate::cloud::openai::OpenAiCodec;
 use crate::cloud::redact::{last_check, Redactor};
 use crate::cloud::retry::{AttemptOutcome, RetryDecision, RetryLogic};
 use crate::cloud::secret::Secret;
+use crate::cloud::span::RequestSpan;
 use crate::cloud::template::Template;
 use crate::Answer;
 use crate::{Error, Result};
-
-/// Metric names of cloud workers (Prometheus conventions; label `worker`).
-pub mod metric {
-    /// HTTP attempts, by `outcome` (`ok`, `status_5xx`, `status_4xx`, `status_429`, `timeout`, `connection`).
-    pub const ATTEMPTS: &str = "switchyard_cloud_attempts_total";
-    /// Rows answered by the endpoint.
-    pub const ROWS: &str = "switchyard_cloud_rows_total";
-    /// Requests blocked by the last PII check.
-    pub const BLOCKED: &str = "switchyard_cloud_blocked_total";
-    /// Circuit breaker state: 0 closed, 1 half-open, 2 open.
-    pub const BREAKER_STATE: &str = "switchyard_cloud_breaker_state";
-    /// Money spent in the current budget window.
-    pub const BUDGET_SPENT: &str = "switchyard_cloud_budget_spent";
-    /// Budget warnings (the warning fraction crossed).
-    pub const BUDGET_WARNINGS: &str = "switchyard_cloud_budget_warnings_total";
-}
 
 /// One event for a cloud worker.
 #[derive(Debug, Clone)]
@@ -56,6 +42,8 @@ pub struct CloudInput {
     pub features: Vec<f32>,
     /// Field values in schema order (`openai` templates).
     pub values: Vec<Value>,
+    /// The event's span when it is traced: the request's span links to it.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// Why a cloud worker did not answer an event.
@@ -453,7 +441,7 @@ impl Shared {
                 let fired = last_check(self.scanner.as_ref(), &envelope);
                 if !fired.is_empty() {
                     let msg = format!("{} found in the request envelope", fired.join(", "));
-                    metrics::counter!(metric::BLOCKED, "worker" => self.name.clone()).increment(1);
+                    self.meter(&m::EGRESS_BLOCKED).increment(1);
                     return self.answer_all(jobs, CloudError::Blocked(msg));
                 }
                 let mut features = Vec::with_capacity(jobs.len() * self.width);
@@ -482,7 +470,7 @@ impl Shared {
                         texts.push(text);
                         kept.push(j);
                     } else {
-                        metrics::counter!(metric::BLOCKED, "worker" => self.name.clone()).increment(1);
+                        self.meter(&m::EGRESS_BLOCKED).increment(1);
                         let msg = format!("{} found in the rendered request", fired.join(", "));
                         self.answer_all(vec![j], CloudError::Blocked(msg));
                     }
@@ -490,12 +478,13 @@ impl Shared {
                 if kept.is_empty() {
                     return;
                 }
+                self.meter(&m::REDACTIONS).increment((kept.len() * redactor.redacted_fields()) as u64);
                 let body = c.encode(&texts);
                 // The whole body too: system prompt and model name are part of it.
                 let fired = last_check(self.scanner.as_ref(), &String::from_utf8_lossy(&body));
                 if !fired.is_empty() {
                     let msg = format!("{} found in the request body", fired.join(", "));
-                    metrics::counter!(metric::BLOCKED, "worker" => self.name.clone()).increment(1);
+                    self.meter(&m::EGRESS_BLOCKED).increment(1);
                     return self.answer_all(kept, CloudError::Blocked(msg));
                 }
                 (c.path().to_string(), body, kept, c.estimate_tokens(&texts))
@@ -523,15 +512,28 @@ impl Shared {
                     return self.answer_all(jobs, e);
                 }
             };
+            let waited = Instant::now();
             self.limiter.acquire(tokens).await;
+            m::CLOUD_RATE_LIMIT_WAIT.histogram(self.worker_label()).record(waited.elapsed().as_secs_f64());
             self.stats.attempts.fetch_add(1, Ordering::Relaxed);
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.meter(&m::CLOUD_RETRIES).increment(1);
             }
+            let mut span =
+                RequestSpan::start(&self.name, &url, attempt, jobs.len(), jobs.iter().map(|j| j.input.trace.as_ref()));
             let started = Instant::now();
-            let (outcome, what) = match self.post(&url, &body).await {
+            let posted = self.post(&url, &body, span.traceparent()).await;
+            match &posted {
+                Ok((status, _, _)) => span.answered(*status),
+                Err((AttemptOutcome::Timeout, what)) => span.failed("timeout", what),
+                Err((_, what)) => span.failed("connection", what),
+            }
+            drop(span);
+            let (outcome, what) = match posted {
                 Ok((status, _, bytes)) if (200..300).contains(&status) => {
                     self.observe_latency(started.elapsed());
+                    m::CLOUD_REQUEST_DURATION.histogram(self.worker_label()).record(started.elapsed().as_secs_f64());
                     let answered = self.parse(&bytes, &jobs, &request_id);
                     // The server answered; an unusable answer is a broken
                     // endpoint all the same.
@@ -542,8 +544,7 @@ impl Shared {
                         Ok((answers, used_tokens)) => {
                             self.spend(reservation, used_tokens);
                             self.stats.rows.fetch_add(answers.len() as u64, Ordering::Relaxed);
-                            metrics::counter!(metric::ROWS, "worker" => self.name.clone())
-                                .increment(answers.len() as u64);
+                            self.meter(&m::CLOUD_ROWS).increment(answers.len() as u64);
                             for (j, a) in jobs.into_iter().zip(answers) {
                                 let _ = j.reply.send(Ok(a));
                             }
@@ -632,25 +633,39 @@ impl Shared {
             Some(r) => r.settle(cost),
             None => b.spend(cost),
         };
-        metrics::gauge!(metric::BUDGET_SPENT, "worker" => self.name.clone()).set(b.spent());
+        let spent = b.spent();
+        m::BUDGET_SPENT.gauge(self.worker_label()).set(spent);
+        let limit = self.config.budget.as_ref().map_or(0.0, |c| c.limit);
+        m::BUDGET_REMAINING.gauge(self.worker_label()).set((limit - spent).max(0.0));
         match level {
             BudgetLevel::Ok => {}
             BudgetLevel::CrossedWarning => {
-                metrics::counter!(metric::BUDGET_WARNINGS, "worker" => self.name.clone()).increment(1);
-                tracing::warn!(worker = %self.name, spent = b.spent(), "cloud budget near its limit");
+                self.meter(&m::BUDGET_WARNINGS).increment(1);
+                tracing::warn!(worker = %self.name, spent, "cloud budget near its limit");
             }
             BudgetLevel::Exhausted => {
-                tracing::warn!(worker = %self.name, spent = b.spent(), "cloud budget spent for this window");
+                self.meter(&m::BUDGET_EXHAUSTED).increment(1);
+                tracing::warn!(worker = %self.name, spent, "cloud budget spent for this window");
             }
         }
     }
 
     fn gauge(&self, state: BreakerState) {
-        metrics::gauge!(metric::BREAKER_STATE, "worker" => self.name.clone()).set(state.gauge());
+        m::BREAKER_STATE.gauge(self.worker_label()).set(state.gauge());
     }
 
     fn count_attempt(&self, outcome: &'static str) {
-        metrics::counter!(metric::ATTEMPTS, "worker" => self.name.clone(), "outcome" => outcome).increment(1);
+        m::CLOUD_REQUESTS.counter([("worker", self.name.clone().into()), ("outcome", outcome.into())]).increment(1);
+    }
+
+    /// The `worker` label of this worker's metrics.
+    fn worker_label(&self) -> [(&'static str, metrics::SharedString); 1] {
+        [("worker", self.name.clone().into())]
+    }
+
+    /// This worker's counter `metric` (labelled by `worker` only).
+    fn meter(&self, metric: &m::Metric) -> metrics::Counter {
+        metric.counter(self.worker_label())
     }
 
     fn observe_latency(&self, took: Duration) {
@@ -665,6 +680,7 @@ impl Shared {
         &self,
         url: &str,
         body: &[u8],
+        traceparent: Option<String>,
     ) -> std::result::Result<(u16, Vec<(String, String)>, Vec<u8>), (AttemptOutcome, String)> {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let mut req = self
@@ -675,6 +691,9 @@ impl Shared {
             .body(body.to_vec());
         if let Some(h) = self.auth_header() {
             req = req.header(reqwest::header::AUTHORIZATION, h);
+        }
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
         }
         let fail = |e: reqwest::Error| {
             if e.is_timeout() {

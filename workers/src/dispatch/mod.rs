@@ -79,6 +79,8 @@ pub struct Assignment {
     pub deadline: Option<Duration>,
     /// Cloud workers of the rule left out because the event may not leave.
     pub withheld: Vec<String>,
+    /// The event's span when it is traced (cloud requests link to it).
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// What became of one event.
@@ -212,9 +214,9 @@ pub async fn dispatch(
         let rounds = groups.into_iter().map(|(w, js)| {
             let workers = workers.clone();
             let features = features.clone();
-            let inputs: Vec<(usize, Option<Duration>, String, Vec<Value>)> = js
+            let inputs: Vec<Ask> = js
                 .iter()
-                .map(|&j| (j, jobs[j].deadline, jobs[j].id.clone(), cloud_values(&workers, w, &jobs[j])))
+                .map(|&j| ask_for(j, jobs[j].deadline, &jobs[j], cloud_values(&workers, w, &jobs[j])))
                 .collect();
             async move { (w, ask(&workers, w, inputs, &features, width).await) }
         });
@@ -329,11 +331,19 @@ fn rows_of(features: &[f32], width: usize, jobs: impl Iterator<Item = usize>) ->
     out
 }
 
+/// One event of a request: its index, latency budget, lineage id, field
+/// values (cloud templates) and trace context.
+type Ask = (usize, Option<Duration>, String, Vec<Value>, Option<opentelemetry::trace::SpanContext>);
+
+fn ask_for(j: usize, deadline: Option<Duration>, job: &Assignment, values: Vec<Value>) -> Ask {
+    (j, deadline, job.id.clone(), values, job.trace.clone())
+}
+
 /// One request of a group of events to worker `w`.
 async fn ask(
     workers: &WorkerSet,
     w: usize,
-    inputs: Vec<(usize, Option<Duration>, String, Vec<Value>)>,
+    inputs: Vec<Ask>,
     features: &[f32],
     width: usize,
 ) -> Vec<(usize, Result<Answer, Miss>)> {
@@ -372,7 +382,7 @@ async fn ask(
             let mut out = Vec::with_capacity(inputs.len());
             let mut send = Vec::with_capacity(inputs.len());
             let mut sent = Vec::with_capacity(inputs.len());
-            for (j, deadline, id, values) in inputs {
+            for (j, deadline, id, values, trace) in inputs {
                 match (deadline, expected) {
                     (Some(d), Some(e)) if e > d => out.push((
                         j,
@@ -383,7 +393,12 @@ async fn ask(
                         ))),
                     )),
                     _ => {
-                        send.push(CloudInput { id, features: features[j * width..(j + 1) * width].to_vec(), values });
+                        send.push(CloudInput {
+                            id,
+                            features: features[j * width..(j + 1) * width].to_vec(),
+                            values,
+                            trace,
+                        });
                         sent.push(j);
                     }
                 }
@@ -428,7 +443,7 @@ async fn shadow(
     }
     let rounds = groups.into_iter().map(|(w, js)| {
         let inputs: Vec<_> =
-            js.iter().map(|&j| (j, None, jobs[j].id.clone(), cloud_values(workers, w, &jobs[j]))).collect();
+            js.iter().map(|&j| ask_for(j, None, &jobs[j], cloud_values(workers, w, &jobs[j]))).collect();
         async move { (w, ask(workers, w, inputs, features, width).await) }
     });
     let mut shadows = Vec::new();
@@ -489,7 +504,15 @@ mod tests {
     }
 
     fn job(i: usize, chain: Vec<usize>, shadow: Option<usize>) -> Assignment {
-        Assignment { id: format!("e{i}"), values: Vec::new(), chain, shadow, deadline: None, withheld: Vec::new() }
+        Assignment {
+            id: format!("e{i}"),
+            values: Vec::new(),
+            chain,
+            shadow,
+            deadline: None,
+            withheld: Vec::new(),
+            trace: None,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
