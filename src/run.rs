@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use switchyard_ingest::{FileSource, KafkaSource};
+use switchyard_schemas::{notice, AuditEvent, Notice};
 use switchyard_sink::ParquetSink;
 
 use crate::manifest::Plan;
 use crate::pipeline::{self, SideTasks, Sinks, Source, Stages, Summary};
-use crate::telemetry::{self, Health};
+use crate::telemetry::{self, AuditLog, Health};
 
 /// How a streaming run goes.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +53,8 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
     if opts.input_file.is_none() {
         check_brokers(plan, !opts.no_kafka_sink).await?;
     }
+    let audit = AuditLog::start(plan.tables.clone(), plan.manifest().name.clone());
+    loaded(plan);
     let stages = Stages::build(plan, "", true).await?;
     telemetry::note_models(&stages.workers);
     health.models_loaded.store(true, Ordering::Relaxed);
@@ -86,8 +89,30 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
     run.progress_every = opts.progress_every;
     let summary = pipeline::run(&stages, source, Sinks { parquet, kafka }, side, run).await;
     health.stopping.store(true, Ordering::Relaxed);
+    let detail = match &summary {
+        Ok(s) => format!(
+            "{}: {} records, {} results, {} to the DLQ, every result durable and its offset committed",
+            if s.interrupted { "stopped by a signal" } else { "the source ended" },
+            s.records,
+            s.predictions,
+            s.dlq
+        ),
+        Err(e) => format!("failed: {e:#}"),
+    };
+    notice(Notice::new(AuditEvent::Stopped, "pipeline", detail));
+    audit.finish().await;
     telemetry::trace::flush().await;
     summary
+}
+
+/// Records in the audit table which manifest and which policy the run uses.
+fn loaded(plan: &Plan) {
+    let m = plan.manifest();
+    let detail = format!("{} (sha256 {})", plan.loaded.path.display(), plan.loaded.hash);
+    notice(Notice { version: String::new(), ..Notice::new(AuditEvent::ManifestLoaded, "pipeline", detail) });
+    let policy = serde_json::to_vec(&m.routing).unwrap_or_default();
+    let detail = format!("{} rules (sha256 {})", m.routing.rules.len(), switchyard_schemas::sha256_hex(&policy));
+    notice(Notice { version: m.routing.version.clone(), ..Notice::new(AuditEvent::PolicyLoaded, "pipeline", detail) });
 }
 
 /// Checks, before anything starts, that every Kafka client of `plan` can

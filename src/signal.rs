@@ -44,6 +44,11 @@ pub fn install(grace: Duration) {
             REQUESTED.store(true, Ordering::Relaxed);
             tx.send_replace(count);
             if count == 1 {
+                switchyard_schemas::notice(switchyard_schemas::Notice::new(
+                    switchyard_schemas::AuditEvent::ShutdownRequested,
+                    "pipeline",
+                    format!("stop asked for (SIGTERM or Ctrl-C); grace period {:.1} s", grace.as_secs_f64()),
+                ));
                 tracing::info!(
                     grace_s = grace.as_secs_f64(),
                     "stopping: finishing the records in flight (a second signal exits at once)"

@@ -1,4 +1,4 @@
-//! The `audit` table: one row per model lifecycle event.
+//! The `audit` table: one row per model lifecycle or operational event.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
 use switchyard_schemas::tables::AUDIT;
-use switchyard_schemas::{audit_arrow_schema, AuditEvent};
+use switchyard_schemas::{audit_arrow_schema, AuditEvent, Notice};
 
 use crate::{tables, Result};
 
@@ -40,8 +40,34 @@ pub fn append(root: &Path, at_us: i64, row: &AuditRow<'_>) -> Result<()> {
             s(row.version),
             s(row.worker),
             s(row.detail),
+            s(switchyard_schemas::audit_instance()),
         ],
     )?;
     tables::append(root, AUDIT, at_us, &batch)?;
+    Ok(())
+}
+
+/// Appends operational events of `pipeline` (each with its time) to the
+/// `audit` table under `root`, as one file.
+pub fn append_notices(root: &Path, pipeline: &str, notices: &[(i64, Notice)]) -> Result<()> {
+    let Some(&(first, _)) = notices.first() else { return Ok(()) };
+    let col = |f: fn(&Notice) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from(notices.iter().map(|(_, n)| f(n)).collect::<Vec<_>>()))
+    };
+    let all = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; notices.len()])) };
+    let batch = RecordBatch::try_new(
+        audit_arrow_schema(),
+        vec![
+            tables::ts_column(notices.iter().map(|(t, _)| Some(*t))),
+            all(pipeline),
+            col(|n| n.event.as_str()),
+            col(|n| &n.model),
+            col(|n| &n.version),
+            col(|n| &n.worker),
+            col(|n| &n.detail),
+            all(switchyard_schemas::audit_instance()),
+        ],
+    )?;
+    tables::append(root, AUDIT, first, &batch)?;
     Ok(())
 }

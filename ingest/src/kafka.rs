@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::telemetry as m;
-use switchyard_schemas::{kafka as client, Problems, RawRecord, SecretSource};
+use switchyard_schemas::{kafka as client, notice, AuditEvent, Notice, Problems, RawRecord, SecretSource};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -203,15 +203,23 @@ impl rdkafka::ClientContext for SourceContext {
 impl rdkafka::consumer::ConsumerContext for SourceContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
         use rdkafka::consumer::Rebalance;
+        let list = |tpl: &TopicPartitionList| {
+            let mut parts: Vec<String> =
+                tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+            parts.sort();
+            parts.join(", ")
+        };
         let kind = match rebalance {
             Rebalance::Assign(tpl) => {
                 self.stats.assigned.store(tpl.count() as u64, Ordering::Relaxed);
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
+                notice(Notice::new(AuditEvent::PartitionsAssigned, "consumer", list(tpl)));
                 "assign"
             }
             Rebalance::Revoke(tpl) => {
                 self.stats.assigned.store(0, Ordering::Relaxed);
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
+                notice(Notice::new(AuditEvent::PartitionsRevoked, "consumer", list(tpl)));
                 "revoke"
             }
             Rebalance::Error(e) => {

@@ -78,5 +78,7 @@ pub fn audit_arrow_schema() -> SchemaRef {
         Field::new("model_version", DataType::Utf8, false),
         Field::new("worker", DataType::Utf8, false),
         Field::new("detail", DataType::Utf8, false),
+        // `host/pid` of the process; null in rows written before it existed.
+        Field::new("instance", DataType::Utf8, true),
     ]))
 }

@@ -16,7 +16,7 @@
 //! * [`RolloutState`] — which registered model version serves and which
 //!   candidates were promoted or rejected (`rollout.json` in the registry);
 //! * [`tables`] — the tables' folder names and `date` partition;
-//! * [`AuditEvent`] — model lifecycle events of the `audit` table;
+//! * [`AuditEvent`] — model lifecycle and operational events of the `audit` table, [`notice`];
 //! * [`Problems`] — the collector for manifest validation, so every stage reports
 //!   *all* of its mistakes with their paths;
 //! * [`Document`] — a YAML manifest with the line of every node, whose typed
@@ -41,7 +41,7 @@ mod secret;
 pub mod tables;
 pub mod telemetry;
 
-pub use audit::AuditEvent;
+pub use audit::{install_notices, instance as audit_instance, notice, AuditEvent, Notice};
 pub use document::Document;
 pub use error::{Error, Result};
 pub use event::{Event, RawRecord, Value};

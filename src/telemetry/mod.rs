@@ -8,6 +8,7 @@
 //!                     GET /readyz    200 when consumer assigned, models loaded, sinks open, not stopping
 //! ```
 
+mod audit;
 mod health;
 pub mod trace;
 
@@ -25,6 +26,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchyard_schemas::telemetry::{self as m, Kind};
 use switchyard_workers::dispatch::{Worker, WorkerSet};
 
+pub use self::audit::AuditLog;
 pub use self::health::Health;
 
 /// The process's Prometheus recorder, installed once.

@@ -426,6 +426,13 @@ fn open_circuit_falls_back_to_the_local_model() {
     assert!(posts < 20, "{posts} requests reached the failing endpoint");
     assert!(proxy.posts().iter().all(|p| p.header("authorization") == Some(&*format!("Bearer {}", server.token))));
     assert_only_allowed_rows_left(t, &proxy);
+    // The audit table says when the circuit opened, and why.
+    let opened = sql_i64(
+        t,
+        "SELECT count(*) FROM audit WHERE event = 'breaker_opened' AND worker = 'fraud-cloud' \
+         AND detail LIKE '%HTTP 503%' AND instance IS NOT NULL",
+    );
+    assert!(opened >= 1, "no breaker_opened row");
 }
 
 /// An unreachable endpoint and no fallback: events that may leave wait at
@@ -662,6 +669,9 @@ fn spent_budget_falls_back_to_the_local_model() {
     let posts = proxy.posts().len();
     assert_eq!(posts, 2, "{posts} requests for a budget of 2");
     assert_eq!(wire_row_count(&proxy) as i64, remote, "the cloud answered exactly the rows it was sent");
+    let exhausted =
+        sql_i64(t, "SELECT count(*) FROM audit WHERE event = 'budget_exhausted' AND worker = 'fraud-cloud'");
+    assert_eq!(exhausted, 1, "one budget_exhausted row for the one window");
 }
 
 /// `pipelines/hybrid.yaml` with its cloud worker replaced by an `openai`

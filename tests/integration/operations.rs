@@ -209,6 +209,24 @@ fn sigterm_under_load_stops_cleanly_and_a_restart_duplicates_nothing() {
     // Everything durable is committed, nothing beyond it.
     let committed: i64 = committed(&bootstrap, &t.group, &t.input, 3).values().sum();
     assert_eq!(committed as u64, first, "offsets committed = rows made durable at the stop");
+    // The audit table tells the run's story.
+    let tb = tables.as_path();
+    for (event, detail) in [
+        ("manifest_loaded", "pipeline.yaml (sha256 "),
+        ("policy_loaded", "rules (sha256 "),
+        ("partitions_assigned", &format!("{}/0, {}/1, {}/2", t.input, t.input, t.input)),
+        ("shutdown_requested", "grace period 30.0 s"),
+        ("stopped", "stopped by a signal"),
+    ] {
+        let q = format!(
+            "SELECT count(*) FROM audit WHERE event = '{event}' AND detail LIKE '%{detail}%' \
+             AND pipeline = 'fraud-scoring' AND instance LIKE '%/{}'",
+            child.id()
+        );
+        assert_eq!(sql_i64(tb, &q), 1, "audit: {event} with `{detail}`");
+    }
+    let q = "SELECT count(*) FROM audit WHERE event = 'policy_loaded' AND model_version <> ''";
+    assert_eq!(sql_i64(tb, q), 1, "the policy's version");
 
     let out = switchyard(&[
         "run",

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use governor::clock::MonotonicClock;
 use switchyard_schemas::telemetry as m;
-use switchyard_schemas::{ModelRef, PiiScanner, Value};
+use switchyard_schemas::Notice;
+use switchyard_schemas::{notice, AuditEvent, ModelRef, PiiScanner, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::cloud::breaker::{BreakerState, CircuitBreaker};
@@ -150,6 +151,8 @@ struct Shared {
     /// What the last failed attempt failed with (no event data: status,
     /// server snippet or transport error).
     last_failure: std::sync::Mutex<Option<String>>,
+    /// The breaker state last reported (its gauge value), to see changes.
+    breaker_reported: AtomicU64,
 }
 
 /// A worker that sends events to a cloud endpoint.
@@ -214,6 +217,7 @@ impl CloudWorker {
             stats: CloudStats::default(),
             latency_ewma_us: AtomicU64::new(0),
             last_failure: std::sync::Mutex::new(None),
+            breaker_reported: AtomicU64::new(0),
         });
         let batch = shared.max_inputs();
         let (tx, rx) = mpsc::channel(batch * config.max_concurrency.max(1) * 2);
@@ -538,7 +542,7 @@ impl Shared {
                     // The server answered; an unusable answer is a broken
                     // endpoint all the same.
                     let state = self.breaker.record(permit, answered.is_ok());
-                    self.gauge(state);
+                    self.gauge(state, None);
                     self.count_attempt("ok");
                     return match answered {
                         Ok((answers, used_tokens)) => {
@@ -569,7 +573,7 @@ impl Shared {
                 AttemptOutcome::Connection => "connection",
             });
             let state = self.breaker.record(permit, !RetryLogic::is_unhealthy(&outcome));
-            self.gauge(state);
+            self.gauge(state, Some(&what));
             match self.retry.decide(&outcome, attempt, rand::random::<f64>()) {
                 RetryDecision::RetryAfter(wait) => {
                     tracing::debug!(worker = %self.name, attempt, wait_ms = wait.as_millis() as u64, error = %what, "retrying");
@@ -641,17 +645,38 @@ impl Shared {
             BudgetLevel::Ok => {}
             BudgetLevel::CrossedWarning => {
                 self.meter(&m::BUDGET_WARNINGS).increment(1);
+                let detail = format!("spent {spent} of {limit} in this window");
+                notice(Notice::new(AuditEvent::BudgetWarning, self.name.clone(), detail));
                 tracing::warn!(worker = %self.name, spent, "cloud budget near its limit");
             }
             BudgetLevel::Exhausted => {
                 self.meter(&m::BUDGET_EXHAUSTED).increment(1);
+                let detail = format!("spent {spent} of {limit}: budget window exhausted");
+                notice(Notice::new(AuditEvent::BudgetExhausted, self.name.clone(), detail));
                 tracing::warn!(worker = %self.name, spent, "cloud budget spent for this window");
             }
         }
     }
 
-    fn gauge(&self, state: BreakerState) {
-        m::BREAKER_STATE.gauge(self.worker_label()).set(state.gauge());
+    /// Reports the breaker's state: its gauge, and an audit notice when the
+    /// circuit opens (with `cause`) or closes.
+    fn gauge(&self, state: BreakerState, cause: Option<&str>) {
+        let now = state.gauge();
+        m::BREAKER_STATE.gauge(self.worker_label()).set(now);
+        let before = self.breaker_reported.swap(now as u64, Ordering::Relaxed);
+        let open = BreakerState::Open.gauge() as u64;
+        let closed = BreakerState::Closed.gauge() as u64;
+        let event = match (before, now as u64) {
+            (b, n) if n == open && b != open => AuditEvent::BreakerOpened,
+            (b, n) if n == closed && b != closed => AuditEvent::BreakerClosed,
+            _ => return,
+        };
+        let detail = match (event, cause) {
+            (AuditEvent::BreakerOpened, Some(c)) => format!("circuit to {} opened: {c}", self.base),
+            (AuditEvent::BreakerOpened, None) => format!("circuit to {} opened", self.base),
+            _ => format!("circuit to {} closed", self.base),
+        };
+        notice(Notice::new(event, self.name.clone(), detail));
     }
 
     fn count_attempt(&self, outcome: &'static str) {
