@@ -80,10 +80,10 @@ def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path
     return path
 
 
-def pipeline(manifest: Path, tmp: Path, *extra) -> dict:
+def pipeline(manifest: Path, tmp: Path, *extra, env=None) -> dict:
     summary = tmp / f"summary-{time.monotonic_ns()}.json"
     run([binary(), "run", str(manifest), "--idle-exit-ms", "3000", "--progress-secs", "0",
-         "--summary-json", str(summary), *extra])
+         "--summary-json", str(summary), *extra], env=env)
     return json.loads(summary.read_text())
 
 
@@ -95,7 +95,8 @@ def main():
     ap.add_argument("--drift-rows", type=int, default=10_000_000, help="prediction rows for the drift benchmark")
     ap.add_argument("--backfill-rows", type=int, default=1_000_000, help="rows for the backfill benchmark")
     ap.add_argument("--codec-events", type=int, default=200_000, help="events for the output codec comparison")
-    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec"],
+    ap.add_argument("--ops-events", type=int, default=200_000, help="events for the metrics and tracing cost")
+    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec", "ops"],
                     help="run one section and update only it in --out")
     args = ap.parse_args()
 
@@ -108,6 +109,7 @@ def main():
         "cloud": (lambda: last_json(run([binary(), "bench", "cloud", "--rps", "200", "--seconds", "5",
                                          "--requests", "2000"]).stdout), CLOUD_BEGIN, CLOUD_END, cloud_section),
         "codec": (lambda: codec_bench(tmp, args.codec_events), CODEC_BEGIN, CODEC_END, codec_section),
+        "ops": (lambda: ops_bench(tmp, args.ops_events), OPS_BEGIN, OPS_END, ops_section),
     }
     for name, (measure, begin, end, section) in sections.items():
         if args.only in (None, name):
@@ -223,6 +225,78 @@ def codec_section(c: dict) -> list:
         "them); its events/s against `none` and `lz4` is in the table. Records are read in every codec whatever "
         "this setting.",
         CODEC_END,
+    ]
+
+
+OPS_BEGIN = "<!-- ops -->"
+OPS_END = "<!-- /ops -->"
+# (name, what it is, extra run arguments, extra environment)
+OPS = [
+    ("off", "no listener, no tracing", [], {}),
+    ("metrics", "`--listen`: every metric recorded, scraped by nobody", ["--listen", "127.0.0.1:0"], {}),
+    ("traces 1 %", "metrics and `OTEL_TRACES_SAMPLER=traceidratio`, `_ARG=0.01`", ["--listen", "127.0.0.1:0"],
+     {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}),
+    ("traces all", "metrics and every record traced (`always_on`)", ["--listen", "127.0.0.1:0"],
+     {"OTEL_TRACES_SAMPLER": "always_on"}),
+]
+
+
+def ops_bench(tmp: Path, events: int) -> dict:
+    """The Kafka path at full throughput with metrics and tracing off and on,
+    on the same input, two runs each, interleaved; spans go to an OTLP
+    receiver that answers without decoding (tests/peers/otlp/receiver.py)."""
+    port = free_port()
+    receiver = subprocess.Popen([str(ROOT / ".venv-peers/bin/python"), "tests/peers/otlp/receiver.py",
+                                 "--port", str(port), "--discard"], cwd=ROOT)
+    kafka_dir, bootstrap = start_kafka()
+    try:
+        topic = f"ops-{os.getpid()}"
+        run([binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--events", str(events),
+             "--partitions", "3"])
+        rates = {name: [] for name, *_ in OPS}
+        for rep in range(2):
+            for i, (name, _, extra, env) in enumerate(OPS):
+                group = f"{topic}-{i}-{rep}"
+                m = manifest_for(tmp, bootstrap, topic, group, tmp / f"ops-{group}")
+                full = {**os.environ, **env}
+                if env:
+                    full["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+                s = pipeline(m, tmp, *extra, env=full)
+                rates[name].append(s["events_per_s"])
+        return {"events": events, "rates": rates}
+    finally:
+        stop_kafka(kafka_dir)
+        receiver.kill()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ops_section(o: dict) -> list:
+    med = {k: statistics.median(v) for k, v in o["rates"].items()}
+    base = med["off"]
+    rows = [f"| {name} | {what} | {med[name]:,.0f} | {med[name] / base:.1%} | {1 - med[name] / base:+.1%} |"
+            for name, what, *_ in OPS]
+    return [
+        OPS_BEGIN,
+        "## Cost of metrics and tracing",
+        "",
+        f"`scripts/bench.py --only ops` (part of `make bench`): the Kafka path at full throughput over the same "
+        f"{o['events']:,} events, with metrics and tracing off and on, two runs each, interleaved (events/s is the "
+        "median). Spans go over OTLP/HTTP to a local receiver that answers without decoding.",
+        "",
+        "| configuration | what is on | events/s | vs off | cost |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "Tracing every record costs what its spans cost; sampling a percent of the traces keeps it within the "
+        "noise of these machines. Spans beyond a full export queue (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048) are dropped, "
+        "never waited for.",
+        OPS_END,
     ]
 
 

@@ -16,6 +16,7 @@ use switchyard_sink::ParquetSink;
 
 use crate::manifest::Plan;
 use crate::pipeline::{self, SideTasks, Sinks, Source, Stages, Summary};
+use crate::telemetry::lineage::RunEvents;
 use crate::telemetry::{self, AuditLog, Health};
 
 /// How a streaming run goes.
@@ -50,6 +51,20 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
         telemetry::note_pipeline(&plan.manifest().name);
         telemetry::serve(addr, metrics, health.clone()).await?;
     }
+    let lineage = match &service.openlineage {
+        Some(c) => Some(RunEvents::start(c, plan, opts.input_file.is_none() && !opts.no_kafka_sink).await),
+        None => None,
+    };
+    let summary = run_plan(plan, opts, &health).await;
+    if let Some(l) = lineage {
+        l.finish(summary.as_ref().err().map(|e| format!("{e:#}"))).await;
+    }
+    summary
+}
+
+/// [`stream`] once the service is up: the stages, sinks and source of
+/// `plan`, run until the source ends or a signal.
+async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::Result<Summary> {
     if opts.input_file.is_none() {
         check_brokers(plan, !opts.no_kafka_sink).await?;
     }

@@ -90,6 +90,53 @@ pub struct ServiceConfig {
     /// is read again. Default: 30000.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// OpenLineage run events (START, RUNNING, COMPLETE, FAIL) to a server
+    /// and/or a file. Default: none.
+    #[serde(default)]
+    pub openlineage: Option<OpenLineageConfig>,
+}
+
+/// The `service.openlineage` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLineageConfig {
+    /// Base URL of the OpenLineage server; events go to `{url}/api/v1/lineage`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A JSON Lines file the events are appended to (relative to the manifest).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The job's namespace. Default: `switchyard`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// How often a `RUNNING` event is sent while the run goes on, in ms. Default: 60000.
+    #[serde(default = "default_running_interval_ms")]
+    pub running_interval_ms: u64,
+}
+
+fn default_namespace() -> String {
+    "switchyard".into()
+}
+
+fn default_running_interval_ms() -> u64 {
+    60_000
+}
+
+impl OpenLineageConfig {
+    /// Reports every problem under `path`.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.url.is_none() && self.file.is_none() {
+            problems.push(path, "needs `url` (an OpenLineage server) or `file` (JSON Lines), or both");
+        }
+        if let Some(u) = &self.url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                problems.push(format!("{path}.url"), format!("`{u}` is not an http(s) URL"));
+            }
+        }
+        if self.running_interval_ms == 0 {
+            problems.push(format!("{path}.running_interval_ms"), "must be at least 1");
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -102,7 +149,7 @@ fn default_shutdown_timeout_ms() -> u64 {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { listen: None, metrics: true, shutdown_timeout_ms: default_shutdown_timeout_ms() }
+        Self { listen: None, metrics: true, shutdown_timeout_ms: default_shutdown_timeout_ms(), openlineage: None }
     }
 }
 
@@ -117,6 +164,9 @@ impl ServiceConfig {
         }
         if self.shutdown_timeout_ms == 0 {
             problems.push(format!("{path}.shutdown_timeout_ms"), "must be at least 1");
+        }
+        if let Some(o) = &self.openlineage {
+            o.validate(&format!("{path}.openlineage"), problems);
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod audit;
 mod health;
+pub mod lineage;
 pub mod trace;
 
 use std::net::SocketAddr;

@@ -399,7 +399,8 @@ fn the_loop_closes_the_retrained_version_serves_after_its_canary_is_promoted() {
         let ctx = switchyard_analysis::catalog::open(&tables).await.unwrap();
         let b = switchyard_analysis::catalog::query(
             &ctx,
-            "SELECT concat(event, ' ', model_version) FROM audit ORDER BY time",
+            // Model lifecycle rows (operational rows name no model).
+            "SELECT concat(event, ' ', model_version) FROM audit WHERE model_name <> '' ORDER BY time",
         )
         .await
         .unwrap();

@@ -13,6 +13,7 @@ mod cloud;
 mod cluster;
 mod compression;
 mod crash;
+mod deploy;
 mod drift_loop;
 mod drift_stats;
 mod e2e;

@@ -483,3 +483,125 @@ fn traces_follow_each_event_from_its_record_to_its_result() {
         assert!(batches.iter().any(|b| b["span_id"] == s["parent_span_id"] && b["trace_id"] == s["trace_id"]));
     }
 }
+
+/// A server that records what it receives: every `POST` body, in order.
+struct Recorder {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Recorder {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = got.clone();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/api/v1/lineage",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    store.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    axum::http::StatusCode::CREATED
+                }
+            }),
+        );
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Recorder { url, got, _rt: rt }
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn with_openlineage(manifest: &Path, url: &str, file: &Path, interval_ms: u64) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let text = format!(
+        "{text}\nservice:\n  openlineage:\n    url: {url}\n    file: {}\n    namespace: test-ns\n    running_interval_ms: {interval_ms}\n",
+        file.display()
+    );
+    std::fs::write(manifest, text).unwrap();
+}
+
+#[test]
+fn openlineage_run_events_start_run_and_complete() {
+    let bootstrap = crate::broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let t = Topics::new("lineage");
+    create_topics(&bootstrap, &[(&t.input, 2), (&t.results, 2), (&t.dlq, 1)]);
+    let (payloads, _) = mixed_input(dir.path(), 3000);
+    produce(&bootstrap, &t.input, &payloads);
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 500);
+    let recorder = Recorder::start();
+    let file = dir.path().join("lineage.jsonl");
+    with_openlineage(&manifest, &recorder.url, &file, 300);
+    let out = switchyard(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--idle-exit-ms",
+        "2000",
+        "--progress-secs",
+        "0",
+        "--no-create-topics",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = recorder.events();
+    let kinds: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"START"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"COMPLETE"), "{kinds:?}");
+    assert!(kinds.contains(&"RUNNING"), "a RUNNING event every 300 ms: {kinds:?}");
+    let run_id = &events[0]["run"]["runId"];
+    assert!(run_id.as_str().is_some_and(|r| r.len() == 36));
+    let hash = switchyard_schemas::sha256_hex(&std::fs::read(&manifest).unwrap());
+    for e in &events {
+        assert_eq!(&e["run"]["runId"], run_id, "one run");
+        assert_eq!(e["job"]["namespace"], "test-ns");
+        assert_eq!(e["job"]["name"], "fraud-scoring");
+        assert_eq!(e["job"]["facets"]["jobType"]["processingType"], "STREAMING");
+        assert!(e["schemaURL"].as_str().unwrap().starts_with("https://openlineage.io/spec/"));
+        let facet = &e["run"]["facets"]["switchyard_run"];
+        assert_eq!(facet["manifestHash"], hash.as_str());
+        assert!(facet["policyHash"].as_str().is_some_and(|h| h.len() == 64));
+        assert!(facet["_producer"].is_string() && facet["_schemaURL"].is_string());
+        let kafka = format!("kafka://{}", bootstrap.split(',').next().unwrap());
+        assert_eq!(e["inputs"], serde_json::json!([{"namespace": kafka, "name": t.input}]));
+        let outputs: Vec<String> = e["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| format!("{} {}", o["namespace"].as_str().unwrap(), o["name"].as_str().unwrap()))
+            .collect();
+        for want in [format!("{kafka} {}", t.results), format!("{kafka} {}", t.dlq)] {
+            assert!(outputs.contains(&want), "{outputs:?}");
+        }
+        assert!(outputs.iter().any(|o| o.starts_with("file://") && o.ends_with(" predictions")), "{outputs:?}");
+    }
+    // The file transport got the same events.
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(lines.lines().count(), events.len());
+}
+
+#[test]
+fn openlineage_fail_event_names_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topics::new("lineage-fail");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let manifest = write_manifest(dir.path(), &t, &format!("127.0.0.1:{closed}"), &dir.path().join("tables"), 500);
+    let text =
+        std::fs::read_to_string(&manifest).unwrap().replace("group_id:", "connect_timeout_ms: 1500\n  group_id:");
+    std::fs::write(&manifest, text).unwrap();
+    let recorder = Recorder::start();
+    with_openlineage(&manifest, &recorder.url, &dir.path().join("lineage.jsonl"), 60_000);
+    let out = switchyard(&["run", manifest.to_str().unwrap(), "--progress-secs", "0"]);
+    assert!(!out.status.success());
+    let events = recorder.events();
+    let kinds: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["START", "FAIL"]);
+    let error = &events[1]["run"]["facets"]["errorMessage"];
+    assert!(error["message"].as_str().unwrap().contains(&format!("127.0.0.1:{closed}")), "{error}");
+    assert_eq!(error["programmingLanguage"], "Rust");
+}

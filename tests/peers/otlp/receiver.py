@@ -7,6 +7,7 @@ Lines file: trace and span ids in hex, parent span id, name, kind, start and
 end times, attributes, links, status, and the resource's service name.
 
     receiver.py --port 4318 --out spans.jsonl
+    receiver.py --port 4318 --discard      # answer only (benchmarks)
 """
 
 import argparse
@@ -62,8 +63,15 @@ def spans(req):
 
 def handler(out):
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if out is None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             if self.path != "/v1/traces":
@@ -99,10 +107,12 @@ def handler(out):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
+    p.add_argument("--discard", action="store_true", help="answer without decoding or keeping anything")
     a = p.parse_args()
-    open(a.out, "a").close()
-    ThreadingHTTPServer(("127.0.0.1", a.port), handler(a.out)).serve_forever()
+    if not a.discard:
+        open(a.out, "a").close()
+    ThreadingHTTPServer(("127.0.0.1", a.port), handler(None if a.discard else a.out)).serve_forever()
 
 
 if __name__ == "__main__":
