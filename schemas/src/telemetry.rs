@@ -464,6 +464,19 @@ impl Metric {
     }
 }
 
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that a recorder is installed: code that gathers what it records
+/// (per-chunk tallies, timings) may skip that work while this is false.
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a recorder is installed ([`set_recording`]).
+pub fn recording() -> bool {
+    RECORDING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Registers every metric's description with the installed recorder.
 pub fn describe_all() {
     for m in ALL {

@@ -99,30 +99,44 @@ fn stage_time(stage: &'static str, since: Instant) {
 /// A chunk's results, shadow answers and DLQ records as metrics: one
 /// update per distinct label set, not per event.
 fn count_chunk(preds: &[Prediction], shadows: &[Prediction], dlq: &[DlqRecord], shadow_failed: u64) {
-    let mut events: HashMap<(&str, &str, String, &'static str, bool), u64> = HashMap::new();
+    // A chunk has a handful of distinct label sets: a list beats hashing
+    // every event's labels.
+    type Key<'a> = (&'a str, &'a str, &'a str, &'a str, &'static str, bool);
+    let mut events: Vec<(Key<'_>, u64)> = Vec::new();
     for p in preds {
         let l = &p.lineage;
-        let model = format!("{}/{}", l.model.name, l.model.version);
-        let key = (l.route.route.as_str(), l.route.rule_id.as_str(), model, l.route.sensitivity.as_str(), l.fallback);
-        *events.entry(key).or_default() += 1;
+        let (r, m) = (&l.route, &l.model);
+        let key = (
+            r.route.as_str(),
+            r.rule_id.as_str(),
+            m.name.as_str(),
+            m.version.as_str(),
+            r.sensitivity.as_str(),
+            l.fallback,
+        );
+        match events.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => events.push((key, 1)),
+        }
     }
-    for ((route, rule, model, sensitivity, fallback), n) in events {
+    for ((route, rule, name, version, sensitivity, fallback), n) in events {
         m::EVENTS
             .counter([
                 ("route", route.to_string().into()),
                 ("rule", rule.to_string().into()),
-                ("model", model.into()),
+                ("model", format!("{name}/{version}").into()),
                 ("sensitivity", sensitivity.into()),
                 ("fallback", if fallback { "true" } else { "false" }.into()),
             ])
             .increment(n);
     }
-    let mut shadow: HashMap<(&str, String), u64> = HashMap::new();
+    let mut shadow: HashMap<(&str, &str, &str), u64> = HashMap::new();
     for p in shadows {
         let l = &p.lineage;
-        *shadow.entry((&l.route.route, format!("{}/{}", l.model.name, l.model.version))).or_default() += 1;
+        *shadow.entry((&l.route.route, &l.model.name, &l.model.version)).or_default() += 1;
     }
-    for ((worker, model), n) in shadow {
+    for ((worker, name, version), n) in shadow {
+        let model = format!("{name}/{version}");
         m::SHADOW_ANSWERS.counter([("worker", worker.to_string().into()), ("model", model.into())]).increment(n);
     }
     if shadow_failed > 0 {
@@ -234,8 +248,7 @@ impl Deliver {
                             // The trace goes on from this record's span.
                             lineage.traceparent = trace::traceparent(&cx);
                         }
-                        let model = format!("{}/{}", lineage.model.name, lineage.model.version);
-                        s.served(i, name, &lineage.route.rule_id, &model, lineage.fallback);
+                        s.served(i, &lineage);
                     }
                     if !dispatched.shadows.is_empty() {
                         served[j] = Some((lineage.clone(), event.key.clone()));
@@ -275,7 +288,9 @@ impl Deliver {
             *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
             *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;
         }
-        count_chunk(&preds, &shadow_rows, &dlq, dispatched.shadow_failed);
+        if m::recording() {
+            count_chunk(&preds, &shadow_rows, &dlq, dispatched.shadow_failed);
+        }
         let writing = Instant::now();
         match &self.kafka {
             Some(k) => {

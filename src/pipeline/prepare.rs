@@ -203,7 +203,9 @@ impl Stages {
                 Err(d) => dlq.push(*d),
             }
         }
-        times.record();
+        if m::recording() {
+            times.record();
+        }
         if replayed > 0 {
             m::REPLAYED_RECORDS.counter([]).increment(replayed);
         }

@@ -46,6 +46,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = builder.install_recorder().context("installing the metrics recorder")?;
     m::describe_all();
+    m::set_recording(true);
     m::BUILD_INFO.gauge([("version", env!("CARGO_PKG_VERSION").into()), ("pipeline", "".into())]).set(0.0);
     let upkeep = handle.clone();
     std::thread::Builder::new()

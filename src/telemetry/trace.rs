@@ -207,15 +207,19 @@ impl ChunkSpans {
             if parent.span().span_context().is_sampled() {
                 links.push(Link::with_context(parent.span().span_context().clone()));
             }
-            let mut attributes = messaging(&raw.topic, group);
-            attributes.push(KeyValue::new("messaging.destination.partition.id", raw.partition.to_string()));
-            attributes.push(KeyValue::new("messaging.kafka.offset", raw.offset));
-            let span = tracer
+            let mut span = tracer
                 .span_builder(name.clone())
                 .with_kind(SpanKind::Consumer)
                 .with_start_time(time_of(raw.received_us))
-                .with_attributes(attributes)
                 .start_with_context(&tracer, &parent);
+            // Attributes only for spans that are kept: most are not, when
+            // sampling.
+            if span.is_recording() {
+                let mut attributes = messaging(&raw.topic, group);
+                attributes.push(KeyValue::new("messaging.destination.partition.id", raw.partition.to_string()));
+                attributes.push(KeyValue::new("messaging.kafka.offset", raw.offset));
+                span.set_attributes(attributes);
+            }
             records.push(span);
         }
         let mut attributes = messaging(&topic, group);
@@ -254,15 +258,17 @@ impl ChunkSpans {
         span.end_with_timestamp(end);
     }
 
-    /// Ends record `i`'s span as served: route, rule and model on it.
-    pub fn served(&mut self, i: usize, route: &str, rule: &str, model: &str, fallback: bool) {
+    /// Ends record `i`'s span as served: route, rule, model and fallback
+    /// from its lineage.
+    pub fn served(&mut self, i: usize, lineage: &switchyard_schemas::Lineage) {
         let Some(span) = self.records.get_mut(i) else { return };
         if span.is_recording() {
+            let model = format!("{}/{}", lineage.model.name, lineage.model.version);
             span.set_attributes([
-                KeyValue::new("switchyard.route", route.to_string()),
-                KeyValue::new("switchyard.rule", rule.to_string()),
-                KeyValue::new("switchyard.model", model.to_string()),
-                KeyValue::new("switchyard.fallback", fallback),
+                KeyValue::new("switchyard.route", lineage.route.route.clone()),
+                KeyValue::new("switchyard.rule", lineage.route.rule_id.clone()),
+                KeyValue::new("switchyard.model", model),
+                KeyValue::new("switchyard.fallback", lineage.fallback),
             ]);
         }
         span.end();
