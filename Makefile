@@ -32,7 +32,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: setup-broker  ## benchmarks (pipeline and baselines in one run); writes docs/BENCHMARKS.md
+bench: setup-broker setup-peers  ## benchmarks (pipeline and baselines in one run); writes docs/BENCHMARKS.md
 	$(CARGO) build --quiet
 	.venv/bin/python scripts/bench.py
 

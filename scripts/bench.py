@@ -536,6 +536,8 @@ def write_report(r: dict, args):
         *backfill_section(r["backfill"]),
         "",
         *codec_section(r["codec"]),
+        "",
+        *ops_section(r["ops"]),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
 
