@@ -3,6 +3,7 @@
 //! and PNG charts.
 
 use std::path::PathBuf;
+use switchyard_schemas::now_us;
 
 use anyhow::Context as _;
 use switchyard_analysis::render::{self, Rasteriser};
@@ -154,8 +155,4 @@ pub async fn command(plan: &Plan, o: DriftOptions) -> anyhow::Result<()> {
         println!("drift table: {}", path.display());
     }
     Ok(())
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }

@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use switchyard_analysis::{render, Monitor, RolloutOutcome};
+use switchyard_schemas::now_us;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -26,10 +27,6 @@ pub fn build(plan: &Plan) -> anyhow::Result<Option<Monitor>> {
         &m.bootstrap_servers,
     )?;
     Ok(Some(monitor))
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 /// Runs the monitor every interval until `stop` turns true. A failed

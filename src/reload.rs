@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use switchyard_schemas::now_us;
 
 use switchyard_analysis::audit::{self, AuditRow};
 use switchyard_workers::dispatch::{Worker, WorkerSet};
@@ -70,8 +71,4 @@ pub fn spawn(
         }));
     }
     tasks
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }

@@ -125,8 +125,7 @@ fn loaded(plan: &Plan) {
     let m = plan.manifest();
     let detail = format!("{} (sha256 {})", plan.loaded.path.display(), plan.loaded.hash);
     notice(Notice { version: String::new(), ..Notice::new(AuditEvent::ManifestLoaded, "pipeline", detail) });
-    let policy = serde_json::to_vec(&m.routing).unwrap_or_default();
-    let detail = format!("{} rules (sha256 {})", m.routing.rules.len(), switchyard_schemas::sha256_hex(&policy));
+    let detail = format!("{} rules (sha256 {})", m.routing.rules.len(), plan.policy_hash());
     notice(Notice { version: m.routing.version.clone(), ..Notice::new(AuditEvent::PolicyLoaded, "pipeline", detail) });
 }
 

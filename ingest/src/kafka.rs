@@ -9,6 +9,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use switchyard_schemas::now_us;
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{kafka as client, notice, AuditEvent, Notice, Problems, RawRecord, SecretSource};
 use tokio::sync::mpsc;
@@ -456,10 +457,6 @@ impl KafkaCommitter {
     }
 }
 
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
 pub(crate) fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRecord {
     let headers = m
         .headers()
@@ -565,7 +562,9 @@ async fn fetch_loop(
             }
         }
         stats.records.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        count_consumed(&chunk);
+        if m::recording() {
+            count_consumed(&chunk);
+        }
         let permit = match tx.try_reserve() {
             Ok(p) => p,
             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),

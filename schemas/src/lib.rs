@@ -46,13 +46,19 @@ pub use document::Document;
 pub use error::{Error, Result};
 pub use event::{Event, RawRecord, Value};
 pub use feedback::{audit_arrow_schema, feedback_arrow_schema, trigger_arrow_schema, Feedback};
-pub use lineage::{derive_lineage_id, headers, Lineage, ModelRef, RouteInfo, Sensitivity, SourceCoords};
+pub use lineage::{derive_lineage_id, headers, traceparent, Lineage, ModelRef, RouteInfo, Sensitivity, SourceCoords};
 pub use pii::PiiScanner;
 pub use problems::{Problem, Problems};
 pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
 pub use rollout::{registered_versions, RolloutDecision, RolloutState};
 pub use schema::{EventSchema, FieldSpec, FieldType};
 pub use secret::{read_secret, Secret, SecretSource};
+
+/// Now, in µs since the Unix epoch (UTC): the time unit of lineage, rows
+/// and tables.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
 
 /// Hex-encoded SHA-256 of `bytes`: used for manifest, spec and model hashes.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -159,6 +159,12 @@ pub struct Lineage {
     pub run_id: String,
 }
 
+/// A W3C `traceparent` (version 00) of a trace id and span id in hex and
+/// the trace flags (1: sampled).
+pub fn traceparent(trace_id: impl std::fmt::Display, span_id: impl std::fmt::Display, flags: u8) -> String {
+    format!("00-{trace_id}-{span_id}-{flags:02x}")
+}
+
 /// Derives the lineage id of a record that carries none: a hash of its source
 /// coordinates, so a replay of the same record gets the same id.
 pub fn derive_lineage_id(topic: &str, partition: i32, offset: i64) -> String {
@@ -171,7 +177,7 @@ impl Lineage {
     /// a replay continues the same trace), the span id a hash of it.
     pub fn derive_traceparent(lineage_id: &str) -> String {
         let trace = crate::sha256_hex(lineage_id.as_bytes());
-        format!("00-{}-{}-01", &trace[..32], &trace[32..48])
+        traceparent(&trace[..32], &trace[32..48], 1)
     }
 
     /// Records that a fallback worker answered: the event is marked as a

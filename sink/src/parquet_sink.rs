@@ -20,6 +20,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use switchyard_schemas::now_us;
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{DlqRecord, Feedback, Prediction};
 
@@ -138,10 +139,6 @@ pub struct ParquetSink {
     pending_rows: u64,
     roll_started: Option<Instant>,
     seq: u64,
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 fn new_roll_id(prefix: &str) -> String {

@@ -77,6 +77,11 @@ pub(super) fn route_kinds(m: &Manifest) -> HashMap<String, RouteKind> {
 }
 
 impl Plan {
+    /// SHA-256 of the routing policy as loaded (audit rows, OpenLineage).
+    pub fn policy_hash(&self) -> String {
+        switchyard_schemas::sha256_hex(&serde_json::to_vec(&self.manifest().routing).unwrap_or_default())
+    }
+
     /// Checks `loaded` (every problem, see [`Loaded::validate`]) and
     /// resolves it with `overrides`: what every command that runs stages
     /// uses.

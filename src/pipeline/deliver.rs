@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use switchyard_schemas::now_us;
 
 use anyhow::Context as _;
 use switchyard_ingest::KafkaCommitter;
@@ -149,10 +150,6 @@ fn count_chunk(preds: &[Prediction], shadows: &[Prediction], dlq: &[DlqRecord], 
     for ((stage, class), n) in dead {
         m::DLQ_RECORDS.counter([("stage", stage.into()), ("class", class.into())]).increment(n);
     }
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 impl Deliver {

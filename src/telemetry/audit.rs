@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
+use switchyard_schemas::now_us;
 
 use switchyard_analysis::audit;
 use switchyard_schemas::Notice;
@@ -17,10 +18,6 @@ static CURRENT: Mutex<Option<mpsc::UnboundedSender<(i64, Notice)>>> = Mutex::new
 /// Writes the notices of one run; [`AuditLog::finish`] writes the rest.
 pub struct AuditLog {
     task: JoinHandle<()>,
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 impl AuditLog {

@@ -22,11 +22,18 @@ const PRODUCER: &str = concat!("https://github.com/switchyard/switchyard/tree/v"
 
 /// Sends the run events of one run.
 pub struct RunEvents {
+    transport: Transport,
+    stop: watch::Sender<bool>,
+    ticker: JoinHandle<()>,
+}
+
+/// Where a run's events go, and what every one of them says.
+#[derive(Clone)]
+struct Transport {
     post: Option<(reqwest::Client, String)>,
     file: Option<PathBuf>,
+    /// The event without its type and time.
     base: Value,
-    stop: watch::Sender<bool>,
-    ticker: Option<JoinHandle<()>>,
 }
 
 fn facet(schema: &str) -> serde_json::Map<String, Value> {
@@ -58,12 +65,11 @@ impl RunEvents {
                 outputs.push(json!({"namespace": kafka_ns(servers), "name": t}));
             }
         }
-        let policy = serde_json::to_vec(&m.routing).unwrap_or_default();
         let mut run_facet = facet(&format!("{PRODUCER}/openlineage/SwitchyardRunFacet.json"));
         run_facet.insert("manifestPath".into(), json!(plan.loaded.path.display().to_string()));
         run_facet.insert("manifestHash".into(), json!(plan.loaded.hash));
         run_facet.insert("policyVersion".into(), json!(m.routing.version));
-        run_facet.insert("policyHash".into(), json!(switchyard_schemas::sha256_hex(&policy)));
+        run_facet.insert("policyHash".into(), json!(plan.policy_hash()));
         run_facet.insert("instance".into(), json!(switchyard_schemas::audit_instance()));
         let mut job_type = facet("https://openlineage.io/spec/facets/2-0-3/JobTypeJobFacet.json");
         job_type.insert("processingType".into(), json!("STREAMING"));
@@ -82,37 +88,36 @@ impl RunEvents {
             let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
             (client, format!("{}/api/v1/lineage", u.trim_end_matches('/')))
         });
-        let mut events = RunEvents { post, file, base, stop: watch::channel(false).0, ticker: None };
-        events.send("START", None).await;
+        let transport = Transport { post, file, base };
+        transport.send("START", None).await;
         let every = Duration::from_millis(config.running_interval_ms.max(1));
-        let (post, file, base, mut stop) =
-            (events.post.clone(), events.file.clone(), events.base.clone(), events.stop.subscribe());
-        events.ticker = Some(tokio::spawn(async move {
-            let ticker = RunEvents { post, file, base, stop: watch::channel(false).0, ticker: None };
+        let stop = watch::channel(false).0;
+        let (running, mut stopped) = (transport.clone(), stop.subscribe());
+        let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => ticker.send("RUNNING", None).await,
-                    _ = stop.changed() => return,
+                    _ = tick.tick() => running.send("RUNNING", None).await,
+                    _ = stopped.changed() => return,
                 }
             }
-        }));
-        events
+        });
+        RunEvents { transport, stop, ticker }
     }
 
     /// Sends `COMPLETE` (or `FAIL` with `error`) and stops the ticker.
-    pub async fn finish(mut self, error: Option<String>) {
+    pub async fn finish(self, error: Option<String>) {
         let _ = self.stop.send(true);
-        if let Some(t) = self.ticker.take() {
-            let _ = t.await;
-        }
+        let _ = self.ticker.await;
         match error {
-            None => self.send("COMPLETE", None).await,
-            Some(e) => self.send("FAIL", Some(e)).await,
+            None => self.transport.send("COMPLETE", None).await,
+            Some(e) => self.transport.send("FAIL", Some(e)).await,
         }
     }
+}
 
+impl Transport {
     async fn send(&self, event_type: &str, error: Option<String>) {
         let mut event = self.base.clone();
         event["eventType"] = json!(event_type);

@@ -170,7 +170,7 @@ fn time_of(us: i64) -> SystemTime {
 
 /// `traceparent` of a sampled span context (W3C format).
 pub fn traceparent(cx: &SpanContext) -> String {
-    format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8())
+    switchyard_schemas::traceparent(cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8())
 }
 
 /// The spans of one chunk: one per record (`process <topic>`, child of

@@ -56,16 +56,7 @@ fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
     let before = committed_rows(&tables);
     assert!(before < (valid + bad) as u64, "killed mid-run ({before} rows durable)");
 
-    let out = switchyard(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--idle-exit-ms",
-        "3000",
-        "--progress-secs",
-        "0",
-        "--no-create-topics",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_until_idle(&manifest);
 
     let tb = tables.as_path();
     assert_eq!(sql_i64(tb, "SELECT count(*) FROM predictions"), valid as i64, "0 lost, 0 duplicated");

@@ -993,8 +993,7 @@ fn cloud_requests_are_traced_and_carry_the_trace_to_the_endpoint() {
         .env("RUST_LOG", "warn")
         .env(TOKEN_ENV, &server.token)
         .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{}/v1/traces", receiver.peer.url))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
+        .envs(peers::OtlpReceiver::PROMPT_EXPORT)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

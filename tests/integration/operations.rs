@@ -228,20 +228,8 @@ fn sigterm_under_load_stops_cleanly_and_a_restart_duplicates_nothing() {
     let q = "SELECT count(*) FROM audit WHERE event = 'policy_loaded' AND model_version <> ''";
     assert_eq!(sql_i64(tb, q), 1, "the policy's version");
 
-    let out = switchyard(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--idle-exit-ms",
-        "3000",
-        "--progress-secs",
-        "0",
-        "--no-create-topics",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tb = tables.as_path();
-    assert_eq!(sql_i64(tb, "SELECT count(*) FROM predictions"), valid as i64, "0 lost, 0 duplicated");
-    assert_eq!(sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM predictions"), valid as i64);
-    assert_eq!(sql_i64(tb, "SELECT count(*) FROM dlq"), bad as i64);
+    run_until_idle(&manifest);
+    assert_exactly_once(&tables, valid, bad);
     // A clean stop leaves no duplicate on the results topic either.
     let results = read_topic(&bootstrap, &t.results);
     assert_eq!(results.keys.len(), valid, "every event has a result on the topic");
@@ -274,20 +262,8 @@ fn a_second_signal_exits_at_once_and_loses_nothing() {
     assert_eq!(status.code(), Some(130), "{text}");
     assert!(text.contains("second signal; exiting now"), "{text}");
 
-    let out = switchyard(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--idle-exit-ms",
-        "3000",
-        "--progress-secs",
-        "0",
-        "--no-create-topics",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tb = tables.as_path();
-    assert_eq!(sql_i64(tb, "SELECT count(*) FROM predictions"), valid as i64, "0 lost, 0 duplicated");
-    assert_eq!(sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM predictions"), valid as i64);
-    assert_eq!(sql_i64(tb, "SELECT count(*) FROM dlq"), bad as i64);
+    run_until_idle(&manifest);
+    assert_exactly_once(&tables, valid, bad);
 }
 
 /// Produces `payloads` with the headers `headers(i)` (key `k<i>`).
@@ -394,8 +370,7 @@ fn traces_follow_each_event_from_its_record_to_its_result() {
         .env("RUST_LOG", "warn")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.peer.url)
         .env("OTEL_SERVICE_NAME", "switchyard-test")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
+        .envs(peers::OtlpReceiver::PROMPT_EXPORT)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

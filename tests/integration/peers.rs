@@ -142,6 +142,11 @@ pub struct OtlpReceiver {
 }
 
 impl OtlpReceiver {
+    /// Batch span processor settings that export every span within a
+    /// fraction of a second and drop none (for a test to read them back).
+    pub const PROMPT_EXPORT: [(&'static str, &'static str); 2] =
+        [("OTEL_BSP_SCHEDULE_DELAY", "200"), ("OTEL_BSP_MAX_QUEUE_SIZE", "65536")];
+
     /// Starts one, its spans in `dir`.
     pub fn start(dir: &Path) -> Self {
         let port = free_port();

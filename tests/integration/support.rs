@@ -234,6 +234,29 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         .collect()
 }
 
+/// Runs `manifest` again until no record has come for 3 s: the restart
+/// after a stop or a crash.
+pub fn run_until_idle(manifest: &Path) {
+    let out = switchyard(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--idle-exit-ms",
+        "3000",
+        "--progress-secs",
+        "0",
+        "--no-create-topics",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The tables hold one prediction for each of `valid` events, no lineage id
+/// twice, and `bad` DLQ records.
+pub fn assert_exactly_once(tables: &Path, valid: usize, bad: usize) {
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM predictions"), valid as i64, "0 lost, 0 duplicated");
+    assert_eq!(sql_i64(tables, "SELECT count(DISTINCT lineage_id) FROM predictions"), valid as i64);
+    assert_eq!(sql_i64(tables, "SELECT count(*) FROM dlq"), bad as i64);
+}
+
 /// Runs a SQL query over the tables and returns the single i64 it yields.
 pub fn sql_i64(tables: &Path, sql: &str) -> i64 {
     let rt = tokio::runtime::Runtime::new().unwrap();

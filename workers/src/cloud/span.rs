@@ -53,7 +53,7 @@ impl RequestSpan {
     /// The `traceparent` header for the request, when traced.
     pub(crate) fn traceparent(&self) -> Option<String> {
         let cx = self.0.as_ref()?.span_context();
-        cx.is_sampled().then(|| format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8()))
+        cx.is_sampled().then(|| switchyard_schemas::traceparent(cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8()))
     }
 
     /// The endpoint answered with `status`.
