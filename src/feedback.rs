@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use switchyard_ingest::KafkaSource;
+use switchyard_ingest::{KafkaSource, SourceEvent};
 use switchyard_sink::{KafkaSink, Offsets, ParquetSink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,6 +53,11 @@ pub fn spawn(
         let mut summary = FeedbackSummary::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let roll = |parquet: &mut ParquetSink| -> anyhow::Result<()> {
+            if committer.assignment_lost() {
+                // Fenced out: the partitions' new owner reads them again.
+                parquet.abandon().context("abandoning the feedback roll")?;
+                return Ok(());
+            }
             let r = parquet.roll().context("rolling the feedback table")?;
             if !r.offsets.is_empty() {
                 let next: HashMap<(String, i32), i64> = r.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
@@ -64,8 +69,29 @@ pub fn spawn(
         };
         loop {
             tokio::select! {
-                chunk = source.next_chunk() => {
-                    let Some(chunk) = chunk else { break };
+                event = source.next_event() => {
+                    let chunk = match event {
+                        None => break,
+                        Some(SourceEvent::Records(chunk)) => chunk,
+                        Some(SourceEvent::Assigned(_)) => {
+                            // What their previous owner made durable.
+                            tokio::task::block_in_place(|| parquet.refresh_durable())
+                                .context("reading the feedback roll manifests")?;
+                            continue;
+                        }
+                        Some(SourceEvent::Revoked { lost, done, .. }) => {
+                            tokio::task::block_in_place(|| -> anyhow::Result<()> {
+                                if lost {
+                                    parquet.abandon().context("abandoning the feedback roll")?;
+                                    Ok(())
+                                } else {
+                                    roll(&mut parquet)
+                                }
+                            })?;
+                            done.done();
+                            continue;
+                        }
+                    };
                     let (mut good, mut bad, mut seen) = (Vec::new(), Vec::new(), Offsets::new());
                     for raw in &chunk {
                         let k = seen.entry((raw.topic.clone(), raw.partition)).or_insert(raw.offset);

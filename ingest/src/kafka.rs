@@ -1,8 +1,8 @@
 //! Kafka source: consumer-group consumption in chunks, with backpressure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -151,6 +151,9 @@ impl KafkaSourceConfig {
     pub fn client_config(&self, path: &str) -> Result<ClientConfig> {
         let mut c = ClientConfig::new();
         c.set("auto.offset.reset", "earliest")
+            // A rebalance moves only the partitions that change owner; the
+            // others go on being consumed (KIP-429).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             // Bound librdkafka's own prefetch so backpressure is felt quickly.
             .set("queued.max.messages.kbytes", "16384")
             // Consumer lag per partition (`switchyard_consumer_lag_records`).
@@ -179,10 +182,87 @@ pub struct SourceStats {
     pub assigned: AtomicU64,
 }
 
-/// The source consumer's client context: rebalances and librdkafka's
-/// statistics become metrics, and the assignment is counted for `/readyz`.
+/// What a [`KafkaSource`] hands downstream.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Records, in offset order within each partition.
+    Records(Vec<RawRecord>),
+    /// Partitions newly assigned to this consumer; their records follow.
+    /// Another worker may have made some of them durable before: re-read
+    /// what is durable before admitting them.
+    Assigned(Vec<(String, i32)>),
+    /// Partitions being taken away in a rebalance. The consumer stays inside
+    /// the group's rebalance until `done` is answered (or dropped): by then
+    /// every record of them handed downstream before this event must be
+    /// durable and its offset committed. Records of them that the consumer
+    /// had not handed downstream yet are dropped (the next owner reads them).
+    Revoked {
+        /// The partitions.
+        partitions: Vec<(String, i32)>,
+        /// The group has already given them to another member (this one
+        /// missed its session or poll deadline): nothing more of them may be
+        /// made durable or committed here; what is not durable yet must be
+        /// abandoned.
+        lost: bool,
+        /// Answer once done.
+        done: RevokeDone,
+    },
+}
+
+/// The answer to [`SourceEvent::Revoked`]; dropping it also answers.
+#[derive(Debug)]
+pub struct RevokeDone(std::sync::mpsc::SyncSender<()>);
+
+impl RevokeDone {
+    /// Lets the rebalance go on.
+    pub fn done(self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// The source consumer's client context: rebalances are handed downstream
+/// in order with the records ([`SourceEvent`]), and become metrics and
+/// audit notices; librdkafka's statistics become the lag gauge.
 pub struct SourceContext {
     stats: Arc<SourceStats>,
+    /// Where rebalance events go (the fetch loop's channel; weak, so the
+    /// channel closes when the fetch loop ends).
+    events: OnceLock<mpsc::WeakSender<SourceEvent>>,
+    /// The partitions assigned now.
+    assigned: Mutex<HashSet<(String, i32)>>,
+    /// Bumped at every revocation: a chunk being filled across one drops the
+    /// records of partitions no longer assigned.
+    revocations: AtomicU64,
+}
+
+impl SourceContext {
+    fn new(stats: Arc<SourceStats>) -> Self {
+        Self { stats, events: OnceLock::new(), assigned: Mutex::new(HashSet::new()), revocations: AtomicU64::new(0) }
+    }
+
+    /// Sends `event` downstream from inside a rebalance callback (which runs
+    /// in the fetch task, inside its poll) and, for a revocation, waits for
+    /// the answer. Without a multi-threaded runtime (unit tests) or once the
+    /// pipeline is gone (closing), nothing is sent.
+    fn hand_over(&self, event: SourceEvent, answer: Option<std::sync::mpsc::Receiver<()>>) {
+        let Some(tx) = self.events.get().and_then(mpsc::WeakSender::upgrade) else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::warn!("rebalance not handed downstream: needs the multi-threaded runtime");
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            if rt.block_on(tx.send(event)).is_ok() {
+                if let Some(rx) = answer {
+                    let _ = rx.recv();
+                }
+            }
+        });
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
 impl rdkafka::ClientContext for SourceContext {
@@ -202,7 +282,34 @@ impl rdkafka::ClientContext for SourceContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for SourceContext {
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = partitions(tpl);
+            if let Ok(mut a) = self.assigned.lock() {
+                for p in &parts {
+                    a.remove(p);
+                }
+            }
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+            let lost = consumer.assignment_lost();
+            if lost {
+                tracing::warn!(partitions = parts.len(), "partitions lost: the group gave them to another member");
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            self.hand_over(SourceEvent::Revoked { partitions: parts, lost, done: RevokeDone(tx) }, Some(rx));
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
         use rdkafka::consumer::Rebalance;
         let list = |tpl: &TopicPartitionList| {
             let mut parts: Vec<String> =
@@ -212,13 +319,16 @@ impl rdkafka::consumer::ConsumerContext for SourceContext {
         };
         let kind = match rebalance {
             Rebalance::Assign(tpl) => {
-                self.stats.assigned.store(tpl.count() as u64, Ordering::Relaxed);
+                let parts = partitions(tpl);
+                if let Ok(mut a) = self.assigned.lock() {
+                    a.extend(parts.iter().cloned());
+                }
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
                 notice(Notice::new(AuditEvent::PartitionsAssigned, "consumer", list(tpl)));
+                self.hand_over(SourceEvent::Assigned(parts), None);
                 "assign"
             }
             Rebalance::Revoke(tpl) => {
-                self.stats.assigned.store(0, Ordering::Relaxed);
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
                 notice(Notice::new(AuditEvent::PartitionsRevoked, "consumer", list(tpl)));
                 "revoke"
@@ -228,8 +338,10 @@ impl rdkafka::consumer::ConsumerContext for SourceContext {
                 "error"
             }
         };
+        let now = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.stats.assigned.store(now as u64, Ordering::Relaxed);
         m::REBALANCES.counter([("kind", kind.into())]).increment(1);
-        m::ASSIGNED_PARTITIONS.gauge([]).set(self.stats.assigned.load(Ordering::Relaxed) as f64);
+        m::ASSIGNED_PARTITIONS.gauge([]).set(now as f64);
     }
 }
 
@@ -238,7 +350,7 @@ type SourceConsumer = StreamConsumer<SourceContext>;
 /// A running Kafka consumer delivering chunks of records.
 pub struct KafkaSource {
     consumer: Arc<SourceConsumer>,
-    rx: mpsc::Receiver<Vec<RawRecord>>,
+    rx: mpsc::Receiver<SourceEvent>,
     stats: Arc<SourceStats>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -370,11 +482,12 @@ impl KafkaSource {
     ) -> Result<Self> {
         let stats = Arc::new(SourceStats::default());
         let consumer: SourceConsumer =
-            config.client_config("source")?.create_with_context(SourceContext { stats: stats.clone() })?;
+            config.client_config("source")?.create_with_context(SourceContext::new(stats.clone()))?;
+        let (tx, rx) = mpsc::channel(config.max_queued_chunks.max(1));
+        let _ = consumer.context().events.set(tx.downgrade());
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let consumer = Arc::new(consumer);
-        let (tx, rx) = mpsc::channel(config.max_queued_chunks.max(1));
         let settings = FetchSettings {
             chunk_size: config.chunk_size.max(1),
             chunk_wait: Duration::from_millis(config.chunk_max_wait_ms),
@@ -386,9 +499,22 @@ impl KafkaSource {
         Ok(Self { consumer, rx, stats, task })
     }
 
-    /// The next chunk, or `None` when the source has ended.
-    pub async fn next_chunk(&mut self) -> Option<Vec<RawRecord>> {
+    /// The next chunk of records or rebalance event, or `None` when the
+    /// source has ended.
+    pub async fn next_event(&mut self) -> Option<SourceEvent> {
         self.rx.recv().await
+    }
+
+    /// The next chunk, or `None` when the source has ended. Rebalances are
+    /// let through at once: for readers that hold nothing between chunks.
+    pub async fn next_chunk(&mut self) -> Option<Vec<RawRecord>> {
+        loop {
+            match self.rx.recv().await? {
+                SourceEvent::Records(r) => return Some(r),
+                SourceEvent::Assigned(_) => {}
+                SourceEvent::Revoked { done, .. } => done.done(),
+            }
+        }
     }
 
     /// Counters of this source.
@@ -441,6 +567,13 @@ impl KafkaCommitter {
                 .set(*offset as f64);
         }
         Ok(())
+    }
+
+    /// True when the group has taken this consumer's partitions away without
+    /// a hand-over (it missed its session or poll deadline): checked before
+    /// a roll's commit point, so a worker fenced out writes nothing more.
+    pub fn assignment_lost(&self) -> bool {
+        self.consumer.assignment_lost()
     }
 
     /// The group's committed offsets for the current assignment.
@@ -504,7 +637,7 @@ struct FetchSettings {
 
 async fn fetch_loop(
     consumer: Arc<SourceConsumer>,
-    tx: mpsc::Sender<Vec<RawRecord>>,
+    tx: mpsc::Sender<SourceEvent>,
     stats: Arc<SourceStats>,
     settings: FetchSettings,
 ) -> Result<()> {
@@ -518,6 +651,7 @@ async fn fetch_loop(
         // slices, each polling the queue afresh: after a pause/resume the
         // stream's wake-up can be missed, and a fresh poll finds the records.
         let limit = if seen_any { idle_timeout } else { idle_timeout.map(|_| startup_timeout) };
+        let revocations = consumer.context().revocations.load(Ordering::SeqCst);
         let first = loop {
             match tokio::time::timeout(POLL_SLICE, consumer.recv()).await {
                 Ok(r) => break Some(r),
@@ -561,6 +695,15 @@ async fn fetch_loop(
                 Err(_) => break,
             }
         }
+        if consumer.context().revocations.load(Ordering::SeqCst) != revocations {
+            // Partitions were revoked while the chunk filled: their records
+            // belong to the next owner now.
+            let assigned = consumer.context().assigned.lock().map(|a| a.clone()).unwrap_or_default();
+            chunk.retain(|r| assigned.contains(&(r.topic.clone(), r.partition)));
+            if chunk.is_empty() {
+                continue;
+            }
+        }
         stats.records.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if m::recording() {
             count_consumed(&chunk);
@@ -587,7 +730,7 @@ async fn fetch_loop(
                 }
             },
         };
-        permit.send(chunk);
+        permit.send(SourceEvent::Records(chunk));
         waiting = Instant::now();
     }
 }

@@ -30,5 +30,7 @@ pub use decode::{Decoder, LineageContext};
 pub use error::{Error, Result};
 pub use feedback::FeedbackConfig;
 pub use file::FileSource;
-pub use kafka::{check_brokers, BrokerCheck, KafkaCommitter, KafkaSource, KafkaSourceConfig, SourceStats};
+pub use kafka::{
+    check_brokers, BrokerCheck, KafkaCommitter, KafkaSource, KafkaSourceConfig, RevokeDone, SourceEvent, SourceStats,
+};
 pub use preprocess::{Encoding, FeatureSpec, PreprocessConfig, Preprocessor, Step};

@@ -9,11 +9,22 @@
 //! source offset of every partition they cover, so rows replayed after a
 //! crash (Kafka offsets not yet committed) are recognised and skipped: a
 //! replay adds no duplicate rows.
+//!
+//! Many writers share one table root: every sink instance has its own writer
+//! id, which ends each of its roll ids, and a lease file `_writers/<id>` whose
+//! modification time a background thread renews every few seconds. Recovery
+//! rolls forward any committed roll (renames are idempotent) but deletes the
+//! open files of an uncommitted roll only when its writer's lease is gone or
+//! older than [`LEASE_TIMEOUT`]: a live worker's open files are never touched.
+//! Workers that take over partitions in a rebalance re-read the manifests
+//! ([`DurableIndex::refresh`]) to learn what the previous owner made durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -39,6 +50,14 @@ const FEEDBACK_ROLLS: &str = "_rolls_feedback";
 /// Roll ids of the feedback writer start with this, so neither writer
 /// mistakes the other's open files for orphans.
 const FEEDBACK_ROLL_PREFIX: &str = "fb-";
+
+/// Lease files of the live writers, one per sink instance.
+const WRITERS: &str = "_writers";
+/// A writer whose lease file has not been renewed for this long is taken for
+/// dead: the open files of its uncommitted rolls may be deleted.
+pub const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a writer renews its lease.
+const LEASE_RENEW: Duration = Duration::from_secs(5);
 
 /// Roll manifests of backfill runs, one folder per run under this.
 const BACKFILL_ROLLS: &str = "_rolls_backfill";
@@ -132,18 +151,166 @@ pub struct ParquetSink {
     root: PathBuf,
     roll_max_rows: usize,
     roll_interval: std::time::Duration,
-    durable: Offsets,
+    durable: DurableIndex,
+    /// This instance's id, the last part of its roll ids.
+    writer_id: String,
+    lease: Lease,
     roll_id: String,
     open: BTreeMap<String, OpenFile>,
     pending_offsets: Offsets,
     pending_rows: u64,
     roll_started: Option<Instant>,
     seq: u64,
+    /// When dead writers' open files were last looked for.
+    swept: Instant,
 }
 
-fn new_roll_id(prefix: &str) -> String {
-    // Sortable by time, unique across workers.
-    format!("{prefix}{:016}-{}", now_us(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+fn new_roll_id(prefix: &str, writer: &str) -> String {
+    // Sortable by time, unique across workers; the writer id comes last.
+    format!("{prefix}{:016}-{writer}", now_us())
+}
+
+/// The writer id at the end of a roll id.
+fn roll_writer(roll_id: &str) -> &str {
+    roll_id.rsplit('-').next().unwrap_or(roll_id)
+}
+
+/// A writer's lease: a file under `_writers/` whose modification time a
+/// background thread renews; removed when the writer is dropped.
+struct Lease {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    /// When the lease was last renewed (by the thread), for the check before
+    /// each roll's commit point.
+    renewed: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Lease {
+    fn take(root: &Path, writer: &str) -> Result<Self> {
+        let dir = root.join(WRITERS);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(writer);
+        let host = hostname();
+        std::fs::write(&path, format!("{host}/{}\n", std::process::id())).map_err(|e| Error::io(&path, e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let (p, s, r) = (path.clone(), stop.clone(), renewed.clone());
+        std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(LEASE_RENEW);
+                    if s.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let ok =
+                        File::options().append(true).open(&p).and_then(|f| f.set_modified(SystemTime::now())).is_ok();
+                    if ok {
+                        if let Ok(mut r) = r.lock() {
+                            *r = Instant::now();
+                        }
+                    } else {
+                        tracing::warn!(lease = %p.display(), "could not renew the writer lease");
+                    }
+                }
+            })
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self { path, stop, renewed })
+    }
+
+    /// True while no other writer may take this one for dead.
+    fn held(&self) -> bool {
+        let age = self.renewed.lock().map(|r| r.elapsed()).unwrap_or(Duration::MAX);
+        age + LEASE_RENEW < LEASE_TIMEOUT
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// True when the writer `id` has a lease under `root` renewed within
+/// [`LEASE_TIMEOUT`] — unless the lease names a process on this host that
+/// no longer exists (a worker killed here is known dead at once).
+fn writer_alive(root: &Path, id: &str) -> bool {
+    let path = root.join(WRITERS).join(id);
+    let Ok(meta) = std::fs::metadata(&path) else { return false };
+    let fresh = meta.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age < LEASE_TIMEOUT);
+    if !fresh {
+        return false;
+    }
+    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+    match owner.trim().rsplit_once('/') {
+        Some((host, pid)) if host == hostname() && pid.parse::<u32>().is_ok() => {
+            Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists()
+        }
+        _ => true,
+    }
+}
+
+/// The highest durable source offset per partition of one writer kind's
+/// committed rolls, kept up to date by re-reading only manifests not read
+/// before. A worker refreshes it when partitions are assigned to it, so it
+/// skips what their previous owner made durable.
+#[derive(Debug, Clone)]
+pub struct DurableIndex {
+    rolls: PathBuf,
+    read: HashSet<String>,
+    offsets: Offsets,
+}
+
+impl DurableIndex {
+    fn new(rolls: PathBuf) -> Self {
+        Self { rolls, read: HashSet::new(), offsets: Offsets::new() }
+    }
+
+    /// Reads the manifests committed since the last refresh.
+    pub fn refresh(&mut self) -> Result<()> {
+        let Ok(rd) = std::fs::read_dir(&self.rolls) else { return Ok(()) };
+        for entry in rd {
+            let path = entry.map_err(|e| Error::io(&self.rolls, e))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|n| n.ends_with(".json")) else {
+                continue;
+            };
+            if self.read.contains(name) {
+                continue;
+            }
+            let m = read_manifest(&path)?;
+            merge_offsets(&mut self.offsets, m.offsets);
+            self.read.insert(name.to_string());
+        }
+        Ok(())
+    }
+
+    /// Highest durable offset per partition.
+    pub fn offsets(&self) -> &Offsets {
+        &self.offsets
+    }
+
+    /// True when the record at these coordinates is already durable.
+    pub fn contains(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        // Avoid allocating a key on the hot path when nothing is durable yet.
+        !self.offsets.is_empty() && self.offsets.get(&(topic.to_string(), partition)).is_some_and(|&m| offset <= m)
+    }
+
+    fn note(&mut self, roll_id: &str, offsets: &Offsets) {
+        for (k, &v) in offsets {
+            let e = self.offsets.entry(k.clone()).or_insert(v);
+            *e = (*e).max(v);
+        }
+        self.read.insert(format!("{roll_id}.json"));
+    }
 }
 
 fn date_of(ts_ms: Option<i64>, fallback_us: i64) -> String {
@@ -193,19 +360,24 @@ impl ParquetSink {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
-        let roll_id = new_roll_id(&writer.prefix());
+        let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let lease = Lease::take(root, &writer_id)?;
+        let roll_id = new_roll_id(&writer.prefix(), &writer_id);
         let mut sink = Self {
+            durable: DurableIndex::new(root.join(writer.rolls())),
             writer,
             root: root.to_path_buf(),
             roll_max_rows: roll_max_rows.max(1),
             roll_interval,
-            durable: Offsets::new(),
+            writer_id,
+            lease,
             roll_id,
             open: BTreeMap::new(),
             pending_offsets: Offsets::new(),
             pending_rows: 0,
             roll_started: None,
             seq: 0,
+            swept: Instant::now(),
         };
         sink.recover()?;
         Ok(sink)
@@ -213,27 +385,70 @@ impl ParquetSink {
 
     fn recover(&mut self) -> Result<()> {
         let rolls = self.root.join(self.writer.rolls());
-        let mut committed = std::collections::HashSet::new();
-        for m in committed_rolls(&rolls, true)? {
+        let mut committed = HashSet::new();
+        self.swept = Instant::now();
+        for m in committed_rolls(&self.root, &rolls)? {
+            // Committed rolls are finished whoever wrote them: the renames are
+            // idempotent, so finishing a live writer's roll beside it is safe.
             for f in &m.files {
                 let fin = self.root.join(f);
                 let tmp = tmp_path(&fin, &m.roll_id);
                 if !fin.exists() && tmp.exists() {
-                    std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&tmp, e))?;
+                    finish_rename(&tmp, &fin)?;
                     tracing::info!(file = %fin.display(), roll = %m.roll_id, "finished an interrupted roll");
                 } else if !fin.exists() {
                     tracing::warn!(file = %fin.display(), roll = %m.roll_id, "file of a committed roll is missing");
                 }
             }
-            merge_offsets(&mut self.durable, m.offsets);
             committed.insert(m.roll_id);
         }
+        self.durable.refresh()?;
         // Temp files of rolls that never committed hold rows whose offsets were
-        // never committed either: the source replays them, so drop the files.
+        // never committed either: the source replays them, so drop the files —
+        // but only those of writers whose lease has run out.
+        let mut alive = HashMap::new();
         for table in self.writer.tables() {
-            remove_orphans(&self.root.join(table), &committed, &self.writer)?;
+            remove_orphans(&self.root, &self.root.join(table), &committed, &self.writer, &mut alive)?;
         }
         Ok(())
+    }
+
+    /// Re-reads the roll manifests committed since the last look (by any
+    /// writer of this kind): call when partitions are assigned.
+    pub fn refresh_durable(&mut self) -> Result<()> {
+        self.durable.refresh()
+    }
+
+    /// A copy of the durable index, for a stage that filters replays apart
+    /// from the writer.
+    pub fn durable_index(&self) -> DurableIndex {
+        self.durable.clone()
+    }
+
+    /// This writer's id (the last part of its roll ids and its lease's name).
+    pub fn writer_id(&self) -> &str {
+        &self.writer_id
+    }
+
+    /// Drops the current roll: its open files are deleted and its offsets
+    /// forgotten, so the rows are written again when the source replays
+    /// them. For partitions lost without a clean hand-over (the group gave
+    /// them to another worker), whose rows must not become durable here.
+    pub fn abandon(&mut self) -> Result<u64> {
+        let rows = self.pending_rows;
+        for (_, f) in std::mem::take(&mut self.open) {
+            drop(f.writer);
+            match std::fs::remove_file(&f.tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&f.tmp, e)),
+            }
+        }
+        self.pending_offsets.clear();
+        self.pending_rows = 0;
+        self.roll_started = None;
+        self.roll_id = new_roll_id(&self.writer.prefix(), &self.writer_id);
+        Ok(rows)
     }
 
     /// The highest durable offsets of a backfill run's committed rolls under
@@ -241,13 +456,9 @@ impl ParquetSink {
     pub fn backfill_offsets(root: &Path, run_id: &str) -> Result<Offsets> {
         let writer = Writer::Backfill { tag: backfill_tag(run_id) };
         let rolls = root.join(writer.rolls());
-        let mut durable = Offsets::new();
-        if rolls.is_dir() {
-            for m in committed_rolls(&rolls, false)? {
-                merge_offsets(&mut durable, m.offsets);
-            }
-        }
-        Ok(durable)
+        let mut durable = DurableIndex::new(rolls);
+        durable.refresh()?;
+        Ok(durable.offsets)
     }
 
     /// The table root it writes under.
@@ -255,15 +466,14 @@ impl ParquetSink {
         &self.root
     }
 
-    /// Highest durable offset per partition, from every committed roll.
+    /// Highest durable offset per partition, from every committed roll read.
     pub fn durable_offsets(&self) -> &Offsets {
-        &self.durable
+        self.durable.offsets()
     }
 
     /// True when the record at these coordinates is already durable (a replay).
     pub fn is_durable(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        // Avoid allocating a key on the hot path when nothing is durable yet.
-        !self.durable.is_empty() && self.durable.get(&(topic.to_string(), partition)).is_some_and(|&m| offset <= m)
+        self.durable.contains(topic, partition, offset)
     }
 
     /// Records that offsets up to these are covered by the current roll.
@@ -371,7 +581,16 @@ impl ParquetSink {
             self.roll_started = None;
             return Ok(RollSummary::default());
         }
-        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id(&self.writer.prefix()));
+        if !self.lease.held() {
+            // Another writer may already have taken this one for dead and
+            // deleted its open files: committing could record rows it lost.
+            return Err(Error::Internal(format!(
+                "the writer lease {} was not renewed for {} s; not committing a roll whose files may be gone",
+                self.lease.path.display(),
+                LEASE_TIMEOUT.as_secs()
+            )));
+        }
+        let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id(&self.writer.prefix(), &self.writer_id));
         let open = std::mem::take(&mut self.open);
         let mut files = Vec::with_capacity(open.len());
         let mut tmps = Vec::with_capacity(open.len());
@@ -379,6 +598,9 @@ impl ParquetSink {
         for (_, f) in open {
             let file = f.writer.into_inner()?;
             file.sync_all().map_err(|e| Error::io(&f.tmp, e))?;
+            if !f.tmp.exists() {
+                return Err(Error::Internal(format!("{}: open file of this roll was deleted", f.tmp.display())));
+            }
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
             written.push((f.table, f.rows, bytes));
             files.push(f.final_rel);
@@ -408,15 +630,12 @@ impl ParquetSink {
         sync_dir(&rolls);
         for (tmp, rel) in tmps.iter().zip(&files) {
             let fin = self.root.join(rel);
-            std::fs::rename(tmp, &fin).map_err(|e| Error::io(tmp, e))?;
+            finish_rename(tmp, &fin)?;
             if let Some(dir) = fin.parent() {
                 sync_dir(dir);
             }
         }
-        for (k, &v) in &offsets {
-            let e = self.durable.entry(k.clone()).or_insert(v);
-            *e = (*e).max(v);
-        }
+        self.durable.note(&roll_id, &offsets);
         m::ROLLS.counter([]).increment(1);
         for (table, rows, bytes) in written {
             m::PARQUET_FILES.counter([("table", table.into())]).increment(1);
@@ -426,29 +645,53 @@ impl ParquetSink {
         let summary = RollSummary { rows: self.pending_rows, files: files.len(), offsets };
         self.pending_rows = 0;
         self.roll_started = None;
+        if self.swept.elapsed() >= LEASE_TIMEOUT {
+            // Writers that died since: finish their committed rolls, drop
+            // their uncommitted files.
+            self.recover()?;
+        }
         Ok(summary)
     }
 }
 
-/// The committed roll manifests in `rolls`; with `remove_temps`, manifest
-/// temp files (rolls that never reached their commit point) are deleted.
-fn committed_rolls(rolls: &Path, remove_temps: bool) -> Result<Vec<RollManifest>> {
+/// The committed roll manifests in `rolls`; manifest temp files of dead
+/// writers (rolls that never reached their commit point) are deleted.
+fn committed_rolls(root: &Path, rolls: &Path) -> Result<Vec<RollManifest>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(rolls).map_err(|e| Error::io(rolls, e))? {
         let path = entry.map_err(|e| Error::io(rolls, e))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            if remove_temps {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let writer = name.split('.').next().map(roll_writer).unwrap_or_default();
+            if path.is_file() && !writer_alive(root, writer) {
                 let _ = std::fs::remove_file(&path);
             }
             continue;
         }
-        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        out.push(
-            serde_json::from_slice(&text)
-                .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))?,
-        );
+        match read_manifest(&path) {
+            Ok(m) => out.push(m),
+            // Another writer's manifest rename can race with the listing.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
+}
+
+fn read_manifest(path: &Path) -> Result<RollManifest> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))
+}
+
+/// Renames a committed roll's file to its final name; a rename another
+/// writer finished first (recovery beside a live writer) is not an error.
+fn finish_rename(tmp: &Path, fin: &Path) -> Result<()> {
+    match std::fs::rename(tmp, fin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && fin.exists() => Ok(()),
+        Err(e) => Err(Error::io(tmp, e)),
+    }
 }
 
 fn merge_offsets(durable: &mut Offsets, offsets: Vec<RollOffset>) {
@@ -469,19 +712,33 @@ fn tmp_path(fin: &Path, roll_id: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn remove_orphans(dir: &Path, committed: &std::collections::HashSet<String>, writer: &Writer) -> Result<()> {
+fn remove_orphans(
+    root: &Path,
+    dir: &Path,
+    committed: &HashSet<String>,
+    writer: &Writer,
+    alive: &mut HashMap<String, bool>,
+) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in rd {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
-            remove_orphans(&path, committed, writer)?;
+            remove_orphans(root, &path, committed, writer, alive)?;
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if let Some((_, roll)) = name.split_once(".tmp-") {
-            if writer.owns(roll) && !committed.contains(roll) {
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                tracing::info!(file = %path.display(), "removed a file of an uncommitted roll");
+            if !writer.owns(roll) || committed.contains(roll) {
+                continue;
+            }
+            let id = roll_writer(roll).to_string();
+            let live = *alive.entry(id.clone()).or_insert_with(|| writer_alive(root, &id));
+            if !live {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(file = %path.display(), "removed a file of an uncommitted roll"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&path, e)),
+                }
             }
         }
     }
@@ -530,6 +787,18 @@ mod tests {
         walk(root, &mut v);
         v.sort();
         v
+    }
+
+    /// As if the process was killed `ago`: open files flushed and left, the
+    /// lease no longer renewed since then.
+    fn kill(mut s: ParquetSink, ago: Duration) {
+        for f in s.open.values_mut() {
+            f.writer.flush().unwrap();
+        }
+        s.lease.stop.store(true, Ordering::Relaxed);
+        let lease = File::options().append(true).open(&s.lease.path).unwrap();
+        lease.set_modified(SystemTime::now() - ago).unwrap();
+        std::mem::forget(s);
     }
 
     fn offsets(max: i64) -> Offsets {
@@ -592,10 +861,7 @@ mod tests {
             let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
             s.write_predictions(&[pred(0, "1")]).unwrap();
             s.note_offsets(&offsets(0));
-            for f in s.open.values_mut() {
-                f.writer.flush().unwrap();
-            }
-            std::mem::forget(s); // no roll, no cleanup: as if killed
+            kill(s, Duration::from_secs(3600));
         }
         assert!(parquet_files(t.path()).iter().any(|p| p.to_string_lossy().contains(".tmp-")));
         let s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
@@ -615,6 +881,58 @@ mod tests {
         let s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
         assert!(fin.exists(), "rename finished on open");
         assert!(s.is_durable("tx", 0, 5));
+    }
+
+    #[test]
+    fn writers_sharing_a_root_keep_each_others_open_files_until_the_lease_runs_out() {
+        let t = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let open_files = || {
+            parquet_files(&t.path().join(PREDICTIONS))
+                .into_iter()
+                .filter(|p| p.to_string_lossy().contains(".tmp-"))
+                .count()
+        };
+        // A live writer with an open roll, and one killed a moment ago.
+        let mut live = ParquetSink::open(t.path(), 100, hour).unwrap();
+        live.write_predictions(&[pred(0, "1")]).unwrap();
+        live.note_offsets(&offsets(0));
+        let mut recent = ParquetSink::open(t.path(), 100, hour).unwrap();
+        recent.write_predictions(&[pred(10, "1")]).unwrap();
+        kill(recent, Duration::from_secs(1));
+        assert_ne!(live.writer_id(), ParquetSink::open(t.path(), 100, hour).unwrap().writer_id());
+        assert_eq!(open_files(), 2, "a writer opening beside them deletes neither");
+
+        // Once the killed writer's lease is older than the timeout, its open
+        // file is an orphan; the live writer's is not.
+        let mut old = ParquetSink::open(t.path(), 100, hour).unwrap();
+        old.write_predictions(&[pred(20, "1")]).unwrap();
+        kill(old, LEASE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(open_files(), 3);
+        drop(ParquetSink::open(t.path(), 100, hour).unwrap());
+        assert_eq!(open_files(), 2, "only the expired writer's file is removed");
+
+        // The live writer rolls; a second index sees it only after a refresh.
+        let mut index = ParquetSink::open(t.path(), 100, hour).unwrap().durable_index();
+        live.roll().unwrap();
+        assert!(!index.contains("tx", 0, 0));
+        index.refresh().unwrap();
+        assert!(index.contains("tx", 0, 0) && !index.contains("tx", 0, 1));
+    }
+
+    #[test]
+    fn abandon_drops_the_open_roll_and_its_offsets() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = ParquetSink::open(t.path(), 100, Duration::from_secs(3600)).unwrap();
+        s.write_predictions(&[pred(0, "1"), pred(1, "1")]).unwrap();
+        s.note_offsets(&offsets(1));
+        assert_eq!(s.abandon().unwrap(), 2);
+        assert!(s.is_idle());
+        assert!(parquet_files(&t.path().join(PREDICTIONS)).is_empty());
+        s.write_predictions(&[pred(2, "1")]).unwrap();
+        s.note_offsets(&offsets(2));
+        assert_eq!(s.roll().unwrap().rows, 1);
+        assert!(s.is_durable("tx", 0, 2));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use switchyard_schemas::now_us;
 
 use anyhow::Context as _;
-use switchyard_ingest::KafkaCommitter;
+use switchyard_ingest::{KafkaCommitter, RevokeDone};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers, DlqRecord, Lineage, Prediction, Stage};
 use switchyard_sink::{KafkaSink, ParquetSink};
@@ -38,6 +38,20 @@ fn record_latency(latency: &Latencies, rows: &[(i64, Option<i64>)]) {
             }
         }
     }
+}
+
+/// What the sink side receives, in source order.
+pub(super) enum ToDeliver {
+    /// A prepared chunk.
+    Chunk(Box<Pending>),
+    /// Partitions are being revoked: everything before this must be durable
+    /// and committed (or, when `lost`, abandoned) before `done` is answered.
+    Revoked {
+        /// The group already gave them to another member.
+        lost: bool,
+        /// Lets the rebalance go on.
+        done: RevokeDone,
+    },
 }
 
 /// The sink side of a run: results to Kafka and Parquet, rolls, commits.
@@ -155,7 +169,7 @@ fn count_chunk(preds: &[Prediction], shadows: &[Prediction], dlq: &[DlqRecord], 
 impl Deliver {
     pub(super) async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Pending>,
+        mut rx: mpsc::Receiver<ToDeliver>,
         tick_every: Duration,
     ) -> anyhow::Result<Summary> {
         let mut tick = tokio::time::interval(tick_every);
@@ -163,7 +177,11 @@ impl Deliver {
         loop {
             tokio::select! {
                 p = rx.recv() => match p {
-                    Some(p) => self.handle(p).await?,
+                    Some(ToDeliver::Chunk(p)) => self.handle(*p).await?,
+                    Some(ToDeliver::Revoked { lost, done }) => {
+                        self.hand_over(lost).await?;
+                        done.done();
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -348,11 +366,38 @@ impl Deliver {
         Ok(())
     }
 
+    /// Partitions are being revoked: makes everything received so far
+    /// durable and commits it, so the next owner starts where this one
+    /// ended; or, when the partitions were `lost` (the group gave them away
+    /// already), abandons the open roll so none of their rows become
+    /// durable here after the next owner started.
+    async fn hand_over(&mut self, lost: bool) -> anyhow::Result<()> {
+        if lost {
+            self.abandon().await
+        } else {
+            self.roll_and_commit().await
+        }
+    }
+
+    async fn abandon(&mut self) -> anyhow::Result<()> {
+        while !self.inflight.is_empty() {
+            self.await_oldest().await?;
+        }
+        let rows = tokio::task::block_in_place(|| self.parquet.abandon()).context("abandoning the open roll")?;
+        tracing::warn!(rows, "partitions lost: abandoned the open roll; its records are read again by their owner");
+        Ok(())
+    }
+
     async fn roll_and_commit(&mut self) -> anyhow::Result<()> {
         // Results of everything in this roll must be acknowledged by Kafka
         // before the roll's offsets may be committed.
         while !self.inflight.is_empty() {
             self.await_oldest().await?;
+        }
+        if self.committer.as_ref().is_some_and(|c| c.assignment_lost()) {
+            // Fenced out: the group gave this worker's partitions to another
+            // member, which reads them from the last commit.
+            return self.abandon().await;
         }
         let rolling = Instant::now();
         let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;

@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use switchyard_ingest::SourceEvent;
 use switchyard_sink::{KafkaSink, Offsets, ParquetSink};
 use switchyard_workers::dispatch::Worker;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use self::deliver::Deliver;
-use self::prepare::Pending;
+use self::deliver::{Deliver, ToDeliver};
 pub(crate) use self::prepare::StageTimes;
 pub use self::prepare::Stages;
 pub use self::source::Source;
@@ -129,9 +129,9 @@ pub async fn run(
     opts: RunOptions,
 ) -> anyhow::Result<Summary> {
     let Sinks { parquet, kafka } = sinks;
-    let durable = parquet.durable_offsets().clone();
+    let mut durable = parquet.durable_index();
     let (committer, source_stats) = (source.committer(), source.stats());
-    let (tx, rx) = mpsc::channel::<Pending>(opts.max_queued_chunks.max(1));
+    let (tx, rx) = mpsc::channel::<ToDeliver>(opts.max_queued_chunks.max(1));
     let deliver = Deliver {
         kafka,
         inflight: Default::default(),
@@ -155,25 +155,47 @@ pub async fn run(
     let mut interrupted = false;
     let mut source_error = None;
     loop {
-        let chunk = tokio::select! {
-            c = source.next_chunk() => c,
+        let event = tokio::select! {
+            c = source.next() => c,
             _ = &mut shutdown => {
                 tracing::info!("shutting down: finishing in-flight records");
                 interrupted = true;
                 None
             }
         };
-        let chunk = match chunk {
+        let event = match event {
             None => break,
-            Some(Ok(c)) => c,
+            Some(Ok(e)) => e,
             Some(Err(e)) => {
                 // What was read before stays: it is made durable below.
                 source_error = Some(e);
                 break;
             }
         };
-        let pending = stages.prepare(chunk, &durable, &mut seen);
-        if tx.send(pending).await.is_err() {
+        let next = match event {
+            SourceEvent::Records(chunk) => {
+                ToDeliver::Chunk(Box::new(stages.prepare(chunk, durable.offsets(), &mut seen)))
+            }
+            SourceEvent::Assigned(parts) => {
+                // Their previous owner may have made more durable than it
+                // committed (it crashed between a roll and its commit).
+                if let Err(e) = tokio::task::block_in_place(|| durable.refresh()) {
+                    source_error = Some(anyhow::Error::new(e).context("reading the roll manifests"));
+                    break;
+                }
+                for p in &parts {
+                    seen.remove(p);
+                }
+                continue;
+            }
+            SourceEvent::Revoked { partitions, lost, done } => {
+                for p in &partitions {
+                    seen.remove(p);
+                }
+                ToDeliver::Revoked { lost, done }
+            }
+        };
+        if tx.send(next).await.is_err() {
             break; // delivery failed; its error is reported below
         }
     }

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use switchyard_ingest::bounded::BoundedSource;
-use switchyard_ingest::{FileSource, KafkaCommitter, KafkaSource, SourceStats};
-use switchyard_schemas::RawRecord;
+use switchyard_ingest::{FileSource, KafkaCommitter, KafkaSource, SourceEvent, SourceStats};
 
 /// A run's source of records.
 pub enum Source {
@@ -19,13 +18,15 @@ pub enum Source {
 }
 
 impl Source {
-    /// The next chunk; `None` at the end; an error when a bounded source's
-    /// input cannot be read.
-    pub(super) async fn next_chunk(&mut self) -> Option<anyhow::Result<Vec<RawRecord>>> {
+    /// The next chunk (or, from Kafka, rebalance event); `None` at the end;
+    /// an error when a bounded source's input cannot be read.
+    pub(super) async fn next(&mut self) -> Option<anyhow::Result<SourceEvent>> {
         match self {
-            Source::Kafka(k) => k.next_chunk().await.map(Ok),
-            Source::File(f) => f.next_chunk().map(Ok),
-            Source::Bounded(b) => b.next_chunk().await.map(|r| r.map_err(anyhow::Error::from)),
+            Source::Kafka(k) => k.next_event().await.map(Ok),
+            Source::File(f) => f.next_chunk().map(|c| Ok(SourceEvent::Records(c))),
+            Source::Bounded(b) => {
+                b.next_chunk().await.map(|r| r.map(SourceEvent::Records).map_err(anyhow::Error::from))
+            }
         }
     }
 

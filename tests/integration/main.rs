@@ -24,5 +24,6 @@ mod operations;
 mod peers;
 mod proxy;
 mod reload;
+mod scale;
 mod security;
 mod support;

@@ -1,0 +1,190 @@
+//! Many workers, one consumer group, one table root, on the real broker:
+//! workers join, leave and are killed with SIGKILL at random moments while
+//! the input is consumed, and the tables end with exactly one row per event.
+//!
+//! `SWITCHYARD_SCALE_EVENTS` sets the number of events (default 1,000,000)
+//! and `SWITCHYARD_SCALE_KILLS` the number of kills (default 10).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A small xorshift generator: the moments of the kills, from a seed the
+/// test prints (rerun with `SWITCHYARD_SCALE_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        low + self.0 % (high - low)
+    }
+}
+
+/// One `switchyard run` process of the group, its log in `dir`.
+struct Worker {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(manifest: &Path, dir: &Path, name: &str, idle_exit_ms: u64) -> Worker {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", manifest.to_str().unwrap(), "--progress-secs", "0", "--no-create-topics"])
+            .args(["--idle-exit-ms", &idle_exit_ms.to_string()])
+            .env("RUST_LOG", "warn,switchyard_ingest=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Worker { name: name.to_string(), child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(mut self) {
+        assert!(self.child.try_wait().unwrap().is_none(), "worker {} exited early:\n{}", self.name, self.log());
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn wait(mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                assert!(s.success(), "worker {} failed ({s}):\n{}", self.name, self.log());
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("worker {} did not finish within {limit:?}:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM: a graceful leave (hands its partitions over).
+    fn leave(self) -> ExitStatus {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        self.wait(Duration::from_secs(60))
+    }
+}
+
+fn durable_rows(tables: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(tables.join("_rolls")) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            v["rows"].as_u64()
+        })
+        .sum()
+}
+
+fn open_files(d: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            n += open_files(&p);
+        } else if p.to_string_lossy().contains(".tmp-") {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn workers_joining_leaving_and_killed_at_random_write_every_row_exactly_once() {
+    let bootstrap = crate::broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let t = Topics::new("scale");
+    create_topics(&bootstrap, &[(&t.input, 6), (&t.results, 3), (&t.dlq, 1)]);
+    let (valid, kills) = (env_or("SWITCHYARD_SCALE_EVENTS", 1_000_000), env_or("SWITCHYARD_SCALE_KILLS", 10));
+    let (payloads, bad) = mixed_input(dir.path(), valid);
+    produce(&bootstrap, &t.input, &payloads);
+    drop(payloads);
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 20_000);
+    // A killed member's partitions wait for its session to time out.
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"10000\"", "\"6000\"");
+    std::fs::write(&manifest, text).unwrap();
+    let seed = std::env::var("SWITCHYARD_SCALE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("scale: {valid} events, {kills} kills, seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let started = Instant::now();
+
+    let a = Worker::start(&manifest, dir.path(), "a", 20_000);
+    let b = Worker::start(&manifest, dir.path(), "b", 20_000);
+    let mut b = Some(b);
+    let mut joined = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while durable_rows(&tables) == 0 {
+        assert!(Instant::now() < deadline, "no roll became durable:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..kills {
+        let c = Worker::start(&manifest, dir.path(), &format!("c{i}"), 20_000);
+        std::thread::sleep(Duration::from_millis(rng.between(1_500, 5_000)));
+        if i == kills / 3 {
+            joined = Some(Worker::start(&manifest, dir.path(), "d", 20_000));
+        }
+        if i == 2 * kills / 3 {
+            b.take().unwrap().leave();
+        }
+        c.kill();
+    }
+    let durable_at_last_kill = durable_rows(&tables);
+    eprintln!("scale: last kill after {:.0?}, {durable_at_last_kill} rows durable", started.elapsed());
+    assert!(durable_at_last_kill < (valid + bad) as u64, "the kills came while the input was being consumed");
+    // The survivors take over the killed worker's partitions and finish.
+    let limit = Duration::from_secs(600);
+    a.wait(limit);
+    joined.unwrap().wait(limit);
+    eprintln!("scale: done after {:.0?}", started.elapsed());
+
+    let tb = tables.as_path();
+    let rows = sql_i64(tb, "SELECT count(*) FROM predictions");
+    let distinct = sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM predictions");
+    let assigned = sql_i64(tb, "SELECT count(*) FROM audit WHERE event = 'partitions_assigned'");
+    let revoked = sql_i64(tb, "SELECT count(*) FROM audit WHERE event = 'partitions_revoked'");
+    eprintln!(
+        "scale: {valid} events, {kills} kills, {assigned} assignments, {revoked} revocations: {rows} rows, \
+         {} lost, {} duplicated",
+        valid as i64 - distinct,
+        rows - distinct
+    );
+    assert_exactly_once(tb, valid, bad);
+    assert_eq!(sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM dlq"), bad as i64);
+    assert!(assigned >= kills as i64, "every start was assigned partitions ({assigned})");
+    // The group's offsets reach the end of every partition.
+    let committed: i64 = committed(&bootstrap, &t.group, &t.input, 6).values().sum();
+    assert_eq!(committed as usize, valid + bad, "every offset committed");
+    // Every result is on the topic (at-least-once: some perhaps twice).
+    let results = read_topic(&bootstrap, &t.results);
+    assert_eq!(results.keys.len(), valid, "every event has a result on the topic");
+
+    // The killed workers' open files are removed by the next writer to open
+    // the tables (here one that reads an empty file).
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out =
+        switchyard(&["run", manifest.to_str().unwrap(), "--input-file", empty.to_str().unwrap(), "--no-kafka-sink"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exactly_once(tb, valid, bad);
+    assert_eq!(open_files(tb), 0, "no open file of a dead worker is left");
+}
