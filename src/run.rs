@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use switchyard_ingest::{FileSource, KafkaSource};
 use switchyard_schemas::{notice, AuditEvent, Notice};
-use switchyard_sink::ParquetSink;
+use switchyard_sink::{Delivery, ParquetSink};
 
 use crate::manifest::Plan;
 use crate::pipeline::{self, SideTasks, Sinks, Source, Stages, Summary};
@@ -73,10 +73,26 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     let stages = Stages::build(plan, "", true).await?;
     telemetry::note_models(&stages.workers);
     health.models_loaded.store(true, Ordering::Relaxed);
-    let kafka = if opts.no_kafka_sink { None } else { pipeline::kafka_sink(plan, !opts.skip_topic_creation).await? };
+    // Transactions need a Kafka source (their offsets commit with them).
+    let exactly_once = !opts.no_kafka_sink
+        && opts.input_file.is_none()
+        && plan.kafka.as_ref().is_some_and(|k| k.delivery == Delivery::ExactlyOnce);
     let pq = &plan.parquet;
-    let parquet = ParquetSink::open(&plan.tables, pq.roll_max_rows, Duration::from_millis(pq.roll_interval_ms))
-        .with_context(|| format!("opening tables at {}", plan.tables.display()))?;
+    let interval = Duration::from_millis(pq.roll_interval_ms);
+    let parquet = if exactly_once {
+        ParquetSink::open_transactional(&plan.tables, pq.roll_max_rows, interval)
+    } else {
+        ParquetSink::open(&plan.tables, pq.roll_max_rows, interval)
+    }
+    .with_context(|| format!("opening tables at {}", plan.tables.display()))?;
+    // One transactional id per worker (its writer id): a new worker never
+    // fences a live one; zombies are fenced by the group's generation.
+    let txn_id = exactly_once.then(|| format!("switchyard-{}-{}", plan.source.group_id, parquet.writer_id()));
+    let kafka = if opts.no_kafka_sink {
+        None
+    } else {
+        pipeline::kafka_sink(plan, !opts.skip_topic_creation, txn_id.as_deref()).await?
+    };
     health.sinks_open.store(true, Ordering::Relaxed);
     let source = match &opts.input_file {
         Some(path) => {

@@ -576,6 +576,30 @@ impl KafkaCommitter {
         self.consumer.assignment_lost()
     }
 
+    /// The consumer's group metadata, for a producer's transaction that
+    /// commits offsets on the group's behalf (fencing zombies by generation).
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
+    /// The group's committed offsets (next offset to read) of `partitions`,
+    /// waiting for any pending transactional commit to settle.
+    pub fn committed_of(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<HashMap<(String, i32), i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = self.consumer.committed_offsets(tpl, timeout)?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The group's committed offsets for the current assignment.
     pub fn committed(&self, timeout: Duration) -> Result<HashMap<(String, i32), i64>> {
         let tpl = self.consumer.committed(timeout)?;

@@ -389,6 +389,14 @@ metric!(
     ["topic"],
     "Records handed to the Kafka producer, per output topic (results, DLQ)."
 );
+metric!(
+    KAFKA_TRANSACTIONS,
+    "switchyard_kafka_transactions_total",
+    Counter,
+    "transactions",
+    ["outcome"],
+    "Kafka transactions of the results and DLQ producer with `delivery: exactly_once`, by outcome (committed, aborted, failed)."
+);
 
 /// Every metric, in the order of the docs.
 pub static ALL: &[&Metric] = &[
@@ -429,6 +437,7 @@ pub static ALL: &[&Metric] = &[
     &PARQUET_BYTES,
     &ROLLS,
     &KAFKA_PRODUCED,
+    &KAFKA_TRANSACTIONS,
 ];
 
 impl Metric {

@@ -52,6 +52,31 @@ pub struct KafkaSinkConfig {
     /// Longest wait for the broker to acknowledge a record, in ms.
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
+    /// `at_least_once` (the default): results are produced as they come and
+    /// may appear twice after a crash. `exactly_once`: results and DLQ
+    /// records of each roll are produced in one Kafka transaction together
+    /// with the consumed offsets, so a `read_committed` consumer sees each
+    /// event's result once through crashes and rebalances.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// With `exactly_once`: longest wait for one attempt at committing a
+    /// transaction, in ms. An attempt that times out has an unknown outcome
+    /// and is retried (librdkafka finishes the first one); after three, the
+    /// run stops and the next owner of the partitions settles the roll by
+    /// the group's committed offsets.
+    #[serde(default = "default_commit_timeout_ms")]
+    pub commit_timeout_ms: u64,
+}
+
+/// How results reach the results and DLQ topics.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Produced as they come; after a crash some may appear twice.
+    #[default]
+    AtLeastOnce,
+    /// In Kafka transactions with the consumed offsets.
+    ExactlyOnce,
 }
 
 /// A Kafka producer's compression codec (librdkafka's `compression.type`).
@@ -91,6 +116,9 @@ fn default_topic_partitions() -> i32 {
     3
 }
 fn default_delivery_timeout_ms() -> u64 {
+    30_000
+}
+fn default_commit_timeout_ms() -> u64 {
     30_000
 }
 
@@ -160,6 +188,15 @@ impl SinksConfig {
                     format!("{path}.kafka.properties.compression.type"),
                     format!("set the codec with `{path}.kafka.compression` instead"),
                 );
+            }
+            if k.properties.contains_key("transactional.id") {
+                problems.push(
+                    format!("{path}.kafka.properties.transactional.id"),
+                    format!("is set by switchyard (one per worker) with `{path}.kafka.delivery: exactly_once`"),
+                );
+            }
+            if k.commit_timeout_ms == 0 {
+                problems.push(format!("{path}.kafka.commit_timeout_ms"), "must be at least 1");
             }
             switchyard_schemas::kafka::check(&format!("{path}.kafka"), &k.properties, &k.secrets, problems);
         }

@@ -26,6 +26,16 @@ pub enum Error {
     /// A configuration that cannot be used (a secret that cannot be read).
     #[error("{0}")]
     Config(String),
+    /// A Kafka transaction was aborted: none of its records or offsets
+    /// count, and the records after the last commit must be read again.
+    #[error("the Kafka transaction was aborted: {0}")]
+    TxnAborted(String),
+    /// A Kafka transaction's outcome is not known (its commit kept timing
+    /// out), or the producer can go on no more (fenced by a newer
+    /// instance): the run stops, and whoever takes the partitions next
+    /// settles the roll by the group's committed offsets.
+    #[error("the Kafka transaction's outcome is unknown: {0}")]
+    TxnUnknown(String),
     /// A broken invariant: a bug, not a user mistake.
     #[error("internal error: {0}")]
     Internal(String),

@@ -63,7 +63,13 @@ pub struct KafkaSink {
     results_topic: String,
     dlq_topic: String,
     timeout: Duration,
+    /// With `exactly_once`: whether a transaction is open, and how long one
+    /// commit attempt may take.
+    txn: Option<(std::sync::Mutex<bool>, Duration)>,
 }
+
+/// Attempts at committing one transaction before its outcome is declared unknown.
+const COMMIT_ATTEMPTS: usize = 3;
 
 impl KafkaSink {
     /// Creates the producer (idempotent, so broker retries add no duplicates).
@@ -73,12 +79,114 @@ impl KafkaSink {
             results_topic: config.results_topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             timeout: Duration::from_millis(config.delivery_timeout_ms),
+            txn: None,
         })
+    }
+
+    /// Creates a transactional producer with `transactional_id` and
+    /// registers it with the broker, fencing any older producer with that
+    /// id (blocking; call off the async workers).
+    pub fn transactional(config: &KafkaSinkConfig, default_bootstrap: &str, transactional_id: &str) -> Result<Self> {
+        let mut c = config.client_config(default_bootstrap)?;
+        c.set("transactional.id", transactional_id);
+        let producer: FutureProducer = c.create()?;
+        producer.init_transactions(Duration::from_millis(config.delivery_timeout_ms.max(10_000)))?;
+        Ok(Self {
+            producer,
+            results_topic: config.results_topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
+            timeout: Duration::from_millis(config.delivery_timeout_ms),
+            txn: Some((std::sync::Mutex::new(false), Duration::from_millis(config.commit_timeout_ms.max(1)))),
+        })
+    }
+
+    /// True for a transactional producer.
+    pub fn is_transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Opens a transaction unless one is open (transactional producers only).
+    fn ensure_transaction(&self) -> Result<()> {
+        let Some((open, _)) = &self.txn else { return Ok(()) };
+        let mut open = open.lock().map_err(|_| Error::Internal("transaction state lock poisoned".into()))?;
+        if !*open {
+            self.producer.begin_transaction()?;
+            *open = true;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction together with the consumed offsets
+    /// `next_offsets` (the next record to read per partition) for the group
+    /// `group` (blocking). A commit attempt that times out is retried: its
+    /// outcome is unknown until a later attempt settles it.
+    pub fn commit_transaction(
+        &self,
+        next_offsets: &std::collections::HashMap<(String, i32), i64>,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let Some((open, timeout)) = &self.txn else { return Ok(()) };
+        let unknown = |e: &dyn std::fmt::Display| Error::TxnUnknown(e.to_string());
+        self.ensure_transaction().map_err(|e| unknown(&e))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for ((topic, partition), offset) in next_offsets {
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset)).map_err(|e| unknown(&e))?;
+        }
+        let settle = |e: KafkaError| -> Error {
+            match &e {
+                KafkaError::Transaction(t) if t.txn_requires_abort() => {
+                    match self.producer.abort_transaction(*timeout) {
+                        Ok(()) => Error::TxnAborted(e.to_string()),
+                        Err(a) => Error::TxnUnknown(format!("{e}; aborting failed too: {a}")),
+                    }
+                }
+                _ => Error::TxnUnknown(e.to_string()),
+            }
+        };
+        if !tpl.elements().is_empty() {
+            self.producer.send_offsets_to_transaction(&tpl, group, self.timeout).map_err(settle)?;
+        }
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match self.producer.commit_transaction(*timeout) {
+                Ok(()) => break Ok(()),
+                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempt < COMMIT_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %t, "transaction commit timed out (outcome unknown); retrying");
+                }
+                Err(e) => break Err(settle(e)),
+            }
+        };
+        if let Ok(mut o) = open.lock() {
+            *o = false;
+        }
+        if result.is_ok() {
+            m::KAFKA_TRANSACTIONS.counter([("outcome", "committed".into())]).increment(1);
+        } else {
+            m::KAFKA_TRANSACTIONS.counter([("outcome", "failed".into())]).increment(1);
+        }
+        result
+    }
+
+    /// Aborts the open transaction, if any (blocking): its records are
+    /// never seen by `read_committed` consumers.
+    pub fn abort_transaction(&self) -> Result<()> {
+        let Some((open, timeout)) = &self.txn else { return Ok(()) };
+        let mut open = open.lock().map_err(|_| Error::Internal("transaction state lock poisoned".into()))?;
+        if *open {
+            self.producer.abort_transaction(*timeout)?;
+            *open = false;
+            m::KAFKA_TRANSACTIONS.counter([("outcome", "aborted".into())]).increment(1);
+        }
+        Ok(())
     }
 
     /// Queues the results for sending; the returned [`Deliveries`] resolve
     /// when the broker has acknowledged every one of them.
     pub async fn send_predictions(&self, rows: &[Prediction]) -> Result<Deliveries> {
+        if !rows.is_empty() {
+            self.ensure_transaction()?;
+        }
         let mut pending = Vec::with_capacity(rows.len());
         for p in rows {
             let body = serde_json::to_vec(p)?;
@@ -109,6 +217,9 @@ impl KafkaSink {
     /// Queues DLQ records (original key and value, context in headers); the
     /// returned [`Deliveries`] resolve when the broker has acknowledged them.
     pub async fn send_dlq(&self, rows: &[DlqRecord]) -> Result<Deliveries> {
+        if !rows.is_empty() {
+            self.ensure_transaction()?;
+        }
         let mut pending = Vec::with_capacity(rows.len());
         for r in rows {
             let partition = r.source.partition.to_string();

@@ -24,7 +24,7 @@ mod kafka;
 mod parquet_sink;
 
 pub use arrow_convert::{dlq_batch, predictions_batch};
-pub use config::{Compression, KafkaSinkConfig, ParquetSinkConfig, SinksConfig};
+pub use config::{Compression, Delivery, KafkaSinkConfig, ParquetSinkConfig, SinksConfig};
 pub use error::{Error, Result};
 pub use kafka::{Deliveries, KafkaSink};
-pub use parquet_sink::{Offsets, ParquetSink, RollSummary};
+pub use parquet_sink::{DurableIndex, Offsets, ParquetSink, PreparedRoll, RollSummary, LEASE_TIMEOUT};

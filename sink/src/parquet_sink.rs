@@ -163,6 +163,9 @@ pub struct ParquetSink {
     seq: u64,
     /// When dead writers' open files were last looked for.
     swept: Instant,
+    /// Rolls commit with Kafka transactions: prepared as `<id>.prepared`,
+    /// which recovery keeps for [`ParquetSink::resolve_prepared`] to settle.
+    transactional: bool,
 }
 
 fn new_roll_id(prefix: &str, writer: &str) -> String {
@@ -333,13 +336,20 @@ impl ParquetSink {
     /// Opens (creating) the tables under `root`, finishing or discarding any
     /// roll a crash interrupted.
     pub fn open(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
-        Self::open_as(Writer::Results, root, roll_max_rows, roll_interval)
+        Self::open_as(Writer::Results, root, roll_max_rows, roll_interval, false)
+    }
+
+    /// Opens the results writer for `delivery: exactly_once`: each roll is
+    /// prepared, then committed or discarded with its Kafka transaction, and
+    /// other writers' prepared rolls wait for [`ParquetSink::resolve_prepared`].
+    pub fn open_transactional(root: &Path, roll_max_rows: usize, roll_interval: Duration) -> Result<Self> {
+        Self::open_as(Writer::Results, root, roll_max_rows, roll_interval, true)
     }
 
     /// Opens the writer of the `feedback` table (bad feedback goes to `dlq`),
     /// with its own roll manifests and offsets.
     pub fn open_feedback(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
-        Self::open_as(Writer::Feedback, root, roll_max_rows, roll_interval)
+        Self::open_as(Writer::Feedback, root, roll_max_rows, roll_interval, false)
     }
 
     /// Opens a writer of the `predictions` and `dlq` tables for one backfill
@@ -352,10 +362,16 @@ impl ParquetSink {
         roll_max_rows: usize,
         roll_interval: std::time::Duration,
     ) -> Result<Self> {
-        Self::open_as(Writer::Backfill { tag: backfill_tag(run_id) }, root, roll_max_rows, roll_interval)
+        Self::open_as(Writer::Backfill { tag: backfill_tag(run_id) }, root, roll_max_rows, roll_interval, false)
     }
 
-    fn open_as(writer: Writer, root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
+    fn open_as(
+        writer: Writer,
+        root: &Path,
+        roll_max_rows: usize,
+        roll_interval: Duration,
+        transactional: bool,
+    ) -> Result<Self> {
         for d in [PREDICTIONS, DLQ, FEEDBACK, writer.rolls().as_str()] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
@@ -378,6 +394,7 @@ impl ParquetSink {
             roll_started: None,
             seq: 0,
             swept: Instant::now(),
+            transactional,
         };
         sink.recover()?;
         Ok(sink)
@@ -387,7 +404,10 @@ impl ParquetSink {
         let rolls = self.root.join(self.writer.rolls());
         let mut committed = HashSet::new();
         self.swept = Instant::now();
-        for m in committed_rolls(&self.root, &rolls)? {
+        let (manifests, prepared) = committed_rolls(&self.root, &rolls)?;
+        // A prepared roll's files wait for its transaction's outcome.
+        committed.extend(prepared);
+        for m in manifests {
             // Committed rolls are finished whoever wrote them: the renames are
             // idempotent, so finishing a live writer's roll beside it is safe.
             for f in &m.files {
@@ -577,9 +597,21 @@ impl ParquetSink {
     /// Makes the current roll durable and returns what it covered. After this
     /// returns, the covered source offsets may be committed.
     pub fn roll(&mut self) -> Result<RollSummary> {
+        match self.prepare_roll()? {
+            None => Ok(RollSummary::default()),
+            Some(p) => self.commit_prepared(p),
+        }
+    }
+
+    /// The first half of a roll: closes and syncs the open files and writes
+    /// the manifest as `<id>.prepared`, which readers ignore. Then exactly
+    /// one of [`ParquetSink::commit_prepared`] (the roll's Kafka transaction
+    /// committed) or [`ParquetSink::discard_prepared`] (it aborted). `None`
+    /// when nothing is pending.
+    pub fn prepare_roll(&mut self) -> Result<Option<PreparedRoll>> {
         if self.is_idle() {
             self.roll_started = None;
-            return Ok(RollSummary::default());
+            return Ok(None);
         }
         if !self.lease.held() {
             // Another writer may already have taken this one for dead and
@@ -607,6 +639,8 @@ impl ParquetSink {
             tmps.push(f.tmp);
         }
         let offsets = std::mem::take(&mut self.pending_offsets);
+        let rows = std::mem::take(&mut self.pending_rows);
+        self.roll_started = None;
         let manifest = RollManifest {
             roll_id: roll_id.clone(),
             created_us: now_us(),
@@ -615,18 +649,28 @@ impl ParquetSink {
                 .iter()
                 .map(|((t, p), o)| RollOffset { topic: t.clone(), partition: *p, max_offset: *o })
                 .collect(),
-            rows: self.pending_rows,
+            rows,
         };
-        // Commit point: the manifest appears atomically.
         let rolls = self.root.join(self.writer.rolls());
-        let fin = rolls.join(format!("{roll_id}.json"));
-        let tmp = rolls.join(format!("{roll_id}.json.tmp"));
+        let prepared = rolls.join(format!("{roll_id}.{}", self.prepared_ext()));
+        let tmp = rolls.join(format!("{roll_id}.prepared.tmp"));
         {
             let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             serde_json::to_writer(&mut f, &manifest)?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         }
-        std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+        std::fs::rename(&tmp, &prepared).map_err(|e| Error::io(&prepared, e))?;
+        Ok(Some(PreparedRoll { roll_id, files, tmps, written, offsets, rows }))
+    }
+
+    /// Commits a prepared roll: its manifest becomes `<id>.json` (the
+    /// commit point), then its files get their final names.
+    pub fn commit_prepared(&mut self, p: PreparedRoll) -> Result<RollSummary> {
+        let PreparedRoll { roll_id, files, tmps, written, offsets, rows } = p;
+        let rolls = self.root.join(self.writer.rolls());
+        let prepared = rolls.join(format!("{roll_id}.{}", self.prepared_ext()));
+        let fin = rolls.join(format!("{roll_id}.json"));
+        std::fs::rename(&prepared, &fin).map_err(|e| Error::io(&fin, e))?;
         sync_dir(&rolls);
         for (tmp, rel) in tmps.iter().zip(&files) {
             let fin = self.root.join(rel);
@@ -642,9 +686,7 @@ impl ParquetSink {
             m::PARQUET_ROWS.counter([("table", table.into())]).increment(rows);
             m::PARQUET_BYTES.counter([("table", table.into())]).increment(bytes);
         }
-        let summary = RollSummary { rows: self.pending_rows, files: files.len(), offsets };
-        self.pending_rows = 0;
-        self.roll_started = None;
+        let summary = RollSummary { rows, files: files.len(), offsets };
         if self.swept.elapsed() >= LEASE_TIMEOUT {
             // Writers that died since: finish their committed rolls, drop
             // their uncommitted files.
@@ -652,18 +694,136 @@ impl ParquetSink {
         }
         Ok(summary)
     }
+
+    /// Drops a prepared roll whose transaction aborted: its files and
+    /// manifest are deleted; the source must replay its records.
+    pub fn discard_prepared(&mut self, p: PreparedRoll) -> Result<()> {
+        let rolls = self.root.join(self.writer.rolls());
+        discard(&rolls.join(format!("{}.{}", p.roll_id, self.prepared_ext())), &p.tmps)
+    }
+
+    /// The extension of a prepared manifest: `prepared` when a Kafka
+    /// transaction decides it (kept by recovery until settled), else
+    /// `json.tmp` (a dead writer's is deleted: it never reached its commit
+    /// point).
+    fn prepared_ext(&self) -> &'static str {
+        if self.transactional {
+            "prepared"
+        } else {
+            "json.tmp"
+        }
+    }
+
+    /// Settles other writers' prepared rolls that cover any of `assigned`
+    /// (partitions just assigned to this worker), by the group's
+    /// `committed` offsets (next offset to read): a roll whose offsets the
+    /// group committed — its transaction committed — is committed here;
+    /// one it did not is deleted (its transaction aborted or never
+    /// committed, and its records are read again). Returns how many of
+    /// each.
+    pub fn resolve_prepared(
+        &mut self,
+        assigned: &[(String, i32)],
+        committed: &HashMap<(String, i32), i64>,
+    ) -> Result<(usize, usize)> {
+        let rolls = self.root.join(self.writer.rolls());
+        let (mut kept, mut dropped) = (0, 0);
+        let Ok(rd) = std::fs::read_dir(&rolls) else { return Ok((0, 0)) };
+        for entry in rd {
+            let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("prepared") {
+                continue;
+            }
+            let m = match read_manifest(&path) {
+                Ok(m) => m,
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if roll_writer(&m.roll_id) == self.writer_id {
+                continue;
+            }
+            let Some(o) = m.offsets.iter().find(|o| assigned.iter().any(|(t, p)| *t == o.topic && *p == o.partition))
+            else {
+                continue;
+            };
+            let done = committed.get(&(o.topic.clone(), o.partition)).is_some_and(|&c| c > o.max_offset);
+            let tmps: Vec<PathBuf> = m.files.iter().map(|f| tmp_path(&self.root.join(f), &m.roll_id)).collect();
+            if done {
+                let fin = rolls.join(format!("{}.json", m.roll_id));
+                finish_rename(&path, &fin)?;
+                for (tmp, rel) in tmps.iter().zip(&m.files) {
+                    let fin = self.root.join(rel);
+                    if tmp.exists() {
+                        finish_rename(tmp, &fin)?;
+                    }
+                }
+                tracing::info!(roll = %m.roll_id, "committed a prepared roll whose transaction committed");
+                kept += 1;
+            } else {
+                discard(&path, &tmps)?;
+                tracing::info!(roll = %m.roll_id, "dropped a prepared roll whose transaction did not commit");
+                dropped += 1;
+            }
+        }
+        self.durable.refresh()?;
+        Ok((kept, dropped))
+    }
 }
 
-/// The committed roll manifests in `rolls`; manifest temp files of dead
-/// writers (rolls that never reached their commit point) are deleted.
-fn committed_rolls(root: &Path, rolls: &Path) -> Result<Vec<RollManifest>> {
+/// A roll waiting for its Kafka transaction: [`ParquetSink::prepare_roll`].
+#[derive(Debug)]
+pub struct PreparedRoll {
+    roll_id: String,
+    files: Vec<String>,
+    tmps: Vec<PathBuf>,
+    written: Vec<(&'static str, u64, u64)>,
+    offsets: Offsets,
+    rows: u64,
+}
+
+impl PreparedRoll {
+    /// The roll's id (its manifest is `_rolls/<id>.prepared`).
+    pub fn id(&self) -> &str {
+        &self.roll_id
+    }
+
+    /// Highest offset per partition the roll covers.
+    pub fn offsets(&self) -> &Offsets {
+        &self.offsets
+    }
+
+    /// Rows in the roll.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// Deletes a prepared roll's files, then its manifest.
+fn discard(manifest: &Path, tmps: &[PathBuf]) -> Result<()> {
+    for f in tmps.iter().map(PathBuf::as_path).chain([manifest]) {
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(f, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The committed roll manifests in `rolls`, and the ids of prepared rolls
+/// (kept: their Kafka transaction's outcome settles them). Other manifests
+/// of dead writers that never reached their commit point are deleted.
+fn committed_rolls(root: &Path, rolls: &Path) -> Result<(Vec<RollManifest>, HashSet<String>)> {
     let mut out = Vec::new();
+    let mut prepared = HashSet::new();
     for entry in std::fs::read_dir(rolls).map_err(|e| Error::io(rolls, e))? {
         let path = entry.map_err(|e| Error::io(rolls, e))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let writer = name.split('.').next().map(roll_writer).unwrap_or_default();
-            if path.is_file() && !writer_alive(root, writer) {
+            let roll = name.split('.').next().unwrap_or_default();
+            if name.ends_with(".prepared") {
+                prepared.insert(roll.to_string());
+            } else if path.is_file() && !writer_alive(root, roll_writer(roll)) {
                 let _ = std::fs::remove_file(&path);
             }
             continue;
@@ -675,7 +835,7 @@ fn committed_rolls(root: &Path, rolls: &Path) -> Result<Vec<RollManifest>> {
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((out, prepared))
 }
 
 fn read_manifest(path: &Path) -> Result<RollManifest> {
@@ -918,6 +1078,59 @@ mod tests {
         assert!(!index.contains("tx", 0, 0));
         index.refresh().unwrap();
         assert!(index.contains("tx", 0, 0) && !index.contains("tx", 0, 1));
+    }
+
+    #[test]
+    fn prepared_rolls_wait_for_their_transaction_and_are_settled_by_committed_offsets() {
+        let t = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let prepared = || {
+            std::fs::read_dir(t.path().join(ROLLS))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "prepared"))
+                .count()
+        };
+        // Own transaction: committed, then one aborted.
+        let mut s = ParquetSink::open_transactional(t.path(), 100, hour).unwrap();
+        s.write_predictions(&[pred(0, "1")]).unwrap();
+        s.note_offsets(&offsets(0));
+        let p = s.prepare_roll().unwrap().unwrap();
+        assert_eq!((prepared(), s.is_durable("tx", 0, 0)), (1, false));
+        s.commit_prepared(p).unwrap();
+        assert_eq!((prepared(), s.is_durable("tx", 0, 0)), (0, true));
+        s.write_predictions(&[pred(1, "1")]).unwrap();
+        s.note_offsets(&offsets(1));
+        let p = s.prepare_roll().unwrap().unwrap();
+        s.discard_prepared(p).unwrap();
+        assert_eq!((prepared(), s.is_durable("tx", 0, 1)), (0, false));
+
+        // Two writers die with a roll prepared each (partitions 0 and 1).
+        for (partition, offset) in [(0, 5), (1, 7)] {
+            let mut w = ParquetSink::open_transactional(t.path(), 100, hour).unwrap();
+            let mut row = pred(offset, "1");
+            row.lineage.source.partition = partition;
+            w.write_predictions(&[row]).unwrap();
+            w.note_offsets(&[(("tx".to_string(), partition), offset)].into_iter().collect());
+            let p = w.prepare_roll().unwrap().unwrap();
+            std::mem::forget(p);
+            kill(w, LEASE_TIMEOUT * 2);
+        }
+        // Recovery, even by an at-least-once writer, keeps them.
+        drop(ParquetSink::open(t.path(), 100, hour).unwrap());
+        let mut next = ParquetSink::open_transactional(t.path(), 100, hour).unwrap();
+        assert_eq!(prepared(), 2);
+        // Partition 0's transaction committed (the group's offset is past
+        // the roll), partition 1's did not.
+        let committed: HashMap<(String, i32), i64> =
+            [(("tx".to_string(), 0), 6), (("tx".to_string(), 1), 2)].into_iter().collect();
+        let assigned = [("tx".to_string(), 0), ("tx".to_string(), 1)];
+        assert_eq!(next.resolve_prepared(&assigned[..1], &committed).unwrap(), (1, 0));
+        assert_eq!(next.resolve_prepared(&assigned, &committed).unwrap(), (0, 1));
+        assert_eq!(prepared(), 0);
+        assert!(next.is_durable("tx", 0, 5) && !next.is_durable("tx", 1, 7));
+        let files = parquet_files(&t.path().join(PREDICTIONS));
+        assert_eq!(files.iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count(), 2);
+        assert!(files.iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "{files:?}");
     }
 
     #[test]

@@ -124,7 +124,7 @@ async fn bounded(
     // `run_command` checked the pipeline (`Backfill::ready`): resolve only.
     let plan = Plan::resolve(&b.pipeline, &overrides);
     let stages = Stages::build(&plan, b.run_id(), true).await?;
-    let kafka = if b.manifest.output.kafka { pipeline::kafka_sink(&plan, true).await? } else { None };
+    let kafka = if b.manifest.output.kafka { pipeline::kafka_sink(&plan, true, None).await? } else { None };
     let pq = &plan.parquet;
     let parquet = switchyard_sink::ParquetSink::open_backfill(
         root,

@@ -44,9 +44,14 @@ fn record_latency(latency: &Latencies, rows: &[(i64, Option<i64>)]) {
 pub(super) enum ToDeliver {
     /// A prepared chunk.
     Chunk(Box<Pending>),
+    /// Partitions newly assigned: with transactions, settle the prepared
+    /// rolls their previous owner left.
+    Assigned(Vec<(String, i32)>),
     /// Partitions are being revoked: everything before this must be durable
     /// and committed (or, when `lost`, abandoned) before `done` is answered.
     Revoked {
+        /// The partitions.
+        partitions: Vec<(String, i32)>,
         /// The group already gave them to another member.
         lost: bool,
         /// Lets the rebalance go on.
@@ -71,6 +76,10 @@ pub(super) struct Deliver {
     pub(super) progress_every: Option<Duration>,
     pub(super) last_progress: Instant,
     pub(super) counters: Arc<Counters>,
+    /// Offsets made durable whose commit failed (a rebalance in progress):
+    /// sent again with the next commit, dropped when their partition is
+    /// revoked.
+    pub(super) uncommitted: HashMap<(String, i32), i64>,
 }
 
 /// A result row from a worker's answer; the lineage is complete.
@@ -178,8 +187,13 @@ impl Deliver {
             tokio::select! {
                 p = rx.recv() => match p {
                     Some(ToDeliver::Chunk(p)) => self.handle(*p).await?,
-                    Some(ToDeliver::Revoked { lost, done }) => {
+                    Some(ToDeliver::Assigned(parts)) => self.settle_prepared(&parts).await?,
+                    Some(ToDeliver::Revoked { partitions, lost, done }) => {
                         self.hand_over(lost).await?;
+                        for p in &partitions {
+                            // Their next owner commits from now on.
+                            self.uncommitted.remove(p);
+                        }
                         done.done();
                     }
                     None => break,
@@ -193,6 +207,7 @@ impl Deliver {
             }
         }
         self.roll_and_commit().await?;
+        self.commit_leftovers().await;
         self.summary.durable = self.parquet.durable_offsets().clone();
         let (latency, event_latency) = {
             let h = self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
@@ -359,6 +374,53 @@ impl Deliver {
         Ok(())
     }
 
+    /// `exactly_once`: the roll is prepared (files synced, manifest written
+    /// as prepared), then the Kafka transaction holding its results and its
+    /// offsets commits, then the roll commits. A transaction that aborts
+    /// takes the roll with it and stops the run (the records after the last
+    /// commit are read again at the restart); one whose outcome is unknown
+    /// leaves the roll prepared for the partitions' next owner to settle.
+    async fn roll_in_transaction(&mut self, committer: &KafkaCommitter) -> anyhow::Result<()> {
+        let rolling = Instant::now();
+        let Some(prepared) =
+            tokio::task::block_in_place(|| self.parquet.prepare_roll()).context("rolling Parquet files")?
+        else {
+            return Ok(());
+        };
+        stage_time("roll", rolling);
+        let next: HashMap<(String, i32), i64> = prepared.offsets().iter().map(|(k, v)| (k.clone(), v + 1)).collect();
+        let committing = Instant::now();
+        let group = committer.group_metadata().context("the consumer has no group metadata")?;
+        let kafka = self.kafka.as_ref().context("no producer")?;
+        let outcome = tokio::task::block_in_place(|| kafka.commit_transaction(&next, &group));
+        stage_time("commit", committing);
+        match outcome {
+            Ok(()) => {
+                tokio::task::block_in_place(|| self.parquet.commit_prepared(prepared))
+                    .context("committing the roll")?;
+                self.summary.rolls += 1;
+                for ((topic, partition), offset) in &next {
+                    m::COMMITTED_OFFSET
+                        .gauge([("topic", topic.clone().into()), ("partition", partition.to_string().into())])
+                        .set(*offset as f64);
+                }
+                Ok(())
+            }
+            Err(e @ switchyard_sink::Error::TxnAborted(_)) => {
+                tokio::task::block_in_place(|| self.parquet.discard_prepared(prepared))
+                    .context("discarding the roll of an aborted transaction")?;
+                Err(anyhow::Error::new(e)
+                    .context("stopping: the records since the last commit are read again when the worker starts again"))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "stopping with roll {} ({} rows) prepared: the next owner of its partitions commits or drops it \
+                 by the group's committed offsets",
+                prepared.id(),
+                prepared.rows()
+            ))),
+        }
+    }
+
     async fn await_oldest(&mut self) -> anyhow::Result<()> {
         if let Some(h) = self.inflight.pop_front() {
             h.await.context("delivery task panicked")??;
@@ -379,9 +441,34 @@ impl Deliver {
         }
     }
 
+    /// With transactions: the previous owner of `parts` may have left a
+    /// prepared roll (it died between preparing it and committing its
+    /// transaction); the group's committed offsets say whether that
+    /// transaction committed.
+    async fn settle_prepared(&mut self, parts: &[(String, i32)]) -> anyhow::Result<()> {
+        let (Some(c), Some(k)) = (&self.committer, &self.kafka) else { return Ok(()) };
+        if !k.is_transactional() || parts.is_empty() {
+            return Ok(());
+        }
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            let committed = c
+                .committed_of(parts, Duration::from_secs(60))
+                .context("reading the group's committed offsets of newly assigned partitions")?;
+            let (kept, dropped) =
+                self.parquet.resolve_prepared(parts, &committed).context("settling prepared rolls")?;
+            if kept + dropped > 0 {
+                tracing::info!(kept, dropped, "settled prepared rolls of the partitions' previous owner");
+            }
+            Ok(())
+        })
+    }
+
     async fn abandon(&mut self) -> anyhow::Result<()> {
         while !self.inflight.is_empty() {
             self.await_oldest().await?;
+        }
+        if let Some(k) = &self.kafka {
+            tokio::task::block_in_place(|| k.abort_transaction()).context("aborting the Kafka transaction")?;
         }
         let rows = tokio::task::block_in_place(|| self.parquet.abandon()).context("abandoning the open roll")?;
         tracing::warn!(rows, "partitions lost: abandoned the open roll; its records are read again by their owner");
@@ -399,6 +486,12 @@ impl Deliver {
             // member, which reads them from the last commit.
             return self.abandon().await;
         }
+        if let (Some(k), Some(c)) = (&self.kafka, &self.committer) {
+            if k.is_transactional() {
+                let c = c.clone();
+                return self.roll_in_transaction(&c).await;
+            }
+        }
         let rolling = Instant::now();
         let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;
         if roll.offsets.is_empty() {
@@ -407,15 +500,37 @@ impl Deliver {
         stage_time("roll", rolling);
         self.summary.rolls += 1;
         if let Some(c) = &self.committer {
-            let next: HashMap<(String, i32), i64> = roll.offsets.into_iter().map(|(k, v)| (k, v + 1)).collect();
+            for (k, v) in roll.offsets {
+                let e = self.uncommitted.entry(k).or_insert(v + 1);
+                *e = (*e).max(v + 1);
+            }
             // A failed commit loses nothing: the records are replayed and
-            // recognised as durable. Log and go on.
+            // recognised as durable. Log and go on; the next commit sends
+            // these offsets again.
             let committing = Instant::now();
-            if let Err(e) = tokio::task::block_in_place(|| c.commit(&next)) {
-                tracing::warn!(error = %e, "offset commit failed; the next roll commits again");
+            match tokio::task::block_in_place(|| c.commit(&self.uncommitted)) {
+                Ok(()) => self.uncommitted.clear(),
+                Err(e) => tracing::warn!(error = %e, "offset commit failed; the next roll commits again"),
             }
             stage_time("commit", committing);
         }
         Ok(())
+    }
+
+    /// At the end of a run: offsets whose commit failed (a rebalance was in
+    /// progress) are committed again, a few times, so a restart does not
+    /// read them again (it would skip them as durable, but read them).
+    async fn commit_leftovers(&mut self) {
+        let Some(c) = &self.committer else { return };
+        for attempt in 1..=5 {
+            if self.uncommitted.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match tokio::task::block_in_place(|| c.commit(&self.uncommitted)) {
+                Ok(()) => self.uncommitted.clear(),
+                Err(e) => tracing::warn!(attempt, error = %e, "offset commit at the end of the run failed"),
+            }
+        }
     }
 }

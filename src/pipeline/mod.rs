@@ -142,6 +142,7 @@ pub async fn run(
         workers: stages.workers.clone(),
         width: stages.pre.width(),
         counters: opts.counters.clone().unwrap_or_default(),
+        uncommitted: Default::default(),
         first: None,
         last: None,
         progress_every: opts.progress_every,
@@ -186,13 +187,13 @@ pub async fn run(
                 for p in &parts {
                     seen.remove(p);
                 }
-                continue;
+                ToDeliver::Assigned(parts)
             }
             SourceEvent::Revoked { partitions, lost, done } => {
                 for p in &partitions {
                     seen.remove(p);
                 }
-                ToDeliver::Revoked { lost, done }
+                ToDeliver::Revoked { partitions, lost, done }
             }
         };
         if tx.send(next).await.is_err() {
@@ -229,8 +230,12 @@ pub async fn run(
 }
 
 /// The results and DLQ producer of `plan`, creating missing output topics
-/// unless told not to.
-pub async fn kafka_sink(plan: &crate::manifest::Plan, create_topics: bool) -> anyhow::Result<Option<KafkaSink>> {
+/// unless told not to; transactional with `transactional_id`.
+pub async fn kafka_sink(
+    plan: &crate::manifest::Plan,
+    create_topics: bool,
+    transactional_id: Option<&str>,
+) -> anyhow::Result<Option<KafkaSink>> {
     let Some(k) = &plan.kafka else { return Ok(None) };
     if k.create_topics && create_topics {
         // Like Kafka Connect's DLQ: create missing output topics (with the
@@ -248,7 +253,13 @@ pub async fn kafka_sink(plan: &crate::manifest::Plan, create_topics: bool) -> an
             Err(_) => tracing::warn!("creating output topics timed out; assuming they exist"),
         }
     }
-    Ok(Some(KafkaSink::new(k, &plan.source.bootstrap_servers)?))
+    let brokers = &plan.source.bootstrap_servers;
+    Ok(Some(match transactional_id {
+        Some(id) => tokio::task::block_in_place(|| KafkaSink::transactional(k, brokers, id)).with_context(|| {
+            format!("starting the transactional producer `{id}` (sinks.kafka.delivery: exactly_once)")
+        })?,
+        None => KafkaSink::new(k, brokers)?,
+    }))
 }
 
 /// Run options from `plan`: its queue depth and roll interval.

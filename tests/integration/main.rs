@@ -17,6 +17,7 @@ mod deploy;
 mod drift_loop;
 mod drift_stats;
 mod e2e;
+mod exactly_once;
 mod hybrid;
 mod kafka_source;
 mod model;

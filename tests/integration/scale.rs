@@ -108,10 +108,22 @@ fn open_files(d: &Path) -> usize {
 
 #[test]
 fn workers_joining_leaving_and_killed_at_random_write_every_row_exactly_once() {
+    scale(false);
+}
+
+#[test]
+fn with_transactions_the_results_topic_too_holds_every_result_exactly_once() {
+    scale(true);
+}
+
+/// Two workers, a third killed and restarted again and again, a fourth
+/// joining and the second leaving mid-run; with `exactly_once` results
+/// go out in transactions.
+fn scale(exactly_once: bool) {
     let bootstrap = crate::broker::bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let tables = dir.path().join("tables");
-    let t = Topics::new("scale");
+    let t = Topics::new(if exactly_once { "scale-eos" } else { "scale" });
     create_topics(&bootstrap, &[(&t.input, 6), (&t.results, 3), (&t.dlq, 1)]);
     let (valid, kills) = (env_or("SWITCHYARD_SCALE_EVENTS", 1_000_000), env_or("SWITCHYARD_SCALE_KILLS", 10));
     let (payloads, bad) = mixed_input(dir.path(), valid);
@@ -121,10 +133,14 @@ fn workers_joining_leaving_and_killed_at_random_write_every_row_exactly_once() {
     // A killed member's partitions wait for its session to time out.
     let text = std::fs::read_to_string(&manifest).unwrap().replace("\"10000\"", "\"6000\"");
     std::fs::write(&manifest, text).unwrap();
+    if exactly_once {
+        set_exactly_once(&manifest, &t, "");
+    }
     let seed = std::env::var("SWITCHYARD_SCALE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
-    eprintln!("scale: {valid} events, {kills} kills, seed {seed}");
+    let mode = if exactly_once { "exactly_once" } else { "at_least_once" };
+    eprintln!("scale ({mode}): {valid} events, {kills} kills, seed {seed}");
     let mut rng = Rng(seed | 1);
     let started = Instant::now();
 
@@ -139,7 +155,7 @@ fn workers_joining_leaving_and_killed_at_random_write_every_row_exactly_once() {
     }
     for i in 0..kills {
         let c = Worker::start(&manifest, dir.path(), &format!("c{i}"), 20_000);
-        std::thread::sleep(Duration::from_millis(rng.between(1_500, 5_000)));
+        std::thread::sleep(Duration::from_millis(rng.between(500, 2_500)));
         if i == kills / 3 {
             joined = Some(Worker::start(&manifest, dir.path(), "d", 20_000));
         }
@@ -163,7 +179,7 @@ fn workers_joining_leaving_and_killed_at_random_write_every_row_exactly_once() {
     let assigned = sql_i64(tb, "SELECT count(*) FROM audit WHERE event = 'partitions_assigned'");
     let revoked = sql_i64(tb, "SELECT count(*) FROM audit WHERE event = 'partitions_revoked'");
     eprintln!(
-        "scale: {valid} events, {kills} kills, {assigned} assignments, {revoked} revocations: {rows} rows, \
+        "scale ({mode}): {valid} events, {kills} kills, {assigned} assignments, {revoked} revocations: {rows} rows, \
          {} lost, {} duplicated",
         valid as i64 - distinct,
         rows - distinct
@@ -174,9 +190,18 @@ fn workers_joining_leaving_and_killed_at_random_write_every_row_exactly_once() {
     // The group's offsets reach the end of every partition.
     let committed: i64 = committed(&bootstrap, &t.group, &t.input, 6).values().sum();
     assert_eq!(committed as usize, valid + bad, "every offset committed");
-    // Every result is on the topic (at-least-once: some perhaps twice).
-    let results = read_topic(&bootstrap, &t.results);
-    assert_eq!(results.keys.len(), valid, "every event has a result on the topic");
+    if exactly_once {
+        crate::exactly_once::assert_topics_exactly_once(&bootstrap, &t, valid, bad);
+    } else {
+        // Every result is on the topic (at-least-once: some perhaps twice).
+        let results = read_topic(&bootstrap, &t.results);
+        assert_eq!(results.keys.len(), valid, "every event has a result on the topic");
+    }
+
+    let prepared = std::fs::read_dir(tb.join("_rolls"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "prepared"));
+    assert_eq!(prepared.count(), 0, "no prepared roll is left");
 
     // The killed workers' open files are removed by the next writer to open
     // the tables (here one that reads an empty file).

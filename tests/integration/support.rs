@@ -69,6 +69,16 @@ pub fn write_manifest(dir: &Path, t: &Topics, bootstrap: &str, tables: &Path, ro
     path
 }
 
+/// Sets `sinks.kafka.delivery: exactly_once` in a manifest from
+/// [`write_manifest`], with `extra` lines under `sinks.kafka`.
+pub fn set_exactly_once(manifest: &Path, t: &Topics, extra: &str) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let from = format!("    dlq_topic: {}\n", t.dlq);
+    assert!(text.contains(&from));
+    let text = text.replace(&from, &format!("{from}    delivery: exactly_once\n{extra}"));
+    std::fs::write(manifest, text).unwrap();
+}
+
 pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     let new: Vec<_> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
@@ -294,4 +304,52 @@ pub fn python() -> PathBuf {
     let p = repo().join(".venv/bin/python");
     assert!(p.exists(), "Python environment missing: run `make setup`");
     p
+}
+
+/// Reads `topic` as a `read_committed` consumer from the start to its high
+/// watermarks: only records of committed transactions (the transaction
+/// markers take offsets too, so the end is found by position).
+pub fn read_committed(bootstrap: &str, topic: &str) -> TopicContents {
+    use rdkafka::message::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let meta = c.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions: Vec<i32> = meta.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut out =
+        TopicContents { records: 0, end_offsets: HashMap::new(), keys: Default::default(), first_headers: vec![] };
+    for p in partitions {
+        let (low, high) = c.fetch_watermarks(topic, p, timeout).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
+        out.end_offsets.insert(p, high);
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.records += 1;
+                out.keys.insert(m.key().unwrap_or_default().to_vec());
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+        let positions = c.position().unwrap();
+        let done = out.end_offsets.iter().all(|(&p, &high)| {
+            high == 0
+                || positions
+                    .find_partition(topic, p)
+                    .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= high))
+        });
+        if done {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "reading {topic} read_committed: not at its end");
+    }
 }
