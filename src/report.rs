@@ -126,6 +126,8 @@ pub fn json(s: &Summary) -> serde_json::Value {
         "dlq": s.dlq,
         "replayed": s.replayed,
         "seconds": s.elapsed.as_secs_f64(),
+        "first_us": s.span_us.0,
+        "last_us": s.span_us.1,
         "events_per_s": s.rate(),
         "latency_ms": {"p50": q(&s.latency_us, 0.5), "p95": q(&s.latency_us, 0.95), "p99": q(&s.latency_us, 0.99)},
         "event_age_ms": {"p50": q(&s.event_latency_us, 0.5), "p95": q(&s.event_latency_us, 0.95), "p99": q(&s.event_latency_us, 0.99)},

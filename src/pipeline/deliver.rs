@@ -217,6 +217,7 @@ impl Deliver {
         self.summary.event_latency_us = event_latency;
         if let (Some(first), Some(last)) = (self.first, self.last) {
             self.summary.elapsed = Duration::from_micros((last - first).max(1) as u64);
+            self.summary.span_us = (first, last);
         }
         Ok(self.summary)
     }

@@ -53,6 +53,9 @@ pub struct Summary {
     pub event_latency_us: hdrhistogram::Histogram<u64>,
     /// From the first record to the last result.
     pub elapsed: Duration,
+    /// When the first record was received and the last result written
+    /// (µs since the epoch; 0 when none): several workers' runs add up.
+    pub span_us: (i64, i64),
     /// Model executions and rows, per worker.
     pub batches: BTreeMap<String, (u64, u64)>,
     /// Times the consumer paused for backpressure.
@@ -93,6 +96,7 @@ impl Summary {
             latency_us: histogram(),
             event_latency_us: histogram(),
             elapsed: Duration::ZERO,
+            span_us: (0, 0),
             batches: BTreeMap::new(),
             pauses: 0,
             rolls: 0,
