@@ -55,7 +55,29 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
         Some(c) => Some(RunEvents::start(c, plan, opts.input_file.is_none() && !opts.no_kafka_sink).await),
         None => None,
     };
-    let summary = run_plan(plan, opts, &health).await;
+    let summary = loop {
+        match run_plan(plan, opts.clone(), &health).await {
+            Err(e) if is_storage_error(&e) && !crate::signal::requested() => {
+                // Nothing after the last durable roll was committed: wait for
+                // the tables to be writable, then start again from the
+                // group's committed offsets (a replay is skipped as durable).
+                health.sinks_open.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    tables = %plan.tables.display(),
+                    error = %format!("{e:#}"),
+                    "the tables cannot be written: consuming stopped and nothing unwritten was committed; \
+                     waiting for them to be writable again"
+                );
+                notice(Notice::new(AuditEvent::Stopped, "pipeline", format!("tables unwritable: {e:#}")));
+                if !wait_writable(&plan.tables).await {
+                    break Err(e);
+                }
+                tracing::info!(tables = %plan.tables.display(), "the tables are writable again: resuming");
+                health.stopping.store(false, Ordering::Relaxed);
+            }
+            other => break other,
+        }
+    };
     if let Some(l) = lineage {
         l.finish(summary.as_ref().err().map(|e| format!("{e:#}"))).await;
     }
@@ -134,6 +156,46 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     audit.finish().await;
     telemetry::trace::flush().await;
     summary
+}
+
+/// True when `e` comes from writing the tables (a full disk, a folder that
+/// cannot be written): the run can resume once the storage is back.
+fn is_storage_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<switchyard_sink::Error>(),
+            Some(switchyard_sink::Error::Io { .. } | switchyard_sink::Error::Parquet(_))
+        )
+    })
+}
+
+/// How often unwritable tables are tried again.
+const STORAGE_RETRY: Duration = Duration::from_secs(2);
+
+/// Waits until a test file can be written and synced in every folder a
+/// roll writes to under `tables`; false when a stop was requested first.
+async fn wait_writable(tables: &std::path::Path) -> bool {
+    let probe = |dir: std::path::PathBuf| -> std::io::Result<()> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!(".probe-{}", std::process::id()));
+        let result = std::fs::File::create(&path).and_then(|mut f| {
+            f.write_all(&[0u8; 64 * 1024])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&path);
+        result
+    };
+    loop {
+        let ok = ["_rolls", "predictions", "dlq", "_writers"].iter().all(|d| probe(tables.join(d)).is_ok());
+        if ok {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STORAGE_RETRY) => {}
+            _ = crate::signal::shutdown_signal() => return false,
+        }
+    }
 }
 
 /// Records in the audit table which manifest and which policy the run uses.

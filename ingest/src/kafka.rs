@@ -449,6 +449,13 @@ impl Quiet {
 impl rdkafka::ClientContext for Quiet {
     fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         tracing::debug!(facility = fac, "broker check: {message}");
+        // Under load the error callback may report a failed handshake only
+        // as a transport failure; the log line still says what it was.
+        if refusal(message) {
+            if let Ok(mut r) = self.refused.lock() {
+                r.get_or_insert_with(|| message.to_string());
+            }
+        }
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -457,7 +464,7 @@ impl rdkafka::ClientContext for Quiet {
         let refused = matches!(
             error.rdkafka_error_code(),
             Some(Code::Authentication | Code::SSL | Code::SaslAuthenticationFailed)
-        );
+        ) || refusal(reason);
         if refused {
             if let Ok(mut r) = self.refused.lock() {
                 r.get_or_insert_with(|| reason.to_string());
@@ -470,6 +477,13 @@ impl rdkafka::ClientContext for Quiet {
 }
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// True for a librdkafka message telling of a refused TLS handshake or login.
+fn refusal(message: &str) -> bool {
+    ["SSL handshake failed", "certificate verify failed", "Authentication failed", "SASL authentication error"]
+        .iter()
+        .any(|m| message.contains(m))
+}
 
 impl KafkaSource {
     /// Subscribes and starts consuming. With `idle_timeout`, the source ends

@@ -85,6 +85,16 @@ impl SideTasks {
         self.tasks.push((what, task));
     }
 
+    /// Stops every task after the run failed, ignoring what they report.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (what, task) in self.tasks {
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(task = what, error = %format!("{e:#}"), "side task failed while stopping");
+            }
+        }
+    }
+
     /// Stops every task and adds what each reports to `summary`.
     async fn finish(self, summary: &mut Summary) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -201,7 +211,18 @@ pub async fn run(
         }
     }
     drop(tx);
-    let mut summary = deliver_task.await.context("delivery panicked")??;
+    let delivered = deliver_task.await.context("delivery panicked").and_then(|r| r);
+    let mut summary = match delivered {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing more is made durable or committed: stop the rest.
+            side.stop().await;
+            if let Err(stop) = source.stop().await {
+                tracing::warn!(error = %format!("{stop:#}"), "stopping the source after a failed delivery");
+            }
+            return Err(e);
+        }
+    };
     summary.interrupted = interrupted;
     if let Some(e) = source_error {
         return Err(e.context(format!(

@@ -27,4 +27,5 @@ mod proxy;
 mod reload;
 mod scale;
 mod security;
+mod storage;
 mod support;

