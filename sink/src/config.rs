@@ -195,6 +195,17 @@ impl SinksConfig {
                     format!("is set by switchyard (one per worker) with `{path}.kafka.delivery: exactly_once`"),
                 );
             }
+            let txn_timeout = k.properties.get("transaction.timeout.ms").and_then(|v| v.parse::<u64>().ok());
+            if let Some(t) = txn_timeout.filter(|&t| k.delivery == Delivery::ExactlyOnce && t < k.delivery_timeout_ms) {
+                problems.push(
+                    format!("{path}.kafka.properties.transaction.timeout.ms"),
+                    format!(
+                        "is {t} ms, less than `{path}.kafka.delivery_timeout_ms` ({} ms): a record may not take \
+                         longer to deliver than its transaction may stay open; lower delivery_timeout_ms too",
+                        k.delivery_timeout_ms
+                    ),
+                );
+            }
             if k.commit_timeout_ms == 0 {
                 problems.push(format!("{path}.kafka.commit_timeout_ms"), "must be at least 1");
             }

@@ -1030,3 +1030,107 @@ fn cloud_requests_are_traced_and_carry_the_trace_to_the_endpoint() {
         );
     }
 }
+
+/// One `switchyard run` of the hybrid pipeline on Kafka, in the group of
+/// `manifest`, in its own process group (killed with the test).
+fn kafka_worker(manifest: &Path, dir: &Path, name: &str, token: &str) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", manifest.to_str().unwrap(), "--idle-exit-ms", "8000", "--progress-secs", "0"])
+        .args(["--no-create-topics"])
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .env(TOKEN_ENV, token)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("starting switchyard run");
+    watchdog(child.id());
+    child
+}
+
+/// The endpoint fails in bursts — 503s, 429s with `Retry-After`, requests
+/// that hang — while workers join, are killed and leave the group: every
+/// event still has exactly one outcome, none is lost to the faults (the
+/// local model takes over), no sensitive event reaches the endpoint, and
+/// no worker exceeds its rate limit on the wire.
+#[test]
+fn cloud_faults_during_rebalances_lose_nothing_leak_nothing_and_keep_the_rate_limit() {
+    use crate::support::{create_topics, produce, Topics};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let rt = runtime();
+    let proxy = rt.block_on(FaultProxy::start(&server.url));
+    proxy.set_plan(|n| match n % 60 {
+        10..=14 => Fault::Status(503),
+        25..=27 => Fault::TooManyRequests { retry_after_s: 1 },
+        40 => Fault::Hang,
+        _ => Fault::Pass,
+    });
+    let bootstrap = crate::broker::bootstrap();
+    let t = Topics::new("hybrid-rebalance");
+    create_topics(&bootstrap, &[(&t.input, 6), (&t.results, 3), (&t.dlq, 1)]);
+    let input = generate(dir.path(), 20_000, 0.2, 41);
+    let payloads: Vec<Vec<u8>> = records(&input).into_iter().map(String::into_bytes).collect();
+    produce(&bootstrap, &t.input, &payloads);
+    let tables = dir.path().join("tables");
+    let (rps, burst) = (40.0, 4.0);
+    let m = manifest(
+        dir.path(),
+        &proxy.url(),
+        &[
+            ("bootstrap_servers: 127.0.0.1:9092", &format!("bootstrap_servers: {bootstrap}")),
+            ("topics: [transactions]", &format!("topics: [{}]", t.input)),
+            ("group_id: switchyard-fraud-hybrid", &format!("group_id: {}", t.group)),
+            ("results_topic: predictions-hybrid", &format!("results_topic: {}", t.results)),
+            ("dlq_topic: transactions-dlq", &format!("dlq_topic: {}", t.dlq)),
+            ("path: ../data/hybrid", &format!("path: {}", tables.display())),
+            ("roll_interval_ms: 2000", "roll_interval_ms: 500"),
+            ("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\""),
+            ("rate_limit: {requests_per_second: 200, burst: 20}", "rate_limit: {requests_per_second: 40, burst: 4}"),
+            ("limit: 0.1,", "limit: 1000,"),
+        ],
+    );
+    let token = server.token.clone();
+    let mut a = kafka_worker(&m, dir.path(), "a", &token);
+    let mut b = kafka_worker(&m, dir.path(), "b", &token);
+    std::thread::sleep(Duration::from_secs(6));
+    // A third joins and is killed; a fourth joins; the second leaves.
+    let mut c = kafka_worker(&m, dir.path(), "c", &token);
+    std::thread::sleep(Duration::from_secs(4));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let mut d = kafka_worker(&m, dir.path(), "d", &token);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(Command::new("kill").args(["-TERM", &b.id().to_string()]).status().unwrap().success());
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+    for (name, child) in [("b", &mut b), ("a", &mut a), ("d", &mut d)] {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "worker {name} failed ({status}):\n{}", log(name));
+    }
+
+    let tb = tables.as_path();
+    assert_accounted(tb, &input);
+    assert_eq!(sql_i64(tb, "SELECT count(*) FROM dlq WHERE stage IN ('route', 'infer')"), 0, "nothing lost");
+    assert!(results(tb, "NOT shadow AND route = 'fraud' AND fallback") > 0, "the local model took over");
+    assert_only_allowed_rows_left(tb, &proxy);
+    let faults = proxy.requests();
+    for (what, hit) in [
+        ("503", faults.iter().any(|r| r.fault == Fault::Status(503))),
+        ("429", faults.iter().any(|r| matches!(r.fault, Fault::TooManyRequests { .. }))),
+        ("hang", faults.iter().any(|r| r.fault == Fault::Hang)),
+    ] {
+        assert!(hit, "no request met a {what}");
+    }
+    // Limits are per worker (README): in any second, at most three workers'
+    // rate plus burst reached the wire.
+    let posts = proxy.posts();
+    let most = posts
+        .iter()
+        .map(|p| posts.iter().filter(|q| q.at >= p.at && q.at < p.at + Duration::from_secs(1)).count())
+        .max()
+        .unwrap_or(0);
+    let allowed = (3.0 * (rps + burst)) as usize;
+    eprintln!("hybrid rebalance: {} requests, at most {most} in a second (allowed {allowed})", posts.len());
+    assert!(most <= allowed, "{most} requests in one second");
+}

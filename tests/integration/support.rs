@@ -70,12 +70,16 @@ pub fn write_manifest(dir: &Path, t: &Topics, bootstrap: &str, tables: &Path, ro
 }
 
 /// Sets `sinks.kafka.delivery: exactly_once` in a manifest from
-/// [`write_manifest`], with `extra` lines under `sinks.kafka`.
+/// [`write_manifest`], with `extra` lines under `sinks.kafka`. A killed
+/// worker's open transaction holds `read_committed` readers back until the
+/// broker aborts it: after 10 s here (librdkafka's default is 60 s).
 pub fn set_exactly_once(manifest: &Path, t: &Topics, extra: &str) {
     let text = std::fs::read_to_string(manifest).unwrap();
     let from = format!("    dlq_topic: {}\n", t.dlq);
     assert!(text.contains(&from));
-    let text = text.replace(&from, &format!("{from}    delivery: exactly_once\n{extra}"));
+    let eos = "    delivery: exactly_once\n    delivery_timeout_ms: 10000\n    \
+               properties: {transaction.timeout.ms: \"10000\"}\n";
+    let text = text.replace(&from, &format!("{from}{eos}{extra}"));
     std::fs::write(manifest, text).unwrap();
 }
 
@@ -307,17 +311,25 @@ pub fn python() -> PathBuf {
 }
 
 /// Reads `topic` as a `read_committed` consumer from the start to its high
-/// watermarks: only records of committed transactions (the transaction
-/// markers take offsets too, so the end is found by position).
+/// watermarks: only records of committed transactions. The end is found by
+/// position (transaction markers take offsets too), and reached once every
+/// transaction before it is settled (a killed producer's open one is aborted
+/// by the broker after `transaction.timeout.ms`).
 pub fn read_committed(bootstrap: &str, topic: &str) -> TopicContents {
     use rdkafka::message::Message;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    let consumer = |isolation: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap()
+    };
+    // A read_committed client's watermark query answers the last stable
+    // offset, which an open transaction holds back: ask for the real end.
+    let ends = consumer("read_uncommitted");
+    let c = consumer("read_committed");
     let timeout = Duration::from_secs(10);
     let meta = c.fetch_metadata(Some(topic), timeout).unwrap();
     let partitions: Vec<i32> = meta.topics()[0].partitions().iter().map(|p| p.id()).collect();
@@ -325,12 +337,12 @@ pub fn read_committed(bootstrap: &str, topic: &str) -> TopicContents {
     let mut out =
         TopicContents { records: 0, end_offsets: HashMap::new(), keys: Default::default(), first_headers: vec![] };
     for p in partitions {
-        let (low, high) = c.fetch_watermarks(topic, p, timeout).unwrap();
+        let (low, high) = ends.fetch_watermarks(topic, p, timeout).unwrap();
         tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
         out.end_offsets.insert(p, high);
     }
     c.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
