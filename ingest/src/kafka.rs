@@ -603,29 +603,24 @@ impl KafkaCommitter {
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
         }
-        let got = self.consumer.committed_offsets(tpl, timeout)?;
-        Ok(got
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect())
+        Ok(offsets_of(&self.consumer.committed_offsets(tpl, timeout)?))
     }
 
     /// The group's committed offsets for the current assignment.
     pub fn committed(&self, timeout: Duration) -> Result<HashMap<(String, i32), i64>> {
-        let tpl = self.consumer.committed(timeout)?;
-        Ok(tpl
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect())
+        Ok(offsets_of(&self.consumer.committed(timeout)?))
     }
+}
+
+/// The partitions of `tpl` that have an offset, by (topic, partition).
+fn offsets_of(tpl: &TopicPartitionList) -> HashMap<(String, i32), i64> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn to_raw(m: &rdkafka::message::BorrowedMessage<'_>, received_us: i64) -> RawRecord {

@@ -7,17 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn committed_rows(tables: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(tables.join("_rolls")) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
-            v["rows"].as_u64().unwrap()
-        })
-        .sum()
-}
-
 #[test]
 fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
     let bootstrap = crate::broker::bootstrap();
@@ -46,14 +35,14 @@ fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
         .unwrap();
     // Wait until some rolls are durable, then kill without warning.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while committed_rows(&tables) < 1000 {
+    while durable_rows(&tables.join("_rolls")) < 1000 {
         assert!(Instant::now() < deadline, "no roll became durable");
         assert!(child.try_wait().unwrap().is_none(), "worker exited early");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let before = committed_rows(&tables);
+    let before = durable_rows(&tables.join("_rolls"));
     assert!(before < (valid + bad) as u64, "killed mid-run ({before} rows durable)");
 
     run_until_idle(&manifest);

@@ -22,12 +22,6 @@ fn eos_manifest(
     manifest
 }
 
-fn rolls(tables: &std::path::Path, ext: &str) -> usize {
-    std::fs::read_dir(tables.join("_rolls"))
-        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == ext)).count())
-        .unwrap_or(0)
-}
-
 pub fn assert_topics_exactly_once(bootstrap: &str, t: &Topics, valid: usize, bad: usize) {
     let results = read_committed(bootstrap, &t.results);
     assert_eq!(results.keys.len(), valid, "every event has a committed result");
@@ -57,7 +51,7 @@ fn a_worker_killed_mid_transaction_leaves_every_result_once_for_read_committed_c
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while rolls(&tables, "json") < 3 {
+    while roll_files(&tables, "json") < 3 {
         assert!(Instant::now() < deadline, "no roll committed:\n{}", std::fs::read_to_string(&log).unwrap());
         assert!(child.try_wait().unwrap().is_none(), "exited early:\n{}", std::fs::read_to_string(&log).unwrap());
         std::thread::sleep(Duration::from_millis(5));
@@ -71,7 +65,7 @@ fn a_worker_killed_mid_transaction_leaves_every_result_once_for_read_committed_c
     // its open transaction is aborted when the restarted worker settles.
     run_until_idle(&manifest);
     assert_exactly_once(&tables, valid, bad);
-    assert_eq!(rolls(&tables, "prepared"), 0, "no prepared roll is left");
+    assert_eq!(roll_files(&tables, "prepared"), 0, "no prepared roll is left");
     assert_topics_exactly_once(&bootstrap, &t, valid, bad);
     let committed: i64 = committed(&bootstrap, &t.group, &t.input, 3).values().sum();
     assert_eq!(committed as usize, valid + bad, "the transactions committed every offset");
@@ -94,14 +88,14 @@ fn a_commit_with_an_unknown_outcome_stops_the_worker_and_the_next_one_settles_it
     assert!(!out.status.success(), "the worker stops: {err}");
     assert!(err.contains("outcome is unknown") && err.contains("prepared"), "{err}");
     assert!(err.contains("retrying"), "a timed-out commit is retried first: {err}");
-    assert_eq!(rolls(&tables, "prepared"), 1, "its roll is left prepared");
+    assert_eq!(roll_files(&tables, "prepared"), 1, "its roll is left prepared");
 
     // The next worker reads the group's committed offsets to settle it: the
     // roll is kept if the transaction committed after all, else dropped and
     // its records read again. Either way, each result is there once.
     let manifest = eos_manifest(dir.path(), &t, &bootstrap, &tables, "");
     run_until_idle(&manifest);
-    assert_eq!(rolls(&tables, "prepared"), 0);
+    assert_eq!(roll_files(&tables, "prepared"), 0);
     assert_exactly_once(&tables, valid, bad);
     assert_topics_exactly_once(&bootstrap, &t, valid, bad);
 }

@@ -82,17 +82,6 @@ impl Worker {
     }
 }
 
-fn durable_rows(tables: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(tables.join("_rolls")) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-            v["rows"].as_u64()
-        })
-        .sum()
-}
-
 fn open_files(d: &Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(d).unwrap() {
@@ -149,7 +138,7 @@ fn scale(exactly_once: bool) {
     let mut b = Some(b);
     let mut joined = None;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while durable_rows(&tables) == 0 {
+    while durable_rows(&tables.join("_rolls")) == 0 {
         assert!(Instant::now() < deadline, "no roll became durable:\n{}", a.log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -164,7 +153,7 @@ fn scale(exactly_once: bool) {
         }
         c.kill();
     }
-    let durable_at_last_kill = durable_rows(&tables);
+    let durable_at_last_kill = durable_rows(&tables.join("_rolls"));
     eprintln!("scale: last kill after {:.0?}, {durable_at_last_kill} rows durable", started.elapsed());
     assert!(durable_at_last_kill < (valid + bad) as u64, "the kills came while the input was being consumed");
     // The survivors take over the killed worker's partitions and finish.
@@ -200,10 +189,7 @@ fn scale(exactly_once: bool) {
         assert_eq!(results.keys.len(), valid, "every event has a result on the topic");
     }
 
-    let prepared = std::fs::read_dir(tb.join("_rolls"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "prepared"));
-    assert_eq!(prepared.count(), 0, "no prepared roll is left");
+    assert_eq!(roll_files(tb, "prepared"), 0, "no prepared roll is left");
 
     // The killed workers' open files are removed by the next writer to open
     // the tables (here one that reads an empty file).

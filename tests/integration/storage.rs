@@ -7,17 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn durable_rows(rolls: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(rolls) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-            v["rows"].as_u64()
-        })
-        .sum()
-}
-
 #[test]
 fn unwritable_tables_stop_consuming_commit_nothing_unwritten_and_resume_once_writable() {
     let bootstrap = crate::broker::bootstrap();

@@ -83,6 +83,27 @@ pub fn set_exactly_once(manifest: &Path, t: &Topics, extra: &str) {
     std::fs::write(manifest, text).unwrap();
 }
 
+/// Rows of the committed roll manifests (`*.json`) in `rolls` (a table
+/// root's `_rolls`); manifests being renamed meanwhile are left out.
+pub fn durable_rows(rolls: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(rolls) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            v["rows"].as_u64()
+        })
+        .sum()
+}
+
+/// Files in a table root's `_rolls` with extension `ext` (`json`: committed
+/// rolls; `prepared`: rolls waiting for their transaction).
+pub fn roll_files(tables: &Path, ext: &str) -> usize {
+    std::fs::read_dir(tables.join("_rolls"))
+        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == ext)).count())
+        .unwrap_or(0)
+}
+
 pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     let new: Vec<_> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
