@@ -107,6 +107,7 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
         ParquetSink::open(&plan.tables, pq.roll_max_rows, interval)
     }
     .with_context(|| format!("opening tables at {}", plan.tables.display()))?;
+    share_budgets(&stages.workers, &plan.tables, parquet.writer_id())?;
     // One transactional id per worker (its writer id): a new worker never
     // fences a live one; zombies are fenced by the group's generation.
     let txn_id = exactly_once.then(|| format!("switchyard-{}-{}", plan.source.group_id, parquet.writer_id()));
@@ -156,6 +157,34 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     audit.finish().await;
     telemetry::trace::flush().await;
     summary
+}
+
+/// Shares the cloud workers' budgets with every process writing to
+/// `tables` (`_spend/`), this one's earlier runs included.
+fn share_budgets(
+    workers: &switchyard_workers::dispatch::WorkerSet,
+    tables: &std::path::Path,
+    writer: &str,
+) -> anyhow::Result<()> {
+    use switchyard_workers::dispatch::Worker;
+    let clouds: Vec<_> = workers
+        .list
+        .iter()
+        .filter_map(|(_, w)| match w {
+            Worker::Cloud(c) => Some(c),
+            Worker::Local(_) => None,
+        })
+        .collect();
+    if clouds.is_empty() {
+        return Ok(());
+    }
+    let dir = tables.join("_spend");
+    let ledger = switchyard_workers::cloud::SpendLedger::open(&dir, writer)
+        .with_context(|| format!("opening the cloud budget ledger at {}", dir.display()))?;
+    for c in clouds {
+        c.share_budget(ledger.clone());
+    }
+    Ok(())
 }
 
 /// True when `e` comes from writing the tables (a full disk, a folder that

@@ -606,6 +606,21 @@ impl KafkaCommitter {
         Ok(offsets_of(&self.consumer.committed_offsets(tpl, timeout)?))
     }
 
+    /// How many partitions the subscribed topics have in all (from the
+    /// brokers' metadata): what the group shares out.
+    pub fn subscribed_partitions(&self, timeout: Duration) -> Result<usize> {
+        let subscription = self.consumer.subscription()?;
+        let mut topics: Vec<String> = subscription.elements().iter().map(|e| e.topic().to_string()).collect();
+        topics.sort();
+        topics.dedup();
+        let mut total = 0;
+        for t in &topics {
+            let md = self.consumer.fetch_metadata(Some(t), timeout)?;
+            total += md.topics().iter().filter(|m| m.name() == t).map(|m| m.partitions().len()).sum::<usize>();
+        }
+        Ok(total)
+    }
+
     /// The group's committed offsets for the current assignment.
     pub fn committed(&self, timeout: Duration) -> Result<HashMap<(String, i32), i64>> {
         Ok(offsets_of(&self.consumer.committed(timeout)?))

@@ -305,7 +305,15 @@ metric!(
     Gauge,
     "budget units",
     ["worker"],
-    "Money (the budget's unit) spent in the current budget window."
+    "Money (the budget's unit) spent in the current budget window, by every process sharing the table root."
+);
+metric!(
+    QUOTA_SHARE,
+    "switchyard_cloud_quota_share",
+    Gauge,
+    "fraction",
+    ["worker"],
+    "Share of a cloud endpoint's rate limit this process uses: the fraction of the input partitions it owns."
 );
 metric!(
     BUDGET_REMAINING,
@@ -427,6 +435,7 @@ pub static ALL: &[&Metric] = &[
     &CLOUD_RATE_LIMIT_WAIT,
     &BREAKER_STATE,
     &BUDGET_SPENT,
+    &QUOTA_SHARE,
     &BUDGET_REMAINING,
     &BUDGET_WARNINGS,
     &BUDGET_EXHAUSTED,

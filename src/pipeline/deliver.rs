@@ -13,7 +13,7 @@ use switchyard_ingest::{KafkaCommitter, RevokeDone};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers, DlqRecord, Lineage, Prediction, Stage};
 use switchyard_sink::{KafkaSink, ParquetSink};
-use switchyard_workers::dispatch::{Dispatched, Outcome, WorkerSet};
+use switchyard_workers::dispatch::{Dispatched, Outcome, Worker, WorkerSet};
 use switchyard_workers::Answer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -80,6 +80,10 @@ pub(super) struct Deliver {
     /// sent again with the next commit, dropped when their partition is
     /// revoked.
     pub(super) uncommitted: HashMap<(String, i32), i64>,
+    /// The partitions this process owns, and how many the subscribed
+    /// topics have: each cloud worker uses that share of its rate limit.
+    pub(super) owned: std::collections::BTreeSet<(String, i32)>,
+    pub(super) partitions_total: usize,
 }
 
 /// A result row from a worker's answer; the lineage is complete.
@@ -187,13 +191,21 @@ impl Deliver {
             tokio::select! {
                 p = rx.recv() => match p {
                     Some(ToDeliver::Chunk(p)) => self.handle(*p).await?,
-                    Some(ToDeliver::Assigned(parts)) => self.settle_prepared(&parts).await?,
+                    Some(ToDeliver::Assigned(parts)) => {
+                        self.settle_prepared(&parts).await?;
+                        self.owned.extend(parts);
+                        self.reshare(true);
+                    }
                     Some(ToDeliver::Revoked { partitions, lost, done }) => {
                         self.hand_over(lost).await?;
                         for p in &partitions {
                             // Their next owner commits from now on.
                             self.uncommitted.remove(p);
+                            self.owned.remove(p);
                         }
+                        // Before the partitions go: the next owner's share
+                        // grows only once this one's has shrunk.
+                        self.reshare(false);
                         done.done();
                     }
                     None => break,
@@ -439,6 +451,40 @@ impl Deliver {
             self.abandon().await
         } else {
             self.roll_and_commit().await
+        }
+    }
+
+    /// Gives each cloud worker the share of its endpoint's quota that this
+    /// process's partitions are of all the subscribed topics' partitions
+    /// (re-reading their number from the brokers when `recount`).
+    fn reshare(&mut self, recount: bool) {
+        let Some(c) = &self.committer else { return };
+        let clouds: Vec<_> = self
+            .workers
+            .list
+            .iter()
+            .filter_map(|(_, w)| match w {
+                Worker::Cloud(c) => Some(c.clone()),
+                Worker::Local(_) => None,
+            })
+            .collect();
+        if clouds.is_empty() {
+            return;
+        }
+        if recount || self.partitions_total == 0 {
+            match tokio::task::block_in_place(|| c.subscribed_partitions(Duration::from_secs(10))) {
+                Ok(n) => self.partitions_total = n,
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot count the input topics' partitions; the cloud quota share is computed from the last count"
+                ),
+            }
+        }
+        let total = self.partitions_total.max(self.owned.len()).max(1);
+        let share = self.owned.len() as f64 / total as f64;
+        tracing::info!(owned = self.owned.len(), total, share, "cloud quota share");
+        for w in clouds {
+            w.set_share(share);
         }
     }
 

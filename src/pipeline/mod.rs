@@ -153,6 +153,8 @@ pub async fn run(
         width: stages.pre.width(),
         counters: opts.counters.clone().unwrap_or_default(),
         uncommitted: Default::default(),
+        owned: Default::default(),
+        partitions_total: 0,
         first: None,
         last: None,
         progress_every: opts.progress_every,

@@ -154,10 +154,15 @@ pub fn mixed_input(dir: &Path, valid: usize) -> (Vec<Vec<u8>>, usize) {
 }
 
 pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) {
+    produce_keyed(bootstrap, topic, payloads, 0);
+}
+
+/// Produces `payloads` with keys `k{first}`, `k{first + 1}`, …
+fn produce_keyed(bootstrap: &str, topic: &str, payloads: &[Vec<u8>], first: usize) {
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let keys: Vec<String> = (0..payloads.len()).map(|i| format!("k{i}")).collect();
+    let keys: Vec<String> = (first..first + payloads.len()).map(|i| format!("k{i}")).collect();
     rt.block_on(async {
         let mut futs = Vec::new();
         for (p, key) in payloads.iter().zip(&keys) {
@@ -176,6 +181,27 @@ pub fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) {
             f.unwrap();
         }
     });
+}
+
+/// Produces `payloads` in a thread, in `slices` equal parts one `every`
+/// apart (traffic that lasts through what a test does meanwhile).
+pub fn produce_over(
+    bootstrap: &str,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+    slices: usize,
+    every: Duration,
+) -> std::thread::JoinHandle<()> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let size = payloads.len().div_ceil(slices.max(1)).max(1);
+        for (i, part) in payloads.chunks(size).enumerate() {
+            if i > 0 {
+                std::thread::sleep(every);
+            }
+            produce_keyed(&bootstrap, &topic, part, i * size);
+        }
+    })
 }
 
 /// What a topic holds, read back with a fresh consumer group.

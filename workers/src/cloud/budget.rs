@@ -1,15 +1,19 @@
 //! The spending limit of one endpoint: costs per request and per 1000 tokens
-//! add up over fixed windows (`window_s`, counted from start-up); near the
-//! limit a warning, at the limit requests are refused until the next window.
-//! Requests in flight hold a reservation of their estimated cost, so
-//! concurrent requests cannot together overshoot the limit.
+//! add up over fixed windows (`window_s`, aligned to the Unix epoch in a
+//! run, so that every process agrees on them); near the limit a warning, at
+//! the limit requests are refused until the next window. Requests in flight
+//! hold a reservation of their estimated cost, so concurrent requests cannot
+//! together overshoot the limit. With a [`SpendLedger`], what the other
+//! processes of the group spent (and this process before a restart) counts
+//! too.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
 
 use crate::cloud::config::BudgetConfig;
+use crate::cloud::ledger::SpendLedger;
 
 /// Where a budget stands after a spend.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,19 +75,45 @@ pub struct Budget<C: Clock> {
     config: BudgetConfig,
     clock: C,
     start: C::Instant,
+    /// Time since the Unix epoch at `start` (zero: windows from `start`).
+    epoch: Duration,
     window: Mutex<Window>,
+    /// Where the group's spend is shared, and the endpoint's name in it.
+    ledger: OnceLock<(Arc<SpendLedger>, String)>,
 }
 
 impl<C: Clock> Budget<C> {
     /// A fresh budget; the first window starts now.
     pub fn new(config: BudgetConfig, clock: C) -> Self {
+        Self::aligned(config, clock, Duration::ZERO)
+    }
+
+    /// A fresh budget whose windows are aligned to the Unix epoch; `epoch`
+    /// is the time since the epoch now.
+    pub fn aligned(config: BudgetConfig, clock: C, epoch: Duration) -> Self {
         let start = clock.now();
+        let index = epoch.as_secs() / config.window_s.max(1);
         Budget {
             config,
             clock,
             start,
-            window: Mutex::new(Window { index: 0, spent: 0.0, reserved: 0.0, warned: false }),
+            epoch,
+            window: Mutex::new(Window { index, spent: 0.0, reserved: 0.0, warned: false }),
+            ledger: OnceLock::new(),
         }
+    }
+
+    /// Counts the spend that other processes record in `ledger` under
+    /// `endpoint` against this budget, and records this one's there. Only
+    /// the first call takes effect.
+    pub fn share_through(&self, ledger: Arc<SpendLedger>, endpoint: &str) {
+        let _ = self.ledger.set((ledger, endpoint.to_string()));
+    }
+
+    /// What the other processes spent in window `index`.
+    fn others(&self, index: u64) -> f64 {
+        let len = self.config.window_s.max(1);
+        self.ledger.get().map_or(0.0, |(l, name)| l.others(name, index * len, len))
     }
 
     fn window_len(&self) -> Duration {
@@ -94,13 +124,14 @@ impl<C: Clock> Budget<C> {
     /// the next one.
     fn current(&self) -> (std::sync::MutexGuard<'_, Window>, Duration) {
         let since: Duration = self.clock.now().duration_since(self.start).into();
+        let since = since + self.epoch;
         let len = self.window_len();
         let index = (since.as_nanos() / len.as_nanos()) as u64;
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         if w.index != index {
             *w = Window { index, spent: 0.0, reserved: 0.0, warned: false };
         }
-        let next = len * (index as u32 + 1);
+        let next = Duration::from_secs(self.config.window_s.max(1).saturating_mul(index + 1));
         (w, next.saturating_sub(since))
     }
 
@@ -113,7 +144,7 @@ impl<C: Clock> Budget<C> {
     /// window.
     pub fn check(&self) -> Result<(), Duration> {
         let (w, until_next) = self.current();
-        if w.spent >= self.config.limit {
+        if w.spent + self.others(w.index) >= self.config.limit {
             Err(until_next)
         } else {
             Ok(())
@@ -127,7 +158,8 @@ impl<C: Clock> Budget<C> {
         let (mut w, until_next) = self.current();
         // A relative tolerance, so that n × cost reaches a limit of n × cost.
         let limit = self.config.limit * (1.0 + 1e-9);
-        if w.spent >= self.config.limit || w.spent + w.reserved + estimate > limit {
+        let spent = w.spent + self.others(w.index);
+        if spent >= self.config.limit || spent + w.reserved + estimate > limit {
             return Err(until_next);
         }
         w.reserved += estimate;
@@ -138,9 +170,14 @@ impl<C: Clock> Budget<C> {
     pub fn spend(&self, cost: f64) -> BudgetLevel {
         let (mut w, _) = self.current();
         w.spent += cost;
-        if w.spent >= self.config.limit {
+        if let Some((l, name)) = self.ledger.get() {
+            let len = self.config.window_s.max(1);
+            l.record(name, w.index * len, len, w.spent);
+        }
+        let spent = w.spent + self.others(w.index);
+        if spent >= self.config.limit {
             BudgetLevel::Exhausted
-        } else if !w.warned && w.spent >= self.config.limit * self.config.warn_fraction {
+        } else if !w.warned && spent >= self.config.limit * self.config.warn_fraction {
             w.warned = true;
             BudgetLevel::CrossedWarning
         } else {
@@ -148,9 +185,11 @@ impl<C: Clock> Budget<C> {
         }
     }
 
-    /// Spent in the current window.
+    /// Spent in the current window, by this process and (with a ledger)
+    /// the others.
     pub fn spent(&self) -> f64 {
-        self.current().0.spent
+        let w = self.current().0;
+        w.spent + self.others(w.index)
     }
 }
 
@@ -220,5 +259,41 @@ mod tests {
         assert_eq!(old.settle(0.5), BudgetLevel::Ok);
         assert_eq!(b.spent(), 0.5);
         assert!(b.reserve(9.5).is_ok());
+    }
+
+    #[test]
+    fn windows_align_to_the_epoch_and_a_ledger_adds_the_others_spend() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = FakeRelativeClock::default();
+        let cfg = BudgetConfig {
+            cost_per_request: 1.0,
+            cost_per_1k_tokens: 0.0,
+            limit: 10.0,
+            window_s: 60,
+            warn_fraction: 0.8,
+            on_exhausted: OnExhausted::Fallback,
+        };
+        // 50 s into a window: the next one is 10 s away.
+        let start = crate::cloud::ledger::now().as_secs() / 60 * 60;
+        let b = Budget::aligned(cfg.clone(), clock.clone(), Duration::from_secs(start + 50));
+        // Another process (or this one before a restart) spent 8.
+        let other = SpendLedger::open(dir.path(), "other").unwrap();
+        other.record("cloud", start, 60, 8.0);
+        other.sync();
+        b.share_through(SpendLedger::open(dir.path(), "me").unwrap(), "cloud");
+        assert_eq!(b.spent(), 8.0);
+        let held = b.reserve(2.0).expect("8 + 2 is within the limit");
+        assert!(b.reserve(1.0).is_err(), "8 spent elsewhere + 2 in flight");
+        assert_eq!(held.settle(2.0), BudgetLevel::Exhausted);
+        assert_eq!(b.check(), Err(Duration::from_secs(10)));
+        // The next window starts empty for everyone.
+        clock.advance(Duration::from_secs(10));
+        assert!(b.check().is_ok());
+        assert_eq!(b.spent(), 0.0);
+        // This process's own spend reached the ledger for the others.
+        let (l, _) = b.ledger.get().unwrap();
+        l.sync();
+        other.sync();
+        assert_eq!(other.others("cloud", start, 60), 2.0);
     }
 }

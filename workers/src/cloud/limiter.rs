@@ -5,6 +5,7 @@
 //! demand into backpressure.
 
 use std::num::NonZeroU32;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -16,18 +17,33 @@ use crate::cloud::config::RateLimitConfig;
 
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-/// Requests-per-second and tokens-per-minute limiters of one endpoint.
-pub struct EndpointLimiter<C: Clock> {
-    requests: Option<Direct<C>>,
+/// The governor limiters for one share of the endpoint's quota.
+struct Limiters<C: Clock> {
+    /// `None`: no request limit. With a share of 0, `Some(None)`: nothing
+    /// may be sent.
+    requests: Option<Option<Direct<C>>>,
     tokens: Option<(Direct<C>, u32)>,
+    share: f64,
+}
+
+/// Requests-per-second and tokens-per-minute limiters of one endpoint.
+///
+/// A process in a consumer group uses a share of the endpoint's quota
+/// ([`EndpointLimiter::set_share`]): the fraction of the input partitions
+/// it owns. A partition has one owner at a time, so the shares of a group
+/// add up to at most 1.
+pub struct EndpointLimiter<C: Clock> {
+    config: RateLimitConfig,
+    inner: RwLock<Limiters<C>>,
     clock: C,
 }
 
-impl<C: Clock> std::fmt::Debug for EndpointLimiter<C> {
+impl<C: Clock + Clone> std::fmt::Debug for EndpointLimiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointLimiter")
-            .field("requests", &self.requests.is_some())
-            .field("tokens", &self.tokens.as_ref().map(|t| t.1))
+            .field("requests", &self.config.requests_per_second)
+            .field("tokens", &self.config.tokens_per_minute)
+            .field("share", &self.share())
             .finish()
     }
 }
@@ -41,29 +57,64 @@ pub fn default_burst(rps: f64) -> u32 {
     (rps * 0.05).ceil().clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
+/// How long a caller with a share of 0 waits before asking again.
+const NO_SHARE_WAIT: Duration = Duration::from_millis(100);
+
 impl<C: Clock + Clone> EndpointLimiter<C> {
-    /// The limiters `config` asks for (validated: positive values).
+    /// The limiters `config` asks for (validated: positive values), with
+    /// the whole quota.
     pub fn new(config: &RateLimitConfig, clock: C) -> Self {
+        let inner = RwLock::new(Self::build(config, 1.0, &clock));
+        EndpointLimiter { config: config.clone(), inner, clock }
+    }
+
+    /// Limiters for `share` (0–1) of `config`: the rate, the burst and the
+    /// tokens per minute scaled by it (a burst and a token bucket of at
+    /// least 1).
+    fn build(config: &RateLimitConfig, share: f64, clock: &C) -> Limiters<C> {
         let requests = config.requests_per_second.filter(|r| *r > 0.0 && r.is_finite()).map(|rps| {
-            let burst =
-                NonZeroU32::new(config.burst.unwrap_or_else(|| default_burst(rps)).max(1)).unwrap_or(NonZeroU32::MIN);
-            let period = Duration::from_secs_f64(1.0 / rps).max(Duration::from_nanos(1));
+            let rate = rps * share;
+            if rate <= 0.0 {
+                return None;
+            }
+            let burst = f64::from(config.burst.unwrap_or_else(|| default_burst(rps)).max(1));
+            let burst = NonZeroU32::new((burst * share).ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+                .unwrap_or(NonZeroU32::MIN);
+            let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
             let quota = Quota::with_period(period).unwrap_or(Quota::per_second(NonZeroU32::MAX)).allow_burst(burst);
-            RateLimiter::direct_with_clock(quota, clock.clone())
+            Some(RateLimiter::direct_with_clock(quota, clock.clone()))
         });
-        let tokens = config.tokens_per_minute.and_then(NonZeroU32::new).map(|tpm| {
+        let tokens = config.tokens_per_minute.filter(|t| *t > 0).and_then(|tpm| {
             // OpenAI's token limits are per-minute buckets: a minute's worth
             // may be spent at once.
-            (RateLimiter::direct_with_clock(Quota::per_minute(tpm), clock.clone()), tpm.get())
+            let tpm = NonZeroU32::new((f64::from(tpm) * share).ceil().max(1.0) as u32)?;
+            Some((RateLimiter::direct_with_clock(Quota::per_minute(tpm), clock.clone()), tpm.get()))
         });
-        EndpointLimiter { requests, tokens, clock }
+        Limiters { requests, tokens, share }
+    }
+
+    /// Uses `share` (clamped to 0–1) of the quota from now on. Limiters are
+    /// rebuilt only when the share changes; a rebuilt limiter starts with
+    /// its (scaled) burst available.
+    pub fn set_share(&self, share: f64) {
+        let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 1.0 };
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if (inner.share - share).abs() > 1e-12 {
+            *inner = Self::build(&self.config, share, &self.clock);
+        }
+    }
+
+    /// The share of the quota in use.
+    pub fn share(&self) -> f64 {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).share
     }
 
     /// Takes `tokens` token cells now, or says how long until they could be
     /// taken. A request larger than a minute's tokens is let through alone
     /// (as the whole bucket).
     pub fn try_tokens(&self, tokens: u32) -> Result<(), Duration> {
-        let Some((limiter, per_minute)) = &self.tokens else { return Ok(()) };
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let Some((limiter, per_minute)) = &inner.tokens else { return Ok(()) };
         let n = NonZeroU32::new(tokens.clamp(1, *per_minute)).unwrap_or(NonZeroU32::MIN);
         match limiter.check_n(n) {
             Ok(Ok(())) => Ok(()),
@@ -74,8 +125,12 @@ impl<C: Clock + Clone> EndpointLimiter<C> {
 
     /// Takes one request cell now, or says how long until one is free.
     pub fn try_request(&self) -> Result<(), Duration> {
-        let Some(limiter) = &self.requests else { return Ok(()) };
-        limiter.check().map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        match &inner.requests {
+            None => Ok(()),
+            Some(None) => Err(NO_SHARE_WAIT),
+            Some(Some(limiter)) => limiter.check().map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+        }
     }
 }
 
@@ -211,5 +266,38 @@ mod tests {
             assert!(limiter.try_request().is_ok());
             assert!(limiter.try_tokens(1_000_000).is_ok());
         }
+    }
+
+    #[test]
+    fn a_share_scales_rate_and_burst_and_shares_add_up_to_the_limit() {
+        let horizon = Duration::from_secs(20);
+        let cfg = RateLimitConfig { requests_per_second: Some(90.0), burst: Some(9), tokens_per_minute: None };
+        // Three workers owning 1, 2 and 3 of 6 partitions.
+        let mut total = Vec::new();
+        for owned in [1.0, 2.0, 3.0] {
+            let clock = FakeRelativeClock::default();
+            let limiter = EndpointLimiter::new(&cfg, clock.clone());
+            limiter.set_share(owned / 6.0);
+            let sent = saturate(&limiter, &clock, horizon);
+            let expected = 90.0 * owned / 6.0 * horizon.as_secs_f64();
+            let used = sent.len() as f64 / expected;
+            assert!((0.95..=1.0 + 10.0 / expected).contains(&used), "share {owned}/6 used {used:.3}");
+            total.extend(sent);
+        }
+        total.sort_unstable();
+        // Together, in any second: the rate plus the scaled bursts (2 + 3 + 5).
+        for (i, &t) in total.iter().enumerate() {
+            let in_window = total[i..].iter().take_while(|&&u| u < t + 1_000_000_000).count();
+            assert!(in_window <= 90 + 10, "{in_window} requests in 1 s from {t} ns");
+        }
+        // A share of 0 sends nothing; the whole share again sends at the rate.
+        let clock = FakeRelativeClock::default();
+        let limiter = EndpointLimiter::new(&cfg, clock.clone());
+        limiter.set_share(0.0);
+        assert_eq!(limiter.try_request(), Err(NO_SHARE_WAIT));
+        limiter.set_share(1.0);
+        assert_eq!(limiter.share(), 1.0);
+        let n = saturate(&limiter, &clock, horizon).len();
+        assert!((90 * 20..=90 * 20 + 9).contains(&n), "{n} sent at the whole share");
     }
 }

@@ -7,6 +7,8 @@
 //!   (`Retry-After`, `x-ratelimit-reset-*`), separate from transport;
 //! * [`CircuitBreaker`], [`EndpointLimiter`], [`Budget`] — per-endpoint
 //!   health, rate limits and spending, each on an injected `governor` clock;
+//! * [`SpendLedger`] — budget spend shared by a group's processes and kept
+//!   across restarts;
 //! * [`Redactor`] — templates, redaction operators and the last PII check;
 //! * [`KserveCodec`], [`OpenAiCodec`] — request and response bodies.
 
@@ -14,6 +16,7 @@ mod breaker;
 mod budget;
 mod config;
 mod kserve;
+mod ledger;
 mod limiter;
 mod openai;
 mod redact;
@@ -30,6 +33,7 @@ pub use config::{
     RedactOp, RedactRule, RetryConfig, ScoreFrom, TensorType,
 };
 pub use kserve::{Answered, KserveCodec};
+pub use ledger::{SpendLedger, SYNC_EVERY};
 pub use limiter::{default_burst, EndpointLimiter};
 pub use openai::{OpenAiCodec, Parsed};
 pub use redact::{mask, Redactor};

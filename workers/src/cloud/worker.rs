@@ -24,6 +24,7 @@ use crate::cloud::breaker::{BreakerState, CircuitBreaker};
 use crate::cloud::budget::{Budget, BudgetLevel, Reservation};
 use crate::cloud::config::{CloudWorkerConfig, OnExhausted, Protocol};
 use crate::cloud::kserve::KserveCodec;
+use crate::cloud::ledger::{now as wall_clock, SpendLedger};
 use crate::cloud::limiter::EndpointLimiter;
 use crate::cloud::openai::OpenAiCodec;
 use crate::cloud::redact::{last_check, Redactor};
@@ -206,7 +207,7 @@ impl CloudWorker {
             base: config.url.trim_end_matches('/').to_string(),
             limiter: EndpointLimiter::new(&config.rate_limit, MonotonicClock),
             breaker: CircuitBreaker::new(config.circuit_breaker.clone(), MonotonicClock),
-            budget: config.budget.clone().map(|b| Budget::new(b, MonotonicClock)),
+            budget: config.budget.clone().map(|b| Budget::aligned(b, MonotonicClock, wall_clock())),
             retry: RetryLogic::new(config.retry.clone()),
             config: config.clone(),
             codec,
@@ -273,6 +274,23 @@ impl CloudWorker {
             });
         }
         out
+    }
+
+    /// Uses `share` (0–1) of the endpoint's rate limit from now on: in a
+    /// consumer group, the fraction of the input partitions this process
+    /// owns, so that the group together stays within the limit.
+    pub fn set_share(&self, share: f64) {
+        self.shared.limiter.set_share(share);
+        m::QUOTA_SHARE.gauge(self.shared.worker_label()).set(self.shared.limiter.share());
+    }
+
+    /// Counts the spend of every process that shares `ledger` (a consumer
+    /// group's table root), restarted ones included, against this worker's
+    /// budget.
+    pub fn share_budget(&self, ledger: Arc<SpendLedger>) {
+        if let Some(b) = &self.shared.budget {
+            b.share_through(ledger, &self.shared.name);
+        }
     }
 
     /// Counters and state now.
