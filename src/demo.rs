@@ -170,7 +170,7 @@ async fn embed_endpoint(
 fn clear_tables(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         // Only ever delete what looks like a switchyard table root.
-        let ours = ["predictions", "dlq", "_rolls"];
+        let ours = ["predictions", "dlq", "_rolls", "_spend"];
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

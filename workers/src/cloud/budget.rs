@@ -1,11 +1,11 @@
 //! The spending limit of one endpoint: costs per request and per 1000 tokens
-//! add up over fixed windows (`window_s`, aligned to the Unix epoch in a
-//! run, so that every process agrees on them); near the limit a warning, at
-//! the limit requests are refused until the next window. Requests in flight
-//! hold a reservation of their estimated cost, so concurrent requests cannot
-//! together overshoot the limit. With a [`SpendLedger`], what the other
-//! processes of the group spent (and this process before a restart) counts
-//! too.
+//! add up over fixed windows (`window_s`, counted from start-up); near the
+//! limit a warning, at the limit requests are refused until the next window.
+//! Requests in flight hold a reservation of their estimated cost, so
+//! concurrent requests cannot together overshoot the limit. Shared through a
+//! [`SpendLedger`], windows are aligned to the Unix epoch (so that every
+//! process agrees on them) and what the other processes of the group spent
+//! (and this one before a restart) counts too.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -75,45 +75,48 @@ pub struct Budget<C: Clock> {
     config: BudgetConfig,
     clock: C,
     start: C::Instant,
-    /// Time since the Unix epoch at `start` (zero: windows from `start`).
-    epoch: Duration,
     window: Mutex<Window>,
-    /// Where the group's spend is shared, and the endpoint's name in it.
-    ledger: OnceLock<(Arc<SpendLedger>, String)>,
+    /// Where the group's spend is shared.
+    shared: OnceLock<Shared>,
+}
+
+/// A budget's place in a [`SpendLedger`].
+#[derive(Debug)]
+struct Shared {
+    ledger: Arc<SpendLedger>,
+    /// The endpoint's name in the ledger.
+    endpoint: String,
+    /// Time since the Unix epoch at the budget's start.
+    epoch: Duration,
 }
 
 impl<C: Clock> Budget<C> {
     /// A fresh budget; the first window starts now.
     pub fn new(config: BudgetConfig, clock: C) -> Self {
-        Self::aligned(config, clock, Duration::ZERO)
-    }
-
-    /// A fresh budget whose windows are aligned to the Unix epoch; `epoch`
-    /// is the time since the epoch now.
-    pub fn aligned(config: BudgetConfig, clock: C, epoch: Duration) -> Self {
         let start = clock.now();
-        let index = epoch.as_secs() / config.window_s.max(1);
         Budget {
             config,
             clock,
             start,
-            epoch,
-            window: Mutex::new(Window { index, spent: 0.0, reserved: 0.0, warned: false }),
-            ledger: OnceLock::new(),
+            window: Mutex::new(Window { index: 0, spent: 0.0, reserved: 0.0, warned: false }),
+            shared: OnceLock::new(),
         }
     }
 
     /// Counts the spend that other processes record in `ledger` under
-    /// `endpoint` against this budget, and records this one's there. Only
-    /// the first call takes effect.
-    pub fn share_through(&self, ledger: Arc<SpendLedger>, endpoint: &str) {
-        let _ = self.ledger.set((ledger, endpoint.to_string()));
+    /// `endpoint` against this budget, records this one's there, and aligns
+    /// the windows to the Unix epoch; `now` is the time since the epoch now.
+    /// Call before the first request; only the first call takes effect.
+    pub fn share_through(&self, ledger: Arc<SpendLedger>, endpoint: &str, now: Duration) {
+        let since: Duration = self.clock.now().duration_since(self.start).into();
+        let epoch = now.saturating_sub(since);
+        let _ = self.shared.set(Shared { ledger, endpoint: endpoint.to_string(), epoch });
     }
 
     /// What the other processes spent in window `index`.
     fn others(&self, index: u64) -> f64 {
         let len = self.config.window_s.max(1);
-        self.ledger.get().map_or(0.0, |(l, name)| l.others(name, index * len, len))
+        self.shared.get().map_or(0.0, |s| s.ledger.others(&s.endpoint, index * len, len))
     }
 
     fn window_len(&self) -> Duration {
@@ -124,7 +127,7 @@ impl<C: Clock> Budget<C> {
     /// the next one.
     fn current(&self) -> (std::sync::MutexGuard<'_, Window>, Duration) {
         let since: Duration = self.clock.now().duration_since(self.start).into();
-        let since = since + self.epoch;
+        let since = since + self.shared.get().map_or(Duration::ZERO, |s| s.epoch);
         let len = self.window_len();
         let index = (since.as_nanos() / len.as_nanos()) as u64;
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,9 +173,9 @@ impl<C: Clock> Budget<C> {
     pub fn spend(&self, cost: f64) -> BudgetLevel {
         let (mut w, _) = self.current();
         w.spent += cost;
-        if let Some((l, name)) = self.ledger.get() {
+        if let Some(s) = self.shared.get() {
             let len = self.config.window_s.max(1);
-            l.record(name, w.index * len, len, w.spent);
+            s.ledger.record(&s.endpoint, w.index * len, len, w.spent);
         }
         let spent = w.spent + self.others(w.index);
         if spent >= self.config.limit {
@@ -275,12 +278,12 @@ mod tests {
         };
         // 50 s into a window: the next one is 10 s away.
         let start = crate::cloud::ledger::now().as_secs() / 60 * 60;
-        let b = Budget::aligned(cfg.clone(), clock.clone(), Duration::from_secs(start + 50));
+        let b = Budget::new(cfg.clone(), clock.clone());
         // Another process (or this one before a restart) spent 8.
         let other = SpendLedger::open(dir.path(), "other").unwrap();
         other.record("cloud", start, 60, 8.0);
         other.sync();
-        b.share_through(SpendLedger::open(dir.path(), "me").unwrap(), "cloud");
+        b.share_through(SpendLedger::open(dir.path(), "me").unwrap(), "cloud", Duration::from_secs(start + 50));
         assert_eq!(b.spent(), 8.0);
         let held = b.reserve(2.0).expect("8 + 2 is within the limit");
         assert!(b.reserve(1.0).is_err(), "8 spent elsewhere + 2 in flight");
@@ -291,8 +294,7 @@ mod tests {
         assert!(b.check().is_ok());
         assert_eq!(b.spent(), 0.0);
         // This process's own spend reached the ledger for the others.
-        let (l, _) = b.ledger.get().unwrap();
-        l.sync();
+        b.shared.get().unwrap().ledger.sync();
         other.sync();
         assert_eq!(other.others("cloud", start, 60), 2.0);
     }

@@ -207,7 +207,7 @@ impl CloudWorker {
             base: config.url.trim_end_matches('/').to_string(),
             limiter: EndpointLimiter::new(&config.rate_limit, MonotonicClock),
             breaker: CircuitBreaker::new(config.circuit_breaker.clone(), MonotonicClock),
-            budget: config.budget.clone().map(|b| Budget::aligned(b, MonotonicClock, wall_clock())),
+            budget: config.budget.clone().map(|b| Budget::new(b, MonotonicClock)),
             retry: RetryLogic::new(config.retry.clone()),
             config: config.clone(),
             codec,
@@ -286,10 +286,11 @@ impl CloudWorker {
 
     /// Counts the spend of every process that shares `ledger` (a consumer
     /// group's table root), restarted ones included, against this worker's
-    /// budget.
+    /// budget, in windows aligned to the clock. Call before the first
+    /// request.
     pub fn share_budget(&self, ledger: Arc<SpendLedger>) {
         if let Some(b) = &self.shared.budget {
-            b.share_through(ledger, &self.shared.name);
+            b.share_through(ledger, &self.shared.name, wall_clock());
         }
     }
 
