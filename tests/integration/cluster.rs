@@ -1,7 +1,7 @@
 //! A three-broker cluster (replication factor 3, `min.insync.replicas` 2):
-//! one broker is killed with SIGKILL while the pipeline runs and is started
-//! again; the pipeline keeps running, and every event produced is in the
-//! tables exactly once and on the results topic.
+//! one broker is killed with SIGKILL while three workers of one group run
+//! and is started again; the workers keep running, and every event produced
+//! is in the shared tables exactly once and on the results topic.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let tables = dir.path().join("tables");
     let t = Topics::new("cluster");
-    create_replicated(&bootstrap, &[(&t.input, 3), (&t.results, 3), (&t.dlq, 1)]);
+    create_replicated(&bootstrap, &[(&t.input, 6), (&t.results, 3), (&t.dlq, 1)]);
     let valid = 24_000;
     let (payloads, bad) = mixed_input(dir.path(), valid);
     let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 1000);
@@ -71,13 +71,18 @@ fn a_broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
         })
     };
 
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", manifest.to_str().unwrap(), "--idle-exit-ms", "8000", "--progress-secs", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Three workers of one group share the partitions and the tables.
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(["run", manifest.to_str().unwrap(), "--idle-exit-ms", "8000", "--progress-secs", "0"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
     // Kill a broker once a third of the input is in, and start it again a few
     // seconds later.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -91,9 +96,11 @@ fn a_broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     cluster.restart(2);
     producer_thread.join().unwrap();
     assert!(done.load(Ordering::Relaxed));
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    for child in workers {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    }
     assert!(killed_at < valid + bad, "the broker was killed mid-run ({killed_at} records in)");
 
     let tb = tables.as_path();
@@ -105,6 +112,6 @@ fn a_broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     assert_eq!(results.keys.len(), valid, "every event's result is on the results topic");
     let input = read_topic(&bootstrap, &t.input);
     assert_eq!(input.records, valid + bad, "the input topic holds each record once");
-    let committed = committed(&bootstrap, &t.group, &t.input, 3);
+    let committed = committed(&bootstrap, &t.group, &t.input, 6);
     assert_eq!(committed, input.end_offsets, "every partition committed to its end");
 }
