@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup setup-broker setup-peers demo test test-rust test-python lint bench clean
+.PHONY: setup setup-broker setup-peers demo test test-rust test-cuda test-python lint bench clean
 
 setup:            ## Python packages and the ONNX Runtime library (.venv)
 	scripts/setup.sh
@@ -18,11 +18,15 @@ demo: setup       ## whole pipeline end to end on an embedded Kafka
 	$(CARGO) build --bin switchyard
 	$(CARGO) run --quiet --bin switchyard -- demo
 
-test: setup-broker setup-peers lint test-rust test-python   ## everything CI runs
+test: setup-broker setup-peers lint test-rust test-cuda test-python   ## everything CI runs
 
 test-rust:
 	@echo "test: building and running every Rust test (a first build takes 45+ min on 2 cores)"
 	$(CARGO) test --workspace --all-targets
+
+test-cuda:        ## the CUDA build compiles, and falls back to the CPU without a CUDA runtime
+	$(CARGO) clippy -p switchyard-workers --features cuda --all-targets -- -D warnings
+	$(CARGO) test -p switchyard-workers --features cuda --lib -- onnx::
 
 test-python:
 	.venv/bin/python -m pytest -q pipelines

@@ -612,3 +612,45 @@ impl Loader {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the loaded ONNX Runtime library was built with CUDA (the
+    /// `onnxruntime` CPU wheel is not; `onnxruntime-gpu` is).
+    #[cfg(feature = "cuda")]
+    fn runtime_has_cuda() -> bool {
+        use ort::ep::ExecutionProvider;
+        ort::ep::CUDA::is_available().unwrap_or(false)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn runtime_has_cuda() -> bool {
+        false
+    }
+
+    /// `auto` runs on the CPU when CUDA cannot be used (a build without the
+    /// `cuda` feature, or a runtime library without the CUDA provider), and
+    /// `cuda` then fails at session creation naming why; `cpu` is always
+    /// the CPU. `make test` runs this with and without `--features cuda`.
+    #[test]
+    fn auto_falls_back_to_the_cpu_and_cuda_says_why_it_cannot_run() {
+        init_runtime(None).expect("ONNX Runtime (make setup)");
+        let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/models");
+        let entry = crate::registry::lookup(&registry, "fraud", None).unwrap();
+        let cpu = OnnxModel::load(&entry, 1, ExecutionProviderKind::Cpu).unwrap();
+        assert_eq!(cpu.provider(), "cpu");
+        if runtime_has_cuda() {
+            eprintln!("this ONNX Runtime has the CUDA provider: the fallback is not exercised");
+            return;
+        }
+        let auto = OnnxModel::load(&entry, 1, ExecutionProviderKind::Auto).unwrap();
+        assert_eq!(auto.provider(), "cpu");
+        let err = OnnxModel::load(&entry, 1, ExecutionProviderKind::Cuda).err().expect("no CUDA here").to_string();
+        assert!(err.contains("CUDA"), "{err}");
+        if cfg!(not(feature = "cuda")) {
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}
