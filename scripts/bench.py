@@ -6,7 +6,7 @@ in the same run, as a ratio, because absolute numbers drift on shared machines.
 
   (a) Kafka path: pipeline events/s through an Apache Kafka broker vs the raw consume
       rate of the same topic on the same broker (and a Python worker).
-  (b) Capacity without the broker: pipeline over a pre-loaded JSON Lines file
+  (b) Capacity without the broker: pipeline over a JSON Lines file (read as it goes)
       vs raw ONNX Runtime batch throughput of the same model, and vs a
       vectorised Python batch job doing the same work.
   (c) Latency at half of the maximum Kafka throughput.
@@ -36,13 +36,57 @@ def binary() -> str:
     return str(Path(target) / "debug/switchyard")
 
 
-def run(cmd, **kw):
+class Ran:
+    """A finished command: its output, and its resident memory — the peak
+    (the kernel's ru_maxrss) and the last sample before it ended (read from
+    /proc every 0.2 s), in MB."""
+
+    def __init__(self, returncode, stdout, stderr, peak_rss_mb, end_rss_mb):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.peak_rss_mb, self.end_rss_mb = peak_rss_mb, end_rss_mb
+
+
+def rss_mb(pid: int):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run(cmd, env=None, **kw):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, text=True, capture_output=True, cwd=ROOT, **kw)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout[-4000:] + p.stderr[-4000:])
-        raise SystemExit(f"bench: command failed ({p.returncode}): {' '.join(cmd)}")
-    return p
+    out_f, err_f = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    p = subprocess.Popen(cmd, text=True, stdout=out_f, stderr=err_f, cwd=ROOT, env=env, **kw)
+    last = [None]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            r = rss_mb(p.pid)
+            if r is not None:
+                last[0] = r
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    t.join()
+    out_f.seek(0)
+    err_f.seek(0)
+    r = Ran(p.returncode, out_f.read(), err_f.read(), usage.ru_maxrss / 1024, last[0])
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout[-4000:] + r.stderr[-4000:])
+        raise SystemExit(f"bench: command failed ({r.returncode}): {' '.join(cmd)}")
+    return r
+
+
+def with_rss(d: dict, r: Ran) -> dict:
+    """`d` with `r`'s resident memory added (peak_rss_mb, end_rss_mb)."""
+    return {**d, "peak_rss_mb": r.peak_rss_mb, "end_rss_mb": r.end_rss_mb}
 
 
 def last_json(out: str) -> dict:
@@ -83,9 +127,9 @@ def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path
 
 def pipeline(manifest: Path, tmp: Path, *extra, env=None) -> dict:
     summary = tmp / f"summary-{time.monotonic_ns()}.json"
-    run([binary(), "run", str(manifest), "--idle-exit-ms", "3000", "--progress-secs", "0",
-         "--summary-json", str(summary), *extra], env=env)
-    return json.loads(summary.read_text())
+    r = run([binary(), "run", str(manifest), "--idle-exit-ms", "3000", "--progress-secs", "0",
+             "--summary-json", str(summary), *extra], env=env)
+    return with_rss(json.loads(summary.read_text()), r)
 
 
 def main():
@@ -129,8 +173,8 @@ def main():
     res["ort"] = last_json(run([binary(), "bench", "ort", "--batch", "1024", "--seconds", "5"]).stdout)
     res["file_pipeline"] = pipeline(ROOT / "pipelines/fraud.yaml", tmp, "--input-file", str(events_file),
                                     "--no-kafka-sink", "--tables", str(tmp / "file-tables"))
-    res["file_python"] = last_json(run([PY, "scripts/bench_python.py", "batch", "--input", str(events_file),
-                                        "--out", str(tmp / "py-batch")]).stdout)
+    py_batch = run([PY, "scripts/bench_python.py", "batch", "--input", str(events_file), "--out", str(tmp / "py-batch")])
+    res["file_python"] = with_rss(last_json(py_batch.stdout), py_batch)
 
     # (a) the Kafka path, and (c) latency at half of the maximum rate
     kafka_dir, bootstrap = start_kafka()
@@ -145,9 +189,10 @@ def main():
         run([binary(), "generate", "--topic", f"{topic}-pyresults", "--bootstrap-servers", bootstrap, "--events", "0"])
         res["kafka_python_raw"] = last_json(run([PY, "scripts/bench_python.py", "kafka-raw", "--bootstrap", bootstrap,
                                                  "--topic", topic, "--group", f"{topic}-pyraw"]).stdout)
-        res["kafka_python"] = last_json(run([PY, "scripts/bench_python.py", "kafka", "--bootstrap", bootstrap,
-                                             "--topic", topic, "--group", f"{topic}-py", "--out", str(tmp / "py-k"),
-                                             "--results-topic", f"{topic}-pyresults", "--flush-each-batch"]).stdout)
+        py_kafka = run([PY, "scripts/bench_python.py", "kafka", "--bootstrap", bootstrap,
+                        "--topic", topic, "--group", f"{topic}-py", "--out", str(tmp / "py-k"),
+                        "--results-topic", f"{topic}-pyresults", "--flush-each-batch"])
+        res["kafka_python"] = with_rss(last_json(py_kafka.stdout), py_kafka)
 
         # (c): produce at half the pipeline's Kafka rate while it runs.
         half = max(1000.0, res["kafka_pipeline"]["events_per_s"] / 2)
@@ -494,7 +539,7 @@ def backfill_section(b: dict) -> list:
         "`pipelines/fraud.yaml`'s local path (decode, validate, PII scan, route, pre-process, ONNX model, Parquet "
         "tables with lineage) as `switchyard backfill run`, from Parquet and from JSON Lines, each after its "
         "`backfill plan`. Baselines in the same run: raw ONNX Runtime at batch 1024 (`switchyard bench ort`) and the "
-        "streaming pipeline over the same rows (`switchyard run --input-file`, which reads the whole file first). "
+        "streaming pipeline over the same rows (`switchyard run --input-file`, which reads the file as it goes). "
         "A backfill's time is the whole attempt, start-up included; the streaming run's, first record to last result.",
         "",
         "| | measured | baselines (same run) | ratio | plan vs run |",
@@ -605,10 +650,16 @@ def write_report(r: dict, args):
         f"**{kp / raw:.0%}** | ≥ 90 % |",
         f"| (a) Python worker (confluent-kafka, numpy, onnxruntime, pyarrow), events/s | {kpy:,.0f} | raw consume: "
         f"{raw:,.0f} | {kpy / raw:.0%} | (reference: ~55 %) |",
-        f"| (b) pipeline over a pre-loaded file (Parquet sink), events/s | {fp:,.0f} | raw ONNX Runtime, batch 1024: "
+        f"| (b) pipeline over a JSON Lines file (Parquet sink), events/s | {fp:,.0f} | raw ONNX Runtime, batch 1024: "
         f"{ort:,.0f} rows/s | **{fp / ort:.1%}** | ≥ 50 % |",
         f"| (b) same pipeline vs a vectorised Python batch job | {fp:,.0f} | Python: {py:,.0f} rows/s | "
         f"**{fp / py:.2f}×** | ≥ 2× |",
+        f"| (d) resident memory of the file run ({r['file_pipeline']['records']:,} events, default settings), "
+        f"peak / at the end | {r['file_pipeline']['peak_rss_mb']:,.0f} / {r['file_pipeline']['end_rss_mb'] or 0:,.0f} MB "
+        f"| Python batch job: {r['file_python']['peak_rss_mb']:,.0f} MB peak | | < 500 MB |",
+        f"| (d) resident memory of the Kafka run, peak / at the end | {r['kafka_pipeline']['peak_rss_mb']:,.0f} / "
+        f"{r['kafka_pipeline']['end_rss_mb'] or 0:,.0f} MB | Python Kafka worker: "
+        f"{r['kafka_python']['peak_rss_mb']:,.0f} MB peak | | < 500 MB |",
         "",
         f"(c) Latency at half of the pipeline's Kafka throughput ({lat['rate']:,.0f} events/s offered for "
         f"{lat['events']:,} events): Kafka timestamp → results acknowledged, "

@@ -23,7 +23,7 @@ impl Source {
     pub(super) async fn next(&mut self) -> Option<anyhow::Result<SourceEvent>> {
         match self {
             Source::Kafka(k) => k.next_event().await.map(Ok),
-            Source::File(f) => f.next_chunk().map(|c| Ok(SourceEvent::Records(c))),
+            Source::File(f) => f.next_chunk().map(|c| c.map(SourceEvent::Records).map_err(anyhow::Error::from)),
             Source::Bounded(b) => {
                 b.next_chunk().await.map(|r| r.map(SourceEvent::Records).map_err(anyhow::Error::from))
             }
