@@ -627,6 +627,19 @@ def cloud_section(c: dict) -> list:
     ]
 
 
+# Sections written by hand (one-off measurements): kept as they are.
+KEPT = [("<!-- architecture a/b -->", "<!-- /architecture a/b -->")]
+
+
+def kept_sections(out: Path) -> list:
+    text = out.read_text() if out.exists() else ""
+    lines = []
+    for begin, end in KEPT:
+        if begin in text and end in text:
+            lines += [text[text.index(begin):text.index(end) + len(end)], ""]
+    return lines
+
+
 def write_report(r: dict, args):
     ort = r["ort"]["rows_per_s"]
     fp = r["file_pipeline"]["events_per_s"]
@@ -687,6 +700,7 @@ def write_report(r: dict, args):
         "",
         *backfill_section(r["backfill"]),
         "",
+        *kept_sections(Path(args.out)),
         *codec_section(r["codec"]),
         "",
         *ops_section(r["ops"]),
