@@ -109,7 +109,8 @@ enum Command {
         /// Override the manifest's table folder.
         #[arg(long)]
         tables: Option<PathBuf>,
-        /// Stop after this many ms without a new record.
+        /// Stop after this many ms without a new record (counted again from
+        /// each assignment of partitions, which may hold a backlog).
         #[arg(long)]
         idle_exit_ms: Option<u64>,
         /// Read records from a JSON Lines file instead of Kafka.

@@ -75,6 +75,18 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
                 tracing::info!(tables = %plan.tables.display(), "the tables are writable again: resuming");
                 health.stopping.store(false, Ordering::Relaxed);
             }
+            Err(e) if is_aborted_transaction(&e) && !crate::signal::requested() => {
+                // The transaction and its prepared roll were discarded and
+                // nothing after the last commit is durable: start again from
+                // the group's committed offsets (a rebalance that changed the
+                // group's generation during the commit is the usual cause).
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "the Kafka transaction was aborted: starting again from the committed offsets"
+                );
+                notice(Notice::new(AuditEvent::Stopped, "pipeline", format!("transaction aborted: {e:#}")));
+                health.stopping.store(false, Ordering::Relaxed);
+            }
             other => break other,
         }
     };
@@ -166,22 +178,13 @@ fn share_budgets(
     tables: &std::path::Path,
     writer: &str,
 ) -> anyhow::Result<()> {
-    use switchyard_workers::dispatch::Worker;
-    let clouds: Vec<_> = workers
-        .list
-        .iter()
-        .filter_map(|(_, w)| match w {
-            Worker::Cloud(c) => Some(c),
-            Worker::Local(_) => None,
-        })
-        .collect();
-    if clouds.is_empty() {
+    if workers.clouds().next().is_none() {
         return Ok(());
     }
     let dir = tables.join("_spend");
     let ledger = switchyard_workers::cloud::SpendLedger::open(&dir, writer)
         .with_context(|| format!("opening the cloud budget ledger at {}", dir.display()))?;
-    for c in clouds {
+    for c in workers.clouds() {
         c.share_budget(ledger.clone());
     }
     Ok(())
@@ -196,6 +199,12 @@ fn is_storage_error(e: &anyhow::Error) -> bool {
             Some(switchyard_sink::Error::Io { .. } | switchyard_sink::Error::Parquet(_))
         )
     })
+}
+
+/// True when `e` is an aborted Kafka transaction (its roll discarded): the
+/// run can start again from the committed offsets.
+fn is_aborted_transaction(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<switchyard_sink::Error>(), Some(switchyard_sink::Error::TxnAborted(_))))
 }
 
 /// How often unwritable tables are tried again.

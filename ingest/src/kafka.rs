@@ -233,11 +233,20 @@ pub struct SourceContext {
     /// Bumped at every revocation: a chunk being filled across one drops the
     /// records of partitions no longer assigned.
     revocations: AtomicU64,
+    /// Bumped when partitions are assigned: the idle timeout starts again
+    /// (a partition taken over may hold a backlog).
+    assignments: AtomicU64,
 }
 
 impl SourceContext {
     fn new(stats: Arc<SourceStats>) -> Self {
-        Self { stats, events: OnceLock::new(), assigned: Mutex::new(HashSet::new()), revocations: AtomicU64::new(0) }
+        Self {
+            stats,
+            events: OnceLock::new(),
+            assigned: Mutex::new(HashSet::new()),
+            revocations: AtomicU64::new(0),
+            assignments: AtomicU64::new(0),
+        }
     }
 
     /// Sends `event` downstream from inside a rebalance callback (which runs
@@ -322,6 +331,9 @@ impl rdkafka::consumer::ConsumerContext for SourceContext {
                 let parts = partitions(tpl);
                 if let Ok(mut a) = self.assigned.lock() {
                     a.extend(parts.iter().cloned());
+                }
+                if !parts.is_empty() {
+                    self.assignments.fetch_add(1, Ordering::SeqCst);
                 }
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
                 notice(Notice::new(AuditEvent::PartitionsAssigned, "consumer", list(tpl)));
@@ -692,8 +704,10 @@ async fn fetch_loop(
     let FetchSettings { chunk_size, chunk_wait, pause_after, idle_timeout, startup_timeout } = settings;
     let mut seen_any = false;
     let mut errors = ErrorLog::new();
-    // Since the last record (or the start): consumer errors do not reset it.
+    // Since the last record, assignment or the start: consumer errors do not
+    // reset it.
     let mut waiting = Instant::now();
+    let mut assignments = consumer.context().assignments.load(Ordering::SeqCst);
     loop {
         // Wait for the first record of a chunk. The wait is cut into short
         // slices, each polling the queue afresh: after a pause/resume the
@@ -701,12 +715,23 @@ async fn fetch_loop(
         let limit = if seen_any { idle_timeout } else { idle_timeout.map(|_| startup_timeout) };
         let revocations = consumer.context().revocations.load(Ordering::SeqCst);
         let first = loop {
-            match tokio::time::timeout(POLL_SLICE, consumer.recv()).await {
-                Ok(r) => break Some(r),
-                Err(_) if limit.is_some_and(|l| waiting.elapsed() >= l) => break None,
-                // `stop()` dropped the receiver: end even while no record comes.
-                Err(_) if tx.is_closed() => return Ok(()),
-                Err(_) => {}
+            if let Ok(r) = tokio::time::timeout(POLL_SLICE, consumer.recv()).await {
+                break Some(r);
+            }
+            // Partitions newly assigned (during that poll, in the rebalance
+            // callback) may hold a backlog: waiting for their records starts
+            // now.
+            let assigned_now = consumer.context().assignments.load(Ordering::SeqCst);
+            if assigned_now != assignments {
+                assignments = assigned_now;
+                waiting = Instant::now();
+            }
+            if limit.is_some_and(|l| waiting.elapsed() >= l) {
+                break None;
+            }
+            // `stop()` dropped the receiver: end even while no record comes.
+            if tx.is_closed() {
+                return Ok(());
             }
         };
         let Some(first) = first else {

@@ -13,7 +13,7 @@ use switchyard_ingest::{KafkaCommitter, RevokeDone};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers, DlqRecord, Lineage, Prediction, Stage};
 use switchyard_sink::{KafkaSink, ParquetSink};
-use switchyard_workers::dispatch::{Dispatched, Outcome, Worker, WorkerSet};
+use switchyard_workers::dispatch::{Dispatched, Outcome, WorkerSet};
 use switchyard_workers::Answer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -422,8 +422,7 @@ impl Deliver {
             Err(e @ switchyard_sink::Error::TxnAborted(_)) => {
                 tokio::task::block_in_place(|| self.parquet.discard_prepared(prepared))
                     .context("discarding the roll of an aborted transaction")?;
-                Err(anyhow::Error::new(e)
-                    .context("stopping: the records since the last commit are read again when the worker starts again"))
+                Err(anyhow::Error::new(e).context("the records since the last commit are read again"))
             }
             Err(e) => Err(anyhow::Error::new(e).context(format!(
                 "stopping with roll {} ({} rows) prepared: the next owner of its partitions commits or drops it \
@@ -459,16 +458,7 @@ impl Deliver {
     /// (re-reading their number from the brokers when `recount`).
     fn reshare(&mut self, recount: bool) {
         let Some(c) = &self.committer else { return };
-        let clouds: Vec<_> = self
-            .workers
-            .list
-            .iter()
-            .filter_map(|(_, w)| match w {
-                Worker::Cloud(c) => Some(c.clone()),
-                Worker::Local(_) => None,
-            })
-            .collect();
-        if clouds.is_empty() {
+        if self.workers.clouds().next().is_none() {
             return;
         }
         if recount || self.partitions_total == 0 {
@@ -483,7 +473,7 @@ impl Deliver {
         let total = self.partitions_total.max(self.owned.len()).max(1);
         let share = self.owned.len() as f64 / total as f64;
         tracing::info!(owned = self.owned.len(), total, share, "cloud quota share");
-        for w in clouds {
+        for w in self.workers.clouds() {
             w.set_share(share);
         }
     }

@@ -1038,7 +1038,7 @@ fn kafka_worker(manifest: &Path, dir: &Path, name: &str, token: &str) -> Child {
         .args(["run", manifest.to_str().unwrap(), "--idle-exit-ms", "8000", "--progress-secs", "0"])
         .args(["--no-create-topics"])
         .current_dir(repo())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,switchyard=info,switchyard_ingest=info")
         .env(TOKEN_ENV, token)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
@@ -1093,8 +1093,10 @@ fn cloud_faults_during_rebalances_lose_nothing_leak_nothing_and_keep_the_rate_li
             ("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\""),
             ("rate_limit: {requests_per_second: 200, burst: 20}", "rate_limit: {requests_per_second: 40, burst: 4}"),
             // Small requests: the demand (about 125 a second) is well above
-            // the limit.
+            // the limit; what waits longer than 1 s takes the local model,
+            // so that a worker told to stop finishes its chunks in time.
             ("max_batch_size: 64", "max_batch_size: 8"),
+            ("max_wait_ms: 5000", "max_wait_ms: 1000"),
             ("limit: 0.1,", "limit: 1000,"),
         ],
     );
@@ -1118,6 +1120,31 @@ fn cloud_faults_during_rebalances_lose_nothing_leak_nothing_and_keep_the_rate_li
     }
 
     let tb = tables.as_path();
+    let outcomes = results(tb, "NOT shadow") + sql_i64(tb, "SELECT count(*) FROM dlq");
+    if outcomes != 20_000 {
+        // Where the missing events were, and what each worker saw.
+        let per_partition: Vec<_> = (0..6)
+            .map(|p| {
+                let q = |t: &str| sql_i64(tb, &format!("SELECT count(*) FROM {t} WHERE source_partition = {p}"));
+                (
+                    p,
+                    q("predictions")
+                        - sql_i64(
+                            tb,
+                            &format!("SELECT count(*) FROM predictions WHERE shadow AND source_partition = {p}"),
+                        )
+                        + q("dlq"),
+                )
+            })
+            .collect();
+        let committed = crate::support::committed(&bootstrap, &t.group, &t.input, 6);
+        let input_ends = crate::support::read_topic(&bootstrap, &t.input).end_offsets;
+        let logs: String = ["a", "b", "c", "d"].iter().map(|n| format!("--- {n}\n{}", log(n))).collect();
+        panic!(
+            "{outcomes} outcomes for 20000 events; outcomes per partition {per_partition:?}; \
+             committed {committed:?}; input ends {input_ends:?}\n{logs}"
+        );
+    }
     assert_accounted(tb, &input);
     assert_eq!(sql_i64(tb, "SELECT count(*) FROM dlq WHERE stage IN ('route', 'infer')"), 0, "nothing lost");
     assert!(results(tb, "NOT shadow AND route = 'fraud' AND fallback") > 0, "the local model took over");

@@ -62,6 +62,14 @@ impl WorkerSet {
     pub fn is_cloud(&self, w: usize) -> bool {
         self.list[w].1.is_cloud()
     }
+
+    /// The cloud workers, in manifest order.
+    pub fn clouds(&self) -> impl Iterator<Item = &Arc<CloudWorker>> {
+        self.list.iter().filter_map(|(_, w)| match w {
+            Worker::Cloud(c) => Some(c),
+            Worker::Local(_) => None,
+        })
+    }
 }
 
 /// One routed event's assignment: the workers its plan allows, in order.
