@@ -1050,6 +1050,28 @@ fn kafka_worker(manifest: &Path, dir: &Path, name: &str, token: &str, idle_exit_
     child
 }
 
+/// `pipelines/hybrid.yaml` on the broker at `bootstrap` with topics and
+/// group `t`, tables at `tables`, the endpoint at `url`, then `edits`.
+fn kafka_manifest(
+    dir: &Path,
+    url: &str,
+    bootstrap: &str,
+    t: &crate::support::Topics,
+    tables: &Path,
+    edits: &[(&str, &str)],
+) -> PathBuf {
+    let kafka = [
+        ("bootstrap_servers: 127.0.0.1:9092", format!("bootstrap_servers: {bootstrap}")),
+        ("topics: [transactions]", format!("topics: [{}]", t.input)),
+        ("group_id: switchyard-fraud-hybrid", format!("group_id: {}", t.group)),
+        ("results_topic: predictions-hybrid", format!("results_topic: {}", t.results)),
+        ("dlq_topic: transactions-dlq", format!("dlq_topic: {}", t.dlq)),
+        ("path: ../data/hybrid", format!("path: {}", tables.display())),
+    ];
+    let all: Vec<(&str, &str)> = kafka.iter().map(|(f, to)| (*f, to.as_str())).chain(edits.iter().copied()).collect();
+    manifest(dir, url, &all)
+}
+
 /// Workers that stop only when told (the test waits for the group's commits).
 const RUN_ON: u64 = 600_000;
 
@@ -1083,16 +1105,13 @@ fn cloud_faults_during_rebalances_lose_nothing_leak_nothing_and_keep_the_rate_li
     let producer = produce_over(&bootstrap, &t.input, payloads, 16, Duration::from_secs(1));
     let tables = dir.path().join("tables");
     let (rps, burst) = (40.0, 4.0);
-    let m = manifest(
+    let m = kafka_manifest(
         dir.path(),
         &proxy.url(),
+        &bootstrap,
+        &t,
+        &tables,
         &[
-            ("bootstrap_servers: 127.0.0.1:9092", &format!("bootstrap_servers: {bootstrap}")),
-            ("topics: [transactions]", &format!("topics: [{}]", t.input)),
-            ("group_id: switchyard-fraud-hybrid", &format!("group_id: {}", t.group)),
-            ("results_topic: predictions-hybrid", &format!("results_topic: {}", t.results)),
-            ("dlq_topic: transactions-dlq", &format!("dlq_topic: {}", t.dlq)),
-            ("path: ../data/hybrid", &format!("path: {}", tables.display())),
             ("roll_interval_ms: 2000", "roll_interval_ms: 500"),
             ("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\""),
             ("rate_limit: {requests_per_second: 200, burst: 20}", "rate_limit: {requests_per_second: 40, burst: 4}"),
@@ -1213,16 +1232,13 @@ fn a_group_shares_one_budget_and_a_restart_does_not_refill_it() {
     let (first, later) = payloads.split_at(12_000);
     let (rps, limit) = (60.0, 150.0);
     let tables = dir.path().join("tables");
-    let m = manifest(
+    let m = kafka_manifest(
         dir.path(),
         &proxy.url(),
+        &bootstrap,
+        &t,
+        &tables,
         &[
-            ("bootstrap_servers: 127.0.0.1:9092", &format!("bootstrap_servers: {bootstrap}")),
-            ("topics: [transactions]", &format!("topics: [{}]", t.input)),
-            ("group_id: switchyard-fraud-hybrid", &format!("group_id: {}", t.group)),
-            ("results_topic: predictions-hybrid", &format!("results_topic: {}", t.results)),
-            ("dlq_topic: transactions-dlq", &format!("dlq_topic: {}", t.dlq)),
-            ("path: ../data/hybrid", &format!("path: {}", tables.display())),
             ("rate_limit: {requests_per_second: 200, burst: 20}", "rate_limit: {requests_per_second: 60, burst: 3}"),
             (
                 "budget: {cost_per_request: 0.001, limit: 0.1, window_s: 3600, on_exhausted: fallback}",
