@@ -294,7 +294,7 @@ fn drift_data(tables: &Path, rows: usize) -> anyhow::Result<()> {
     };
     let per_file = 250_000;
     let mut written = 0;
-    let mut sink = switchyard_sink::ParquetSink::open(tables, per_file, Duration::from_secs(3600))?;
+    let mut sink = switchyard_sink::ParquetSink::open(&tables.into(), per_file, Duration::from_secs(3600))?;
     while written < rows {
         let current = written >= rows / 2;
         let half_end = if current { rows } else { rows / 2 };
@@ -370,7 +370,7 @@ pub async fn drift_part(dir: &Path, part: DriftPart) -> anyhow::Result<serde_jso
     use futures::StreamExt as _;
     let req = drift_request();
     let t = Instant::now();
-    let ctx = switchyard_analysis::catalog::open(dir).await?;
+    let ctx = switchyard_analysis::catalog::open(&dir.into()).await?;
     Ok(match part {
         DriftPart::Scan => {
             let (reference, current) = switchyard_analysis::drift::window::input_frames(&ctx, &req).await?;

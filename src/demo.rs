@@ -104,7 +104,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                round(avg(score), 4) AS avg_score, sum(label) AS flagged FROM predictions \
                GROUP BY route, fallback, shadow, rule_id, sensitivity ORDER BY events DESC";
     println!("sample query: switchyard sql --tables {} \"{sql}\"", opts.tables.display());
-    let ctx = switchyard_analysis::catalog::open(&opts.tables).await?;
+    let ctx = switchyard_analysis::catalog::open(&opts.tables.as_path().into()).await?;
     let batches = switchyard_analysis::catalog::query(&ctx, sql).await?;
     println!("{}", switchyard_analysis::catalog::format(&batches)?);
     if summary.shadows.values().sum::<u64>() > 0 {

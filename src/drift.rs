@@ -72,7 +72,10 @@ pub struct DriftOptions {
 /// `switchyard drift`: the report for the manifest's model and a window.
 pub async fn command(plan: &Plan, o: DriftOptions) -> anyhow::Result<()> {
     let tables = &plan.tables;
-    anyhow::ensure!(tables.exists(), "no tables at {} (run a pipeline first, or pass --tables)", tables.display());
+    anyhow::ensure!(
+        tables.local().is_none_or(|p| p.exists()),
+        "no tables at {tables} (run a pipeline first, or pass --tables)"
+    );
     let model = plan.analysed_model().context("the manifest has no onnx worker whose model could be analysed")?;
     let ctx = catalog::open(tables).await?;
     let mon = plan.manifest().monitor.as_ref();
@@ -152,7 +155,7 @@ pub async fn command(plan: &Plan, o: DriftOptions) -> anyhow::Result<()> {
     }
     if o.write && !report.groups.is_empty() {
         let path = tables::append(tables, DRIFT, report.computed_at_us, &report.to_batch()?)?;
-        println!("drift table: {}", path.display());
+        println!("drift table: {path}");
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ pub fn spawn(
     let pq = &plan.parquet;
     let tables = &plan.tables;
     let mut parquet = ParquetSink::open_feedback(tables, pq.roll_max_rows, Duration::from_millis(pq.roll_interval_ms))
-        .with_context(|| format!("opening the feedback table at {}", tables.display()))?;
+        .with_context(|| format!("opening the feedback table at {tables}"))?;
     let pipeline = plan.manifest().name.clone();
     let mut source = KafkaSource::start(&kcfg, None, Duration::from_secs(3600))
         .with_context(|| format!("consuming feedback topics {}", fb.topics.join(", ")))?;

@@ -510,7 +510,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Drift { manifest, tables, options } => {
             let overrides = manifest::Overrides { bootstrap_servers: None, tables };
-            drift::command(&manifest::Plan::resolve(&manifest::load(&manifest)?, &overrides), options).await?;
+            drift::command(&manifest::Plan::resolve(&manifest::load(&manifest)?, &overrides)?, options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Monitor { manifest, tables, bootstrap_servers, once, now } => {
@@ -519,8 +519,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { query, tables } => {
-            if !tables.exists() {
-                anyhow::bail!("no tables at {} (run a pipeline first, or pass --tables)", tables.display());
+            let tables = switchyard_sink::TableRoot::parse(
+                &tables.to_string_lossy(),
+                std::path::Path::new(""),
+                &Default::default(),
+            )
+            .context("--tables")?;
+            if tables.local().is_some_and(|p| !p.exists()) {
+                anyhow::bail!("no tables at {tables} (run a pipeline first, or pass --tables)");
             }
             let ctx = switchyard_analysis::catalog::open(&tables).await?;
             let batches = switchyard_analysis::catalog::query(&ctx, &query).await?;

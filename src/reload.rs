@@ -2,7 +2,6 @@
 //! that reads the registry on its schedule and takes up new versions
 //! (canary, shadow or replace); every change goes to the `audit` table.
 
-use std::path::Path;
 use std::sync::Arc;
 use switchyard_schemas::now_us;
 
@@ -20,15 +19,14 @@ use crate::pipeline::SideReport;
 pub fn spawn(
     workers: &Arc<WorkerSet>,
     pipeline: &str,
-    tables: &Path,
+    tables: &switchyard_schemas::TableRoot,
     stop: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<anyhow::Result<SideReport>>> {
     let mut tasks = Vec::new();
     for (name, w) in &workers.list {
         let Worker::Local(worker) = w else { continue };
         let Some(every) = worker.poll_interval() else { continue };
-        let (worker, name, pipeline, tables) =
-            (worker.clone(), name.clone(), pipeline.to_string(), tables.to_path_buf());
+        let (worker, name, pipeline, tables) = (worker.clone(), name.clone(), pipeline.to_string(), tables.clone());
         let all = workers.clone();
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {

@@ -87,7 +87,7 @@ pub fn summary(s: &Summary) -> String {
         }
     }
     let _ = writeln!(out, "consumer pauses {:>9}   (backpressure)", s.pauses);
-    let _ = writeln!(out, "parquet rolls  {:>10}   tables at {}", s.rolls, s.tables.display());
+    let _ = writeln!(out, "parquet rolls  {:>10}   tables at {}", s.rolls, s.tables);
     out
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use switchyard_ingest::{FileSource, KafkaSource};
 use switchyard_schemas::{notice, AuditEvent, Notice};
-use switchyard_sink::{Delivery, ParquetSink};
+use switchyard_sink::{Delivery, ParquetSink, TableRoot};
 
 use crate::manifest::Plan;
 use crate::pipeline::{self, SideTasks, Sinks, Source, Stages, Summary};
@@ -63,7 +63,7 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
                 // group's committed offsets (a replay is skipped as durable).
                 health.sinks_open.store(false, Ordering::Relaxed);
                 tracing::error!(
-                    tables = %plan.tables.display(),
+                    tables = %plan.tables,
                     error = %format!("{e:#}"),
                     "the tables cannot be written: consuming stopped and nothing unwritten was committed; \
                      waiting for them to be writable again"
@@ -72,7 +72,7 @@ pub async fn stream(plan: &Plan, opts: StreamOptions) -> anyhow::Result<Summary>
                 if !wait_writable(&plan.tables).await {
                     break Err(e);
                 }
-                tracing::info!(tables = %plan.tables.display(), "the tables are writable again: resuming");
+                tracing::info!(tables = %plan.tables, "the tables are writable again: resuming");
                 health.stopping.store(false, Ordering::Relaxed);
             }
             Err(e) if is_aborted_transaction(&e) && !crate::signal::requested() => {
@@ -118,7 +118,7 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     } else {
         ParquetSink::open(&plan.tables, pq.roll_max_rows, interval)
     }
-    .with_context(|| format!("opening tables at {}", plan.tables.display()))?;
+    .with_context(|| format!("opening tables at {}", plan.tables))?;
     share_budgets(&stages.workers, &plan.tables, parquet.writer_id())?;
     // One transactional id per worker (its writer id): a new worker never
     // fences a live one; zombies are fenced by the group's generation.
@@ -175,7 +175,7 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
 /// `tables` (`_spend/`), this one's earlier runs included.
 fn share_budgets(
     workers: &switchyard_workers::dispatch::WorkerSet,
-    tables: &std::path::Path,
+    tables: &TableRoot,
     writer: &str,
 ) -> anyhow::Result<()> {
     if workers.clouds().next().is_none() {
@@ -183,7 +183,7 @@ fn share_budgets(
     }
     let dir = tables.join("_spend");
     let ledger = switchyard_workers::cloud::SpendLedger::open(&dir, writer)
-        .with_context(|| format!("opening the cloud budget ledger at {}", dir.display()))?;
+        .with_context(|| format!("opening the cloud budget ledger at {dir}"))?;
     for c in workers.clouds() {
         c.share_budget(ledger.clone());
     }
@@ -210,22 +210,20 @@ fn is_aborted_transaction(e: &anyhow::Error) -> bool {
 /// How often unwritable tables are tried again.
 const STORAGE_RETRY: Duration = Duration::from_secs(2);
 
-/// Waits until a test file can be written and synced in every folder a
-/// roll writes to under `tables`; false when a stop was requested first.
-async fn wait_writable(tables: &std::path::Path) -> bool {
-    let probe = |dir: std::path::PathBuf| -> std::io::Result<()> {
-        use std::io::Write as _;
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!(".probe-{}", std::process::id()));
-        let result = std::fs::File::create(&path).and_then(|mut f| {
-            f.write_all(&[0u8; 64 * 1024])?;
-            f.sync_all()
-        });
-        let _ = std::fs::remove_file(&path);
+/// Waits until a test file can be written (and on a local root, synced) in
+/// every folder a roll writes to under `tables`; false when a stop was
+/// requested first.
+async fn wait_writable(tables: &TableRoot) -> bool {
+    let probe = |dir: &str| -> switchyard_schemas::Result<()> {
+        let rel = format!("{dir}/.probe-{}", std::process::id());
+        let result = tables.put(&rel, vec![0u8; 64 * 1024]);
+        let _ = tables.delete(&rel);
         result
     };
     loop {
-        let ok = ["_rolls", "predictions", "dlq", "_writers"].iter().all(|d| probe(tables.join(d)).is_ok());
+        let ok = tokio::task::block_in_place(|| {
+            ["_rolls", "predictions", "dlq", "_writers"].iter().all(|d| probe(d).is_ok())
+        });
         if ok {
             return true;
         }

@@ -1,7 +1,7 @@
 //! The `audit` table: one row per model lifecycle or operational event.
 
-use std::path::Path;
 use std::sync::Arc;
+use switchyard_schemas::TableRoot;
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
@@ -28,7 +28,7 @@ pub struct AuditRow<'a> {
 }
 
 /// Appends `row`, at `at_us`, to the `audit` table under `root`.
-pub fn append(root: &Path, at_us: i64, row: &AuditRow<'_>) -> Result<()> {
+pub fn append(root: &TableRoot, at_us: i64, row: &AuditRow<'_>) -> Result<()> {
     let s = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
     let batch = RecordBatch::try_new(
         audit_arrow_schema(),
@@ -49,7 +49,7 @@ pub fn append(root: &Path, at_us: i64, row: &AuditRow<'_>) -> Result<()> {
 
 /// Appends operational events of `pipeline` (each with its time) to the
 /// `audit` table under `root`, as one file.
-pub fn append_notices(root: &Path, pipeline: &str, notices: &[(i64, Notice)]) -> Result<()> {
+pub fn append_notices(root: &TableRoot, pipeline: &str, notices: &[(i64, Notice)]) -> Result<()> {
     let Some(&(first, _)) = notices.first() else { return Ok(()) };
     let col = |f: fn(&Notice) -> &str| -> ArrayRef {
         Arc::new(StringArray::from(notices.iter().map(|(_, n)| f(n)).collect::<Vec<_>>()))

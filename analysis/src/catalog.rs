@@ -12,7 +12,6 @@
 //! * `audit` — model lifecycle events (new version seen, canary, promotion,
 //!   rollback).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
@@ -22,6 +21,7 @@ use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::SessionConfig;
 /// The DataFusion session the catalog's tables are registered in.
 pub use datafusion::prelude::SessionContext;
+use switchyard_schemas::TableRoot;
 use switchyard_schemas::{
     audit_arrow_schema, dlq_arrow_schema, feedback_arrow_schema, prediction_arrow_schema, trigger_arrow_schema,
 };
@@ -55,17 +55,20 @@ pub fn tables() -> Vec<TableDef> {
     ]
 }
 
-/// A DataFusion session with every table under `root` registered.
-pub async fn open(root: &Path) -> Result<SessionContext> {
+/// A DataFusion session with every table under `root` (a local folder or
+/// an object store prefix) registered.
+pub async fn open(root: &TableRoot) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    if let Some((base, store)) = root.object_store() {
+        let url = url::Url::parse(base).map_err(|e| Error::Config(format!("{root}: {e}")))?;
+        ctx.register_object_store(&url, store);
+    }
     for t in tables() {
-        let dir = root.join(t.name);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let dir = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Only `.parquet` files: open files (`.tmp-<roll>`) are not listed.
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(t.partitions.iter().map(|p| (p.to_string(), DataType::Utf8)).collect());
-        let url = format!("file://{}/", dir.display());
+        let url = root.folder_url(t.name)?;
         ctx.register_listing_table(t.name, url, options, Some(t.schema.clone()), None).await?;
     }
     ctx.sql(FEEDBACK_LATEST).await?;
@@ -99,11 +102,21 @@ mod tests {
     #[tokio::test]
     async fn empty_tables_are_queryable_and_rows_show_up_with_partitions() {
         let t = tempfile::tempdir().unwrap();
-        let ctx = open(t.path()).await.unwrap();
+        rows_show_up(&t.path().into()).await;
+    }
+
+    #[tokio::test]
+    async fn tables_in_an_object_store_are_queried_the_same() {
+        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+        rows_show_up(&TableRoot::in_store("memory://bucket", "some/prefix", store)).await;
+    }
+
+    async fn rows_show_up(root: &TableRoot) {
+        let ctx = open(root).await.unwrap();
         let b = query(&ctx, "select count(*) as n from predictions").await.unwrap();
         assert!(format(&b).unwrap().contains("| 0 |"));
 
-        let mut sink = ParquetSink::open(t.path(), 100, std::time::Duration::from_secs(60)).unwrap();
+        let mut sink = ParquetSink::open(root, 100, std::time::Duration::from_secs(60)).unwrap();
         let p = |o: i64| Prediction {
             key: format!("k{o}"),
             score: Some(0.5),
@@ -124,13 +137,16 @@ mod tests {
             },
         };
         sink.write_predictions(&[p(0), p(1)]).unwrap();
+        sink.write_predictions(&[p(2)]).unwrap();
+        // An open file (the next roll's) is not listed.
         sink.roll().unwrap();
-        let ctx = open(t.path()).await.unwrap();
+        sink.write_predictions(&[p(3)]).unwrap();
+        let ctx = open(root).await.unwrap();
         let b =
             query(&ctx, "select model_version, date, count(*) as n, sum(label) as s from predictions group by 1, 2")
                 .await
                 .unwrap();
         let text = format(&b).unwrap();
-        assert!(text.contains("| 3             | 2026-01-01 | 2 | 2 |"), "{text}");
+        assert!(text.contains("| 3             | 2026-01-01 | 3 | 3 |"), "{text}");
     }
 }

@@ -45,9 +45,15 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         matches!(self, Error::Kafka(_))
     }
+}
 
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.display().to_string(), source }
+impl From<switchyard_schemas::Error> for Error {
+    fn from(e: switchyard_schemas::Error) -> Self {
+        match e {
+            switchyard_schemas::Error::Io { path, source } => Error::Io { path, source },
+            switchyard_schemas::Error::Invalid(m) => Error::Config(m),
+            other => Error::Internal(other.to_string()),
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 //! cooldown).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::tables::TRIGGERS;
-use switchyard_schemas::{trigger_arrow_schema, AuditEvent, SecretSource};
+use switchyard_schemas::{trigger_arrow_schema, AuditEvent, SecretSource, TableRoot};
 
 use crate::accuracy::Accuracy;
 use crate::audit::{self, AuditRow};
@@ -153,7 +152,7 @@ pub struct Windows {
 /// The training set a trigger selects.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TrainingData {
-    /// Tables root (absolute).
+    /// Tables root (an absolute path or a URL).
     pub tables: String,
     /// Self-contained SQL over `predictions` and `feedback`: `features`,
     /// `truth` AS `label`.
@@ -166,13 +165,13 @@ pub struct TrainingData {
 /// the `triggers` table.
 pub struct TriggerSink {
     producer: Option<(FutureProducer, String)>,
-    tables: PathBuf,
+    tables: TableRoot,
 }
 
 impl TriggerSink {
     /// A producer for `config.topic` (on `config.bootstrap_servers`, else
     /// `bootstrap`), and the tables under `tables`.
-    pub fn new(config: &TriggersConfig, bootstrap: &str, tables: PathBuf) -> Result<Self> {
+    pub fn new(config: &TriggersConfig, bootstrap: &str, tables: TableRoot) -> Result<Self> {
         let producer = match &config.topic {
             Some(topic) => {
                 let mut c = ClientConfig::new();

@@ -15,7 +15,8 @@
 //!   router's detectors, used by cloud workers before egress);
 //! * [`RolloutState`] — which registered model version serves and which
 //!   candidates were promoted or rejected (`rollout.json` in the registry);
-//! * [`tables`] — the tables' folder names and `date` partition;
+//! * [`tables`] — the tables' folder names and `date` partition; [`TableRoot`]
+//!   ([`store`]) — where they live, a local folder or an object store;
 //! * [`AuditEvent`] — model lifecycle and operational events of the `audit` table, [`notice`];
 //! * [`Problems`] — the collector for manifest validation, so every stage reports
 //!   *all* of its mistakes with their paths;
@@ -38,6 +39,7 @@ mod record;
 mod rollout;
 mod schema;
 mod secret;
+pub mod store;
 pub mod tables;
 pub mod telemetry;
 
@@ -53,6 +55,7 @@ pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClas
 pub use rollout::{registered_versions, RolloutDecision, RolloutState};
 pub use schema::{EventSchema, FieldSpec, FieldType};
 pub use secret::{read_secret, Secret, SecretSource};
+pub use store::TableRoot;
 
 /// Now, in µs since the Unix epoch (UTC): the time unit of lineage, rows
 /// and tables.

@@ -126,9 +126,18 @@ fn default_commit_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
-    /// Root folder of the tables (`<path>/predictions`, `<path>/dlq`), relative
-    /// to the manifest's folder.
+    /// Root of the tables (`<path>/predictions`, `<path>/dlq`, …): a folder
+    /// relative to the manifest's folder, or an object store prefix
+    /// (`s3://bucket/prefix`, `gs://…`, `az://container/prefix`) that any
+    /// number of workers share.
     pub path: PathBuf,
+    /// Object store settings of an `s3://`, `gs://` or `az://` path, e.g.
+    /// `aws_endpoint`, `aws_region`, `aws_allow_http` (the `object_store`
+    /// crate's keys). Credentials are best left to the environment
+    /// (`AWS_ACCESS_KEY_ID`, `GOOGLE_APPLICATION_CREDENTIALS`, …), which is
+    /// read first.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
     /// Roll (make durable, then commit offsets) after this many rows.
     #[serde(default = "default_roll_max_rows")]
     pub roll_max_rows: usize,

@@ -52,5 +52,15 @@ impl Error {
     }
 }
 
+impl From<switchyard_schemas::Error> for Error {
+    fn from(e: switchyard_schemas::Error) -> Self {
+        match e {
+            switchyard_schemas::Error::Io { path, source } => Error::Io { path, source },
+            switchyard_schemas::Error::Invalid(m) => Error::Config(m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

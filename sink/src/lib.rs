@@ -28,3 +28,4 @@ pub use config::{Compression, Delivery, KafkaSinkConfig, ParquetSinkConfig, Sink
 pub use error::{Error, Result};
 pub use kafka::{Deliveries, KafkaSink};
 pub use parquet_sink::{DurableIndex, Offsets, ParquetSink, PreparedRoll, RollSummary, LEASE_TIMEOUT};
+pub use switchyard_schemas::TableRoot;

@@ -11,13 +11,20 @@
 //! replay adds no duplicate rows.
 //!
 //! Many writers share one table root: every sink instance has its own writer
-//! id, which ends each of its roll ids, and a lease file `_writers/<id>` whose
-//! modification time a background thread renews every few seconds. Recovery
-//! rolls forward any committed roll (renames are idempotent) but deletes the
-//! open files of an uncommitted roll only when its writer's lease is gone or
-//! older than [`LEASE_TIMEOUT`]: a live worker's open files are never touched.
-//! Workers that take over partitions in a rebalance re-read the manifests
+//! id, which ends each of its roll ids, and a lease file `_writers/<id>` that
+//! a background thread rewrites every few seconds. Recovery rolls forward
+//! any committed roll (renames are idempotent) but deletes the open files of
+//! an uncommitted roll only when its writer's lease is gone or older than
+//! [`LEASE_TIMEOUT`]: a live worker's open files are never touched. Workers
+//! that take over partitions in a rebalance re-read the manifests
 //! ([`DurableIndex::refresh`]) to learn what the previous owner made durable.
+//!
+//! The root may be an object store ([`TableRoot`]): the same names and the
+//! same rules, with two differences. Open files are written to a local spool
+//! folder and uploaded under their temp names when the roll closes (an
+//! object cannot be appended to); and a "rename" is a copy then a delete,
+//! which the roll-forward above makes safe: the manifest's PUT is the commit
+//! point, and a copy interrupted by a crash is redone by whoever recovers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -25,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use switchyard_schemas::TableRoot;
 
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -125,7 +134,11 @@ struct RollOffset {
 }
 
 struct OpenFile {
-    tmp: PathBuf,
+    /// Where the file is written: its temp name under a local root, a file
+    /// in the spool folder for an object store root.
+    path: PathBuf,
+    /// Its temp name under the root (`<final>.tmp-<roll>`).
+    tmp_rel: String,
     final_rel: String,
     writer: ArrowWriter<File>,
     /// The table the file belongs to (its first path component).
@@ -148,7 +161,10 @@ pub struct RollSummary {
 /// [`ParquetSink::open_feedback`], of `feedback` and `dlq`).
 pub struct ParquetSink {
     writer: Writer,
-    root: PathBuf,
+    root: TableRoot,
+    /// For an object store root: the local folder open files are written
+    /// to until their roll closes (removed when the sink is dropped).
+    spool: Option<Spool>,
     roll_max_rows: usize,
     roll_interval: std::time::Duration,
     durable: DurableIndex,
@@ -178,10 +194,12 @@ fn roll_writer(roll_id: &str) -> &str {
     roll_id.rsplit('-').next().unwrap_or(roll_id)
 }
 
-/// A writer's lease: a file under `_writers/` whose modification time a
-/// background thread renews; removed when the writer is dropped.
+/// A writer's lease: `_writers/<id>` under the root, naming its host and
+/// process, which a background thread rewrites every [`LEASE_RENEW`] (its
+/// modification time is the heartbeat); deleted when the writer is dropped.
 struct Lease {
-    path: PathBuf,
+    root: TableRoot,
+    rel: String,
     stop: Arc<AtomicBool>,
     /// When the lease was last renewed (by the thread), for the check before
     /// each roll's commit point.
@@ -189,36 +207,39 @@ struct Lease {
 }
 
 impl Lease {
-    fn take(root: &Path, writer: &str) -> Result<Self> {
-        let dir = root.join(WRITERS);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join(writer);
-        let host = hostname();
-        std::fs::write(&path, format!("{host}/{}\n", std::process::id())).map_err(|e| Error::io(&path, e))?;
+    fn take(root: &TableRoot, writer: &str) -> Result<Self> {
+        let rel = format!("{WRITERS}/{writer}");
+        let content = format!("{}/{}\n", hostname(), std::process::id()).into_bytes();
+        root.put(&rel, content.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
-        let (p, s, r) = (path.clone(), stop.clone(), renewed.clone());
+        let (root2, rel2, s, r) = (root.clone(), rel.clone(), stop.clone(), renewed.clone());
         std::thread::Builder::new()
             .name("lease".into())
             .spawn(move || {
+                let mut warned = false;
                 while !s.load(Ordering::Relaxed) {
                     std::thread::park_timeout(LEASE_RENEW);
                     if s.load(Ordering::Relaxed) {
                         break;
                     }
-                    let ok =
-                        File::options().append(true).open(&p).and_then(|f| f.set_modified(SystemTime::now())).is_ok();
-                    if ok {
-                        if let Ok(mut r) = r.lock() {
-                            *r = Instant::now();
+                    match root2.put(&rel2, content.clone()) {
+                        Ok(()) => {
+                            if let Ok(mut r) = r.lock() {
+                                *r = Instant::now();
+                            }
+                            warned = false;
                         }
-                    } else {
-                        tracing::warn!(lease = %p.display(), "could not renew the writer lease");
+                        Err(e) if !warned => {
+                            warned = true;
+                            tracing::warn!(error = %e, "could not renew the writer lease");
+                        }
+                        Err(_) => {}
                     }
                 }
             })
-            .map_err(|e| Error::io(&path, e))?;
-        Ok(Self { path, stop, renewed })
+            .map_err(|e| Error::Io { path: root.describe(&rel), source: e })?;
+        Ok(Self { root: root.clone(), rel, stop, renewed })
     }
 
     /// True while no other writer may take this one for dead.
@@ -231,7 +252,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.root.delete(&self.rel);
     }
 }
 
@@ -245,20 +266,53 @@ fn hostname() -> String {
 
 /// True when the writer `id` has a lease under `root` renewed within
 /// [`LEASE_TIMEOUT`] — unless the lease names a process on this host that
-/// no longer exists (a worker killed here is known dead at once).
-fn writer_alive(root: &Path, id: &str) -> bool {
-    let path = root.join(WRITERS).join(id);
-    let Ok(meta) = std::fs::metadata(&path) else { return false };
-    let fresh = meta.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age < LEASE_TIMEOUT);
-    if !fresh {
+/// no longer exists (a worker killed here is known dead at once). On an
+/// object store the store's clock dates the lease: hosts whose clocks are
+/// far off the store's (a good part of the timeout) misjudge leases.
+fn writer_alive(root: &TableRoot, id: &str) -> bool {
+    let rel = format!("{WRITERS}/{id}");
+    let Ok(Some(modified)) = root.modified(&rel) else { return false };
+    let age = SystemTime::now().duration_since(modified).unwrap_or_default();
+    if age >= LEASE_TIMEOUT {
         return false;
     }
-    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+    let owner = root.get(&rel).ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     match owner.trim().rsplit_once('/') {
         Some((host, pid)) if host == hostname() && pid.parse::<u32>().is_ok() => {
             Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists()
         }
         _ => true,
+    }
+}
+
+/// The local folder an object store root's open files are written to:
+/// `<tmp>/switchyard-spool/<pid>-<writer>`, removed on drop; folders of
+/// processes that no longer exist are removed when the next one opens.
+struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    fn new(writer: &str) -> Result<Self> {
+        let base = std::env::temp_dir().join("switchyard-spool");
+        if let Ok(rd) = std::fs::read_dir(&base) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').next().unwrap_or_default();
+                if Path::new("/proc/self").exists() && !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = base.join(format!("{}-{writer}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -268,28 +322,25 @@ fn writer_alive(root: &Path, id: &str) -> bool {
 /// skips what their previous owner made durable.
 #[derive(Debug, Clone)]
 pub struct DurableIndex {
-    rolls: PathBuf,
+    root: TableRoot,
+    rolls: String,
     read: HashSet<String>,
     offsets: Offsets,
 }
 
 impl DurableIndex {
-    fn new(rolls: PathBuf) -> Self {
-        Self { rolls, read: HashSet::new(), offsets: Offsets::new() }
+    fn new(root: TableRoot, rolls: String) -> Self {
+        Self { root, rolls, read: HashSet::new(), offsets: Offsets::new() }
     }
 
     /// Reads the manifests committed since the last refresh.
     pub fn refresh(&mut self) -> Result<()> {
-        let Ok(rd) = std::fs::read_dir(&self.rolls) else { return Ok(()) };
-        for entry in rd {
-            let path = entry.map_err(|e| Error::io(&self.rolls, e))?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|n| n.ends_with(".json")) else {
-                continue;
-            };
-            if self.read.contains(name) {
+        for entry in self.root.list(&self.rolls)? {
+            let name = file_name(&entry.rel);
+            if !name.ends_with(".json") || self.read.contains(name) {
                 continue;
             }
-            let m = read_manifest(&path)?;
+            let Some(m) = read_manifest(&self.root, &entry.rel)? else { continue };
             merge_offsets(&mut self.offsets, m.offsets);
             self.read.insert(name.to_string());
         }
@@ -325,30 +376,28 @@ fn path_safe(v: &str) -> String {
     v.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
 }
 
-fn sync_dir(dir: &Path) {
-    // Directory fsync makes the rename durable; not all filesystems allow it.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+/// The last component of a `/`-separated path.
+fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
 }
 
 impl ParquetSink {
     /// Opens (creating) the tables under `root`, finishing or discarding any
     /// roll a crash interrupted.
-    pub fn open(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
+    pub fn open(root: &TableRoot, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
         Self::open_as(Writer::Results, root, roll_max_rows, roll_interval, false)
     }
 
     /// Opens the results writer for `delivery: exactly_once`: each roll is
     /// prepared, then committed or discarded with its Kafka transaction, and
     /// other writers' prepared rolls wait for [`ParquetSink::resolve_prepared`].
-    pub fn open_transactional(root: &Path, roll_max_rows: usize, roll_interval: Duration) -> Result<Self> {
+    pub fn open_transactional(root: &TableRoot, roll_max_rows: usize, roll_interval: Duration) -> Result<Self> {
         Self::open_as(Writer::Results, root, roll_max_rows, roll_interval, true)
     }
 
     /// Opens the writer of the `feedback` table (bad feedback goes to `dlq`),
     /// with its own roll manifests and offsets.
-    pub fn open_feedback(root: &Path, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
+    pub fn open_feedback(root: &TableRoot, roll_max_rows: usize, roll_interval: std::time::Duration) -> Result<Self> {
         Self::open_as(Writer::Feedback, root, roll_max_rows, roll_interval, false)
     }
 
@@ -357,7 +406,7 @@ impl ParquetSink {
     /// offset of every input) are its own, apart from the streaming
     /// pipeline's and from other runs' writing to the same tables.
     pub fn open_backfill(
-        root: &Path,
+        root: &TableRoot,
         run_id: &str,
         roll_max_rows: usize,
         roll_interval: std::time::Duration,
@@ -367,22 +416,30 @@ impl ParquetSink {
 
     fn open_as(
         writer: Writer,
-        root: &Path,
+        root: &TableRoot,
         roll_max_rows: usize,
         roll_interval: Duration,
         transactional: bool,
     ) -> Result<Self> {
-        for d in [PREDICTIONS, DLQ, FEEDBACK, writer.rolls().as_str()] {
-            let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        if let Some(dir) = root.local() {
+            // Readers list the table folders even before the first roll.
+            for d in [PREDICTIONS, DLQ, FEEDBACK, writer.rolls().as_str()] {
+                let p = dir.join(d);
+                std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
         }
         let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let spool = match root.local() {
+            Some(_) => None,
+            None => Some(Spool::new(&writer_id)?),
+        };
         let lease = Lease::take(root, &writer_id)?;
         let roll_id = new_roll_id(&writer.prefix(), &writer_id);
         let mut sink = Self {
-            durable: DurableIndex::new(root.join(writer.rolls())),
+            durable: DurableIndex::new(root.clone(), writer.rolls()),
             writer,
-            root: root.to_path_buf(),
+            root: root.clone(),
+            spool,
             roll_max_rows: roll_max_rows.max(1),
             roll_interval,
             writer_id,
@@ -400,37 +457,53 @@ impl ParquetSink {
         Ok(sink)
     }
 
+    /// Finishes what crashed writers left: committed rolls' temp files get
+    /// their final names (whoever wrote them: the renames are idempotent,
+    /// so finishing a live writer's roll beside it is safe); temp files of
+    /// rolls that never committed are deleted once their writer's lease
+    /// has run out (their offsets were never committed either: the source
+    /// replays the rows). Prepared rolls wait for their transaction.
     fn recover(&mut self) -> Result<()> {
-        let rolls = self.root.join(self.writer.rolls());
-        let mut committed = HashSet::new();
         self.swept = Instant::now();
-        let (manifests, prepared) = committed_rolls(&self.root, &rolls)?;
-        // A prepared roll's files wait for its transaction's outcome.
-        committed.extend(prepared);
-        for m in manifests {
-            // Committed rolls are finished whoever wrote them: the renames are
-            // idempotent, so finishing a live writer's roll beside it is safe.
-            for f in &m.files {
-                let fin = self.root.join(f);
-                let tmp = tmp_path(&fin, &m.roll_id);
-                if !fin.exists() && tmp.exists() {
-                    finish_rename(&tmp, &fin)?;
-                    tracing::info!(file = %fin.display(), roll = %m.roll_id, "finished an interrupted roll");
-                } else if !fin.exists() {
-                    tracing::warn!(file = %fin.display(), roll = %m.roll_id, "file of a committed roll is missing");
+        let rolls = self.writer.rolls();
+        let mut committed = HashSet::new();
+        let mut prepared = HashSet::new();
+        let mut alive = HashMap::new();
+        for entry in self.root.list(&rolls)? {
+            let name = file_name(&entry.rel);
+            let roll = name.split('.').next().unwrap_or_default();
+            if name.ends_with(".json") {
+                committed.insert(roll.to_string());
+            } else if name.ends_with(".prepared") {
+                prepared.insert(roll.to_string());
+            } else if !self.is_alive(&mut alive, roll) {
+                // A manifest that never reached its commit point.
+                self.root.delete(&entry.rel)?;
+            }
+        }
+        for table in self.writer.tables() {
+            for entry in self.root.list(table)? {
+                let Some((fin, roll)) = entry.rel.split_once(".tmp-") else { continue };
+                if !self.writer.owns(roll) || prepared.contains(roll) {
+                    continue;
+                }
+                if committed.contains(roll) {
+                    finish_rename(&self.root, &entry.rel, fin)?;
+                    tracing::info!(file = %self.root.describe(fin), roll, "finished an interrupted roll");
+                } else if !self.is_alive(&mut alive, roll) {
+                    self.root.delete(&entry.rel)?;
+                    tracing::info!(file = %self.root.describe(&entry.rel), "removed a file of an uncommitted roll");
                 }
             }
-            committed.insert(m.roll_id);
         }
-        self.durable.refresh()?;
-        // Temp files of rolls that never committed hold rows whose offsets were
-        // never committed either: the source replays them, so drop the files —
-        // but only those of writers whose lease has run out.
-        let mut alive = HashMap::new();
-        for table in self.writer.tables() {
-            remove_orphans(&self.root, &self.root.join(table), &committed, &self.writer, &mut alive)?;
-        }
-        Ok(())
+        self.durable.refresh()
+    }
+
+    /// Whether the writer of `roll` is alive (this one always is), asking
+    /// each writer's lease once per recovery.
+    fn is_alive(&self, alive: &mut HashMap<String, bool>, roll: &str) -> bool {
+        let id = roll_writer(roll);
+        id == self.writer_id || *alive.entry(id.to_string()).or_insert_with(|| writer_alive(&self.root, id))
     }
 
     /// Re-reads the roll manifests committed since the last look (by any
@@ -458,10 +531,10 @@ impl ParquetSink {
         let rows = self.pending_rows;
         for (_, f) in std::mem::take(&mut self.open) {
             drop(f.writer);
-            match std::fs::remove_file(&f.tmp) {
+            match std::fs::remove_file(&f.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&f.tmp, e)),
+                Err(e) => return Err(Error::io(&f.path, e)),
             }
         }
         self.pending_offsets.clear();
@@ -473,16 +546,15 @@ impl ParquetSink {
 
     /// The highest durable offsets of a backfill run's committed rolls under
     /// `root` (its checkpoint), read without opening a writer.
-    pub fn backfill_offsets(root: &Path, run_id: &str) -> Result<Offsets> {
+    pub fn backfill_offsets(root: &TableRoot, run_id: &str) -> Result<Offsets> {
         let writer = Writer::Backfill { tag: backfill_tag(run_id) };
-        let rolls = root.join(writer.rolls());
-        let mut durable = DurableIndex::new(rolls);
+        let mut durable = DurableIndex::new(root.clone(), writer.rolls());
         durable.refresh()?;
         Ok(durable.offsets)
     }
 
     /// The table root it writes under.
-    pub fn root(&self) -> &Path {
+    pub fn root(&self) -> &TableRoot {
         &self.root
     }
 
@@ -507,12 +579,19 @@ impl ParquetSink {
 
     fn writer_for(&mut self, rel_dir: String, schema: arrow::datatypes::SchemaRef) -> Result<&mut OpenFile> {
         if !self.open.contains_key(&rel_dir) {
-            let dir = self.root.join(&rel_dir);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             self.seq += 1;
             let final_rel = format!("{rel_dir}/part-{}-{:04}.parquet", self.roll_id, self.seq);
-            let tmp = tmp_path(&self.root.join(&final_rel), &self.roll_id);
-            let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let tmp_rel = tmp_rel(&final_rel, &self.roll_id);
+            let path = match (&self.spool, self.root.local()) {
+                (Some(spool), _) => spool.dir.join(format!("{:06}.parquet", self.seq)),
+                (None, Some(root)) => {
+                    let dir = root.join(&rel_dir);
+                    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                    root.join(&tmp_rel)
+                }
+                (None, None) => return Err(Error::Internal("an object store root without a spool".into())),
+            };
+            let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(64 * 1024))
@@ -520,7 +599,7 @@ impl ParquetSink {
             let writer = ArrowWriter::try_new(file, schema, Some(props))?;
             let table = [PREDICTIONS, DLQ, FEEDBACK].into_iter().find(|t| rel_dir.split('/').next() == Some(*t));
             let table = table.unwrap_or("other");
-            self.open.insert(rel_dir.clone(), OpenFile { tmp, final_rel, writer, table, rows: 0 });
+            self.open.insert(rel_dir.clone(), OpenFile { path, tmp_rel, final_rel, writer, table, rows: 0 });
         }
         Ok(self.open.get_mut(&rel_dir).expect("inserted"))
     }
@@ -618,7 +697,7 @@ impl ParquetSink {
             // deleted its open files: committing could record rows it lost.
             return Err(Error::Internal(format!(
                 "the writer lease {} was not renewed for {} s; not committing a roll whose files may be gone",
-                self.lease.path.display(),
+                self.root.describe(&self.lease.rel),
                 LEASE_TIMEOUT.as_secs()
             )));
         }
@@ -629,14 +708,20 @@ impl ParquetSink {
         let mut written = Vec::with_capacity(open.len());
         for (_, f) in open {
             let file = f.writer.into_inner()?;
-            file.sync_all().map_err(|e| Error::io(&f.tmp, e))?;
-            if !f.tmp.exists() {
-                return Err(Error::Internal(format!("{}: open file of this roll was deleted", f.tmp.display())));
+            file.sync_all().map_err(|e| Error::io(&f.path, e))?;
+            if !f.path.exists() {
+                return Err(Error::Internal(format!("{}: open file of this roll was deleted", f.path.display())));
             }
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            drop(file);
+            if self.spool.is_some() {
+                // Up under its temp name, which no reader lists.
+                self.root.upload(&f.path, &f.tmp_rel)?;
+                let _ = std::fs::remove_file(&f.path);
+            }
             written.push((f.table, f.rows, bytes));
             files.push(f.final_rel);
-            tmps.push(f.tmp);
+            tmps.push(f.tmp_rel);
         }
         let offsets = std::mem::take(&mut self.pending_offsets);
         let rows = std::mem::take(&mut self.pending_rows);
@@ -651,15 +736,8 @@ impl ParquetSink {
                 .collect(),
             rows,
         };
-        let rolls = self.root.join(self.writer.rolls());
-        let prepared = rolls.join(format!("{roll_id}.{}", self.prepared_ext()));
-        let tmp = rolls.join(format!("{roll_id}.prepared.tmp"));
-        {
-            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            serde_json::to_writer(&mut f, &manifest)?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &prepared).map_err(|e| Error::io(&prepared, e))?;
+        let prepared = format!("{}/{roll_id}.{}", self.writer.rolls(), self.prepared_ext());
+        self.root.put(&prepared, serde_json::to_vec(&manifest)?)?;
         Ok(Some(PreparedRoll { roll_id, files, tmps, written, offsets, rows }))
     }
 
@@ -667,17 +745,11 @@ impl ParquetSink {
     /// commit point), then its files get their final names.
     pub fn commit_prepared(&mut self, p: PreparedRoll) -> Result<RollSummary> {
         let PreparedRoll { roll_id, files, tmps, written, offsets, rows } = p;
-        let rolls = self.root.join(self.writer.rolls());
-        let prepared = rolls.join(format!("{roll_id}.{}", self.prepared_ext()));
-        let fin = rolls.join(format!("{roll_id}.json"));
-        std::fs::rename(&prepared, &fin).map_err(|e| Error::io(&fin, e))?;
-        sync_dir(&rolls);
+        let rolls = self.writer.rolls();
+        let prepared = format!("{rolls}/{roll_id}.{}", self.prepared_ext());
+        self.root.rename(&prepared, &format!("{rolls}/{roll_id}.json"))?;
         for (tmp, rel) in tmps.iter().zip(&files) {
-            let fin = self.root.join(rel);
-            finish_rename(tmp, &fin)?;
-            if let Some(dir) = fin.parent() {
-                sync_dir(dir);
-            }
+            finish_rename(&self.root, tmp, rel)?;
         }
         self.durable.note(&roll_id, &offsets);
         m::ROLLS.counter([]).increment(1);
@@ -698,8 +770,8 @@ impl ParquetSink {
     /// Drops a prepared roll whose transaction aborted: its files and
     /// manifest are deleted; the source must replay its records.
     pub fn discard_prepared(&mut self, p: PreparedRoll) -> Result<()> {
-        let rolls = self.root.join(self.writer.rolls());
-        discard(&rolls.join(format!("{}.{}", p.roll_id, self.prepared_ext())), &p.tmps)
+        let manifest = format!("{}/{}.{}", self.writer.rolls(), p.roll_id, self.prepared_ext());
+        discard(&self.root, &manifest, &p.tmps)
     }
 
     /// The extension of a prepared manifest: `prepared` when a Kafka
@@ -726,19 +798,20 @@ impl ParquetSink {
         assigned: &[(String, i32)],
         committed: &HashMap<(String, i32), i64>,
     ) -> Result<(usize, usize)> {
-        let rolls = self.root.join(self.writer.rolls());
+        let rolls = self.writer.rolls();
         let (mut kept, mut dropped) = (0, 0);
-        let Ok(rd) = std::fs::read_dir(&rolls) else { return Ok((0, 0)) };
-        for entry in rd {
-            let path = entry.map_err(|e| Error::io(&rolls, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("prepared") {
+        let entries = self.root.list(&rolls)?;
+        let names: HashSet<&str> = entries.iter().map(|e| file_name(&e.rel)).collect();
+        for entry in &entries {
+            let Some(roll) = file_name(&entry.rel).strip_suffix(".prepared") else { continue };
+            let fin = format!("{rolls}/{roll}.json");
+            if names.contains(format!("{roll}.json").as_str()) {
+                // Committed, but the prepared copy outlived a crash (an
+                // object store's rename is a copy, then a delete).
+                self.root.delete(&entry.rel)?;
                 continue;
             }
-            let m = match read_manifest(&path) {
-                Ok(m) => m,
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
+            let Some(m) = read_manifest(&self.root, &entry.rel)? else { continue };
             if roll_writer(&m.roll_id) == self.writer_id {
                 continue;
             }
@@ -747,20 +820,16 @@ impl ParquetSink {
                 continue;
             };
             let done = committed.get(&(o.topic.clone(), o.partition)).is_some_and(|&c| c > o.max_offset);
-            let tmps: Vec<PathBuf> = m.files.iter().map(|f| tmp_path(&self.root.join(f), &m.roll_id)).collect();
+            let tmps: Vec<String> = m.files.iter().map(|f| tmp_rel(f, &m.roll_id)).collect();
             if done {
-                let fin = rolls.join(format!("{}.json", m.roll_id));
-                finish_rename(&path, &fin)?;
+                finish_rename(&self.root, &entry.rel, &fin)?;
                 for (tmp, rel) in tmps.iter().zip(&m.files) {
-                    let fin = self.root.join(rel);
-                    if tmp.exists() {
-                        finish_rename(tmp, &fin)?;
-                    }
+                    finish_rename(&self.root, tmp, rel)?;
                 }
                 tracing::info!(roll = %m.roll_id, "committed a prepared roll whose transaction committed");
                 kept += 1;
             } else {
-                discard(&path, &tmps)?;
+                discard(&self.root, &entry.rel, &tmps)?;
                 tracing::info!(roll = %m.roll_id, "dropped a prepared roll whose transaction did not commit");
                 dropped += 1;
             }
@@ -775,7 +844,7 @@ impl ParquetSink {
 pub struct PreparedRoll {
     roll_id: String,
     files: Vec<String>,
-    tmps: Vec<PathBuf>,
+    tmps: Vec<String>,
     written: Vec<(&'static str, u64, u64)>,
     offsets: Offsets,
     rows: u64,
@@ -799,58 +868,33 @@ impl PreparedRoll {
 }
 
 /// Deletes a prepared roll's files, then its manifest.
-fn discard(manifest: &Path, tmps: &[PathBuf]) -> Result<()> {
-    for f in tmps.iter().map(PathBuf::as_path).chain([manifest]) {
-        match std::fs::remove_file(f) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(f, e)),
-        }
+fn discard(root: &TableRoot, manifest: &str, tmps: &[String]) -> Result<()> {
+    for f in tmps {
+        root.delete(f)?;
     }
-    Ok(())
+    Ok(root.delete(manifest)?)
 }
 
-/// The committed roll manifests in `rolls`, and the ids of prepared rolls
-/// (kept: their Kafka transaction's outcome settles them). Other manifests
-/// of dead writers that never reached their commit point are deleted.
-fn committed_rolls(root: &Path, rolls: &Path) -> Result<(Vec<RollManifest>, HashSet<String>)> {
-    let mut out = Vec::new();
-    let mut prepared = HashSet::new();
-    for entry in std::fs::read_dir(rolls).map_err(|e| Error::io(rolls, e))? {
-        let path = entry.map_err(|e| Error::io(rolls, e))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let roll = name.split('.').next().unwrap_or_default();
-            if name.ends_with(".prepared") {
-                prepared.insert(roll.to_string());
-            } else if path.is_file() && !writer_alive(root, roll_writer(roll)) {
-                let _ = std::fs::remove_file(&path);
-            }
-            continue;
-        }
-        match read_manifest(&path) {
-            Ok(m) => out.push(m),
-            // Another writer's manifest rename can race with the listing.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((out, prepared))
-}
-
-fn read_manifest(path: &Path) -> Result<RollManifest> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// A roll manifest; `None` when it is gone (another writer's rename raced
+/// with the listing).
+fn read_manifest(root: &TableRoot, rel: &str) -> Result<Option<RollManifest>> {
+    let Some(text) = root.get(rel)? else { return Ok(None) };
     serde_json::from_slice(&text)
-        .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", path.display())))
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("{}: corrupt roll manifest: {e}", root.describe(rel))))
 }
 
-/// Renames a committed roll's file to its final name; a rename another
-/// writer finished first (recovery beside a live writer) is not an error.
-fn finish_rename(tmp: &Path, fin: &Path) -> Result<()> {
-    match std::fs::rename(tmp, fin) {
+/// Gives a committed roll's file its final name; a rename another writer
+/// finished first (recovery beside a live writer) is not an error.
+fn finish_rename(root: &TableRoot, tmp: &str, fin: &str) -> Result<()> {
+    match root.rename(tmp, fin) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && fin.exists() => Ok(()),
-        Err(e) => Err(Error::io(tmp, e)),
+        Err(switchyard_schemas::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && root.exists(fin) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -866,43 +910,9 @@ fn backfill_tag(run_id: &str) -> String {
     switchyard_schemas::sha256_hex(run_id.as_bytes())[..12].to_string()
 }
 
-fn tmp_path(fin: &Path, roll_id: &str) -> PathBuf {
-    let mut s = fin.as_os_str().to_owned();
-    s.push(format!(".tmp-{roll_id}"));
-    PathBuf::from(s)
-}
-
-fn remove_orphans(
-    root: &Path,
-    dir: &Path,
-    committed: &HashSet<String>,
-    writer: &Writer,
-    alive: &mut HashMap<String, bool>,
-) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
-    for entry in rd {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if path.is_dir() {
-            remove_orphans(root, &path, committed, writer, alive)?;
-            continue;
-        }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some((_, roll)) = name.split_once(".tmp-") {
-            if !writer.owns(roll) || committed.contains(roll) {
-                continue;
-            }
-            let id = roll_writer(roll).to_string();
-            let live = *alive.entry(id.clone()).or_insert_with(|| writer_alive(root, &id));
-            if !live {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => tracing::info!(file = %path.display(), "removed a file of an uncommitted roll"),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(&path, e)),
-                }
-            }
-        }
-    }
-    Ok(())
+/// The temp name of a roll's file: `<final>.tmp-<roll>`.
+fn tmp_rel(fin: &str, roll_id: &str) -> String {
+    format!("{fin}.tmp-{roll_id}")
 }
 
 #[cfg(test)]
@@ -956,7 +966,7 @@ mod tests {
             f.writer.flush().unwrap();
         }
         s.lease.stop.store(true, Ordering::Relaxed);
-        let lease = File::options().append(true).open(&s.lease.path).unwrap();
+        let lease = File::options().append(true).open(s.root.local().unwrap().join(&s.lease.rel)).unwrap();
         lease.set_modified(SystemTime::now() - ago).unwrap();
         std::mem::forget(s);
     }
@@ -968,7 +978,7 @@ mod tests {
     #[test]
     fn roll_writes_partitioned_files_and_records_offsets() {
         let t = tempfile::tempdir().unwrap();
-        let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        let mut s = ParquetSink::open(&t.path().into(), 10, std::time::Duration::from_secs(60)).unwrap();
         s.write_predictions(&[pred(0, "1"), pred(1, "2")]).unwrap();
         s.write_dlq(&[DlqRecord {
             run_id: String::new(),
@@ -1009,7 +1019,7 @@ mod tests {
             ]
         );
         // A reopened sink knows what is durable.
-        let s2 = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        let s2 = ParquetSink::open(&t.path().into(), 10, std::time::Duration::from_secs(60)).unwrap();
         assert!(s2.is_durable("tx", 0, 1));
     }
 
@@ -1018,27 +1028,27 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         // Crash before the manifest: temp files are orphans.
         {
-            let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+            let mut s = ParquetSink::open(&t.path().into(), 10, std::time::Duration::from_secs(60)).unwrap();
             s.write_predictions(&[pred(0, "1")]).unwrap();
             s.note_offsets(&offsets(0));
             kill(s, Duration::from_secs(3600));
         }
         assert!(parquet_files(t.path()).iter().any(|p| p.to_string_lossy().contains(".tmp-")));
-        let s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        let s = ParquetSink::open(&t.path().into(), 10, std::time::Duration::from_secs(60)).unwrap();
         assert!(!s.is_durable("tx", 0, 0));
         assert!(parquet_files(t.path()).iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "orphans removed");
         drop(s);
 
         // Crash after the manifest but before the renames: rolled forward.
-        let mut s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        let mut s = ParquetSink::open(&t.path().into(), 10, std::time::Duration::from_secs(60)).unwrap();
         s.write_predictions(&[pred(5, "1")]).unwrap();
         s.note_offsets(&offsets(5));
         s.roll().unwrap();
         let fin = parquet_files(t.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
         let roll = std::fs::read_dir(t.path().join(ROLLS)).unwrap().next().unwrap().unwrap().path();
         let roll_id = roll.file_stem().unwrap().to_string_lossy().into_owned();
-        std::fs::rename(&fin, tmp_path(&fin, &roll_id)).unwrap();
-        let s = ParquetSink::open(t.path(), 10, std::time::Duration::from_secs(60)).unwrap();
+        std::fs::rename(&fin, format!("{}.tmp-{roll_id}", fin.display())).unwrap();
+        let s = ParquetSink::open(&t.path().into(), 10, std::time::Duration::from_secs(60)).unwrap();
         assert!(fin.exists(), "rename finished on open");
         assert!(s.is_durable("tx", 0, 5));
     }
@@ -1054,26 +1064,26 @@ mod tests {
                 .count()
         };
         // A live writer with an open roll, and one killed a moment ago.
-        let mut live = ParquetSink::open(t.path(), 100, hour).unwrap();
+        let mut live = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
         live.write_predictions(&[pred(0, "1")]).unwrap();
         live.note_offsets(&offsets(0));
-        let mut recent = ParquetSink::open(t.path(), 100, hour).unwrap();
+        let mut recent = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
         recent.write_predictions(&[pred(10, "1")]).unwrap();
         kill(recent, Duration::from_secs(1));
-        assert_ne!(live.writer_id(), ParquetSink::open(t.path(), 100, hour).unwrap().writer_id());
+        assert_ne!(live.writer_id(), ParquetSink::open(&t.path().into(), 100, hour).unwrap().writer_id());
         assert_eq!(open_files(), 2, "a writer opening beside them deletes neither");
 
         // Once the killed writer's lease is older than the timeout, its open
         // file is an orphan; the live writer's is not.
-        let mut old = ParquetSink::open(t.path(), 100, hour).unwrap();
+        let mut old = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
         old.write_predictions(&[pred(20, "1")]).unwrap();
         kill(old, LEASE_TIMEOUT + Duration::from_secs(1));
         assert_eq!(open_files(), 3);
-        drop(ParquetSink::open(t.path(), 100, hour).unwrap());
+        drop(ParquetSink::open(&t.path().into(), 100, hour).unwrap());
         assert_eq!(open_files(), 2, "only the expired writer's file is removed");
 
         // The live writer rolls; a second index sees it only after a refresh.
-        let mut index = ParquetSink::open(t.path(), 100, hour).unwrap().durable_index();
+        let mut index = ParquetSink::open(&t.path().into(), 100, hour).unwrap().durable_index();
         live.roll().unwrap();
         assert!(!index.contains("tx", 0, 0));
         index.refresh().unwrap();
@@ -1091,7 +1101,7 @@ mod tests {
                 .count()
         };
         // Own transaction: committed, then one aborted.
-        let mut s = ParquetSink::open_transactional(t.path(), 100, hour).unwrap();
+        let mut s = ParquetSink::open_transactional(&t.path().into(), 100, hour).unwrap();
         s.write_predictions(&[pred(0, "1")]).unwrap();
         s.note_offsets(&offsets(0));
         let p = s.prepare_roll().unwrap().unwrap();
@@ -1106,7 +1116,7 @@ mod tests {
 
         // Two writers die with a roll prepared each (partitions 0 and 1).
         for (partition, offset) in [(0, 5), (1, 7)] {
-            let mut w = ParquetSink::open_transactional(t.path(), 100, hour).unwrap();
+            let mut w = ParquetSink::open_transactional(&t.path().into(), 100, hour).unwrap();
             let mut row = pred(offset, "1");
             row.lineage.source.partition = partition;
             w.write_predictions(&[row]).unwrap();
@@ -1116,8 +1126,8 @@ mod tests {
             kill(w, LEASE_TIMEOUT * 2);
         }
         // Recovery, even by an at-least-once writer, keeps them.
-        drop(ParquetSink::open(t.path(), 100, hour).unwrap());
-        let mut next = ParquetSink::open_transactional(t.path(), 100, hour).unwrap();
+        drop(ParquetSink::open(&t.path().into(), 100, hour).unwrap());
+        let mut next = ParquetSink::open_transactional(&t.path().into(), 100, hour).unwrap();
         assert_eq!(prepared(), 2);
         // Partition 0's transaction committed (the group's offset is past
         // the roll), partition 1's did not.
@@ -1136,7 +1146,7 @@ mod tests {
     #[test]
     fn abandon_drops_the_open_roll_and_its_offsets() {
         let t = tempfile::tempdir().unwrap();
-        let mut s = ParquetSink::open(t.path(), 100, Duration::from_secs(3600)).unwrap();
+        let mut s = ParquetSink::open(&t.path().into(), 100, Duration::from_secs(3600)).unwrap();
         s.write_predictions(&[pred(0, "1"), pred(1, "1")]).unwrap();
         s.note_offsets(&offsets(1));
         assert_eq!(s.abandon().unwrap(), 2);
@@ -1151,7 +1161,7 @@ mod tests {
     #[test]
     fn roll_is_due_by_rows_or_age() {
         let t = tempfile::tempdir().unwrap();
-        let mut s = ParquetSink::open(t.path(), 2, std::time::Duration::from_millis(30)).unwrap();
+        let mut s = ParquetSink::open(&t.path().into(), 2, std::time::Duration::from_millis(30)).unwrap();
         assert!(!s.roll_due());
         s.write_predictions(&[pred(0, "1")]).unwrap();
         assert!(!s.roll_due());
@@ -1179,24 +1189,24 @@ mod tests {
         };
         // Both write; only the feedback writer rolls. Its reopening (a
         // restart) must not take the results writer's open files for orphans.
-        let mut results = ParquetSink::open(t.path(), 100, hour).unwrap();
+        let mut results = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
         results.write_predictions(&[pred(0, "1")]).unwrap();
         results.note_offsets(&offsets(0));
         for f in results.open.values_mut() {
             f.writer.flush().unwrap();
         }
-        let mut feedback = ParquetSink::open_feedback(t.path(), 100, hour).unwrap();
+        let mut feedback = ParquetSink::open_feedback(&t.path().into(), 100, hour).unwrap();
         feedback.write_feedback(&[fb(0), fb(1)]).unwrap();
         feedback.note_offsets(&[(("fb".to_string(), 0), 1)].into_iter().collect());
         feedback.roll().unwrap();
-        drop(ParquetSink::open_feedback(t.path(), 100, hour).unwrap());
+        drop(ParquetSink::open_feedback(&t.path().into(), 100, hour).unwrap());
         let open_results = parquet_files(&t.path().join(PREDICTIONS));
         assert!(open_results.iter().any(|p| p.to_string_lossy().contains(".tmp-")), "{open_results:?}");
 
         // The results writer rolls on, and each knows only its own offsets.
         results.roll().unwrap();
-        let r = ParquetSink::open(t.path(), 100, hour).unwrap();
-        let f = ParquetSink::open_feedback(t.path(), 100, hour).unwrap();
+        let r = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
+        let f = ParquetSink::open_feedback(&t.path().into(), 100, hour).unwrap();
         assert!(r.is_durable("tx", 0, 0) && !r.is_durable("fb", 0, 1));
         assert!(f.is_durable("fb", 0, 1) && !f.is_durable("tx", 0, 0));
         let files = parquet_files(t.path());
@@ -1211,27 +1221,131 @@ mod tests {
         let hour = std::time::Duration::from_secs(3600);
         // Run `a` writes and leaves its roll open (a crash); the streaming
         // writer and run `a-b` (whose id extends `a`'s) open beside it.
-        let mut a = ParquetSink::open_backfill(t.path(), "a", 100, hour).unwrap();
+        let mut a = ParquetSink::open_backfill(&t.path().into(), "a", 100, hour).unwrap();
         a.write_predictions(&[pred(0, "1")]).unwrap();
         a.note_offsets(&offsets(0));
         for f in a.open.values_mut() {
             f.writer.flush().unwrap();
         }
-        let mut ab = ParquetSink::open_backfill(t.path(), "a-b", 100, hour).unwrap();
+        let mut ab = ParquetSink::open_backfill(&t.path().into(), "a-b", 100, hour).unwrap();
         ab.write_predictions(&[pred(5, "1")]).unwrap();
         ab.note_offsets(&offsets(5));
         ab.roll().unwrap();
-        let mut streaming = ParquetSink::open(t.path(), 100, hour).unwrap();
+        let mut streaming = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
         streaming.roll().unwrap();
         let open = parquet_files(&t.path().join(PREDICTIONS));
         assert!(open.iter().any(|p| p.to_string_lossy().contains(".tmp-")), "run a's open file survives: {open:?}");
         a.roll().unwrap();
 
-        assert_eq!(ParquetSink::backfill_offsets(t.path(), "a").unwrap().get(&("tx".to_string(), 0)), Some(&0));
-        assert_eq!(ParquetSink::backfill_offsets(t.path(), "a-b").unwrap().get(&("tx".to_string(), 0)), Some(&5));
-        assert!(ParquetSink::backfill_offsets(t.path(), "c").unwrap().is_empty());
-        let s = ParquetSink::open(t.path(), 100, hour).unwrap();
+        assert_eq!(ParquetSink::backfill_offsets(&t.path().into(), "a").unwrap().get(&("tx".to_string(), 0)), Some(&0));
+        assert_eq!(
+            ParquetSink::backfill_offsets(&t.path().into(), "a-b").unwrap().get(&("tx".to_string(), 0)),
+            Some(&5)
+        );
+        assert!(ParquetSink::backfill_offsets(&t.path().into(), "c").unwrap().is_empty());
+        let s = ParquetSink::open(&t.path().into(), 100, hour).unwrap();
         assert!(!s.is_durable("tx", 0, 0), "a backfill's offsets are not the streaming pipeline's");
         assert_eq!(parquet_files(&t.path().join(PREDICTIONS)).len(), 2);
+    }
+
+    /// A root in `object_store`'s in-memory store: the object store code
+    /// path (spool, upload, copy-then-delete renames) without a server.
+    fn memory_root() -> TableRoot {
+        TableRoot::in_store("memory://t", "tables", Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    fn names(root: &TableRoot, dir: &str) -> Vec<String> {
+        let mut v: Vec<String> = root.list(dir).unwrap().into_iter().map(|e| e.rel).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_object_store_root_gets_the_same_rolls_and_readable_files() {
+        let root = memory_root();
+        let hour = Duration::from_secs(3600);
+        let mut s = ParquetSink::open(&root, 100, hour).unwrap();
+        s.write_predictions(&[pred(0, "1"), pred(1, "1"), pred(2, "2")]).unwrap();
+        s.note_offsets(&offsets(2));
+        assert!(names(&root, PREDICTIONS).is_empty(), "open files stay in the spool");
+        let r = s.roll().unwrap();
+        assert_eq!((r.rows, r.files), (3, 2));
+        let files = names(&root, PREDICTIONS);
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files.iter().all(|f| f.ends_with(".parquet")), "{files:?}");
+        let rolls = names(&root, ROLLS);
+        assert!(rolls.len() == 1 && rolls[0].ends_with(".json"), "{rolls:?}");
+        let bytes = root.get(&files[0]).unwrap().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 2);
+        let spool = s.spool.as_ref().unwrap().dir.clone();
+        assert!(std::fs::read_dir(&spool).unwrap().next().is_none(), "uploaded files leave the spool");
+        let reopened = ParquetSink::open(&root, 100, hour).unwrap();
+        assert!(reopened.is_durable("tx", 0, 2) && !reopened.is_durable("tx", 0, 3));
+        drop(s);
+        assert!(!spool.exists(), "the spool goes with the writer");
+        assert_eq!(names(&root, WRITERS).len(), 1, "a dropped writer gives up its lease");
+    }
+
+    #[test]
+    fn on_an_object_store_a_crash_before_the_manifest_discards_and_after_it_rolls_forward() {
+        let root = memory_root();
+        let hour = Duration::from_secs(3600);
+        let die = |s: ParquetSink| {
+            s.lease.stop.store(true, Ordering::Relaxed);
+            root.delete(&s.lease.rel).unwrap();
+            std::mem::forget(s);
+        };
+        // Files uploaded, manifest not committed: orphans once the writer
+        // is dead; a live writer beside them leaves them alone.
+        let mut s = ParquetSink::open(&root, 100, hour).unwrap();
+        s.write_predictions(&[pred(0, "1")]).unwrap();
+        s.note_offsets(&offsets(0));
+        let p = s.prepare_roll().unwrap().unwrap();
+        let staged = names(&root, PREDICTIONS);
+        assert!(staged.len() == 1 && staged[0].contains(".tmp-"), "{staged:?}");
+        drop(ParquetSink::open(&root, 100, hour).unwrap());
+        assert_eq!(names(&root, PREDICTIONS), staged, "the writer is alive");
+        std::mem::forget(p);
+        die(s);
+        let s2 = ParquetSink::open(&root, 100, hour).unwrap();
+        assert!(names(&root, PREDICTIONS).is_empty() && names(&root, ROLLS).is_empty());
+        assert!(!s2.is_durable("tx", 0, 0));
+
+        // Manifest committed, files not renamed: the next writer finishes.
+        let mut s = ParquetSink::open(&root, 100, hour).unwrap();
+        s.write_predictions(&[pred(5, "1")]).unwrap();
+        s.note_offsets(&offsets(5));
+        let p = s.prepare_roll().unwrap().unwrap();
+        root.rename(&format!("{ROLLS}/{}.json.tmp", p.id()), &format!("{ROLLS}/{}.json", p.id())).unwrap();
+        std::mem::forget(p);
+        die(s);
+        let s3 = ParquetSink::open(&root, 100, hour).unwrap();
+        let files = names(&root, PREDICTIONS);
+        assert!(files.len() == 1 && files[0].ends_with(".parquet"), "{files:?}");
+        assert!(s3.is_durable("tx", 0, 5));
+    }
+
+    #[test]
+    fn on_an_object_store_a_prepared_copy_left_beside_its_committed_manifest_is_removed() {
+        let root = memory_root();
+        let hour = Duration::from_secs(3600);
+        let mut s = ParquetSink::open_transactional(&root, 100, hour).unwrap();
+        s.write_predictions(&[pred(0, "1")]).unwrap();
+        s.note_offsets(&offsets(0));
+        let p = s.prepare_roll().unwrap().unwrap();
+        let id = p.id().to_string();
+        s.commit_prepared(p).unwrap();
+        // As if the delete after the copy never happened.
+        root.put(&format!("{ROLLS}/{id}.prepared"), root.get(&format!("{ROLLS}/{id}.json")).unwrap().unwrap()).unwrap();
+        let mut next = ParquetSink::open_transactional(&root, 100, hour).unwrap();
+        let assigned = [("tx".to_string(), 0)];
+        assert_eq!(next.resolve_prepared(&assigned, &HashMap::new()).unwrap(), (0, 0));
+        assert_eq!(names(&root, ROLLS), [format!("{ROLLS}/{id}.json")]);
+        assert_eq!(names(&root, PREDICTIONS).len(), 1);
+        assert!(next.is_durable("tx", 0, 0));
     }
 }

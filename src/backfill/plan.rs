@@ -89,7 +89,7 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
     let sampled = records.len() as u64;
     // No readiness probe: planning calls no endpoint.
     // `plan_command` checked the pipeline (`Backfill::ready`): resolve only.
-    let plan = Plan::resolve(&b.pipeline, &Overrides::default());
+    let plan = Plan::resolve(&b.pipeline, &Overrides::default())?;
     let stages = Stages::build(&plan, b.run_id(), false).await?;
     let width = stages.pre.width();
 

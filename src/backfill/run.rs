@@ -122,12 +122,12 @@ async fn bounded(
 ) -> anyhow::Result<pipeline::Summary> {
     let overrides = Overrides { bootstrap_servers: opts.bootstrap_servers.clone(), tables: Some(root.to_path_buf()) };
     // `run_command` checked the pipeline (`Backfill::ready`): resolve only.
-    let plan = Plan::resolve(&b.pipeline, &overrides);
+    let plan = Plan::resolve(&b.pipeline, &overrides)?;
     let stages = Stages::build(&plan, b.run_id(), true).await?;
     let kafka = if b.manifest.output.kafka { pipeline::kafka_sink(&plan, true, None).await? } else { None };
     let pq = &plan.parquet;
     let parquet = switchyard_sink::ParquetSink::open_backfill(
-        root,
+        &root.into(),
         b.run_id(),
         pq.roll_max_rows,
         Duration::from_millis(pq.roll_interval_ms),
@@ -150,7 +150,7 @@ fn durable_offsets(root: &Path, run_id: &str) -> anyhow::Result<switchyard_sink:
     if !root.exists() {
         return Ok(switchyard_sink::Offsets::new());
     }
-    Ok(switchyard_sink::ParquetSink::backfill_offsets(root, run_id)?)
+    Ok(switchyard_sink::ParquetSink::backfill_offsets(&root.into(), run_id)?)
 }
 
 /// The end-of-run report: totals of the whole run (every attempt), from the
@@ -174,7 +174,7 @@ async fn totals(
     this: Option<&pipeline::Summary>,
 ) -> anyhow::Result<Report> {
     use std::fmt::Write as _;
-    let ctx = switchyard_analysis::catalog::open(root).await?;
+    let ctx = switchyard_analysis::catalog::open(&root.into()).await?;
     let run = b.run_id().replace('\'', "''");
     let routes = query_counts(
         &ctx,

@@ -514,10 +514,10 @@ mod tests {
             }
             let loaded = load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             let plan = Plan::build(&loaded, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(plan.tables, loaded.base.join(&loaded.manifest.sinks.parquet.path));
+            assert_eq!(plan.tables, loaded.base.join(&loaded.manifest.sinks.parquet.path).into());
             let with = Overrides { bootstrap_servers: Some("b:1".into()), tables: Some("/t".into()) };
             let plan = Plan::build(&loaded, &with).unwrap();
-            assert_eq!((plan.source.bootstrap_servers.as_str(), plan.tables.as_path()), ("b:1", Path::new("/t")));
+            assert_eq!((plan.source.bootstrap_servers.as_str(), plan.tables.local()), ("b:1", Some(Path::new("/t"))));
             if let Some(k) = &plan.kafka {
                 let own = loaded.manifest.sinks.kafka.as_ref().and_then(|k| k.bootstrap_servers.clone());
                 assert_eq!(k.bootstrap_servers.as_deref(), Some(own.as_deref().unwrap_or("b:1")));

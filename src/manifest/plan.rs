@@ -4,13 +4,13 @@
 //! manifest, so an override or a default is applied in one place.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use switchyard_analysis::MonitorConfig;
 use switchyard_ingest::{FeedbackConfig, KafkaSourceConfig};
 use switchyard_router::RouteKind;
 use switchyard_schemas::kafka as client;
-use switchyard_sink::{KafkaSinkConfig, ParquetSinkConfig};
+use switchyard_sink::{KafkaSinkConfig, ParquetSinkConfig, TableRoot};
 use switchyard_workers::WorkerConfig;
 
 use super::{Invalid, Loaded, Manifest};
@@ -21,7 +21,8 @@ pub struct Overrides {
     /// Kafka bootstrap servers of the source, and of every sink, feedback
     /// consumer and trigger producer that names none of its own.
     pub bootstrap_servers: Option<String>,
-    /// The table root, instead of `sinks.parquet.path`.
+    /// The table root, instead of `sinks.parquet.path`: a folder (relative
+    /// to the working directory) or an `s3://`, `gs://`, `az://` URL.
     pub tables: Option<PathBuf>,
 }
 
@@ -32,8 +33,8 @@ pub struct Plan {
     pub loaded: Loaded,
     /// The Kafka consumer of the source.
     pub source: KafkaSourceConfig,
-    /// Root folder of the tables.
-    pub tables: PathBuf,
+    /// Where the tables are: a local folder or an object store prefix.
+    pub tables: TableRoot,
     /// Parquet roll settings.
     pub parquet: ParquetSinkConfig,
     /// Results and DLQ topics, their brokers resolved.
@@ -90,13 +91,13 @@ impl Plan {
         if !problems.is_empty() {
             return Err(Invalid { path: loaded.path.clone(), problems });
         }
-        Ok(Self::resolve(loaded, overrides))
+        Self::resolve(loaded, overrides)
     }
 
     /// Resolves `loaded` with `overrides` without checking its files: for
     /// commands that only read the tables (`drift`), which must work where
     /// the models or ONNX Runtime are not installed.
-    pub fn resolve(loaded: &Loaded, overrides: &Overrides) -> Plan {
+    pub fn resolve(loaded: &Loaded, overrides: &Overrides) -> Result<Plan, Invalid> {
         let m = &loaded.manifest;
         let base = &loaded.base;
         let mut source = m.source.kafka().clone();
@@ -105,7 +106,16 @@ impl Plan {
         }
         client::rebase(&mut source.secrets, base);
         let bootstrap = source.bootstrap_servers.clone();
-        let tables = overrides.tables.clone().unwrap_or_else(|| base.join(&m.sinks.parquet.path));
+        let pq = &m.sinks.parquet;
+        let (what, location, from) = match &overrides.tables {
+            Some(t) => ("--tables", t.to_string_lossy().into_owned(), Path::new("")),
+            None => ("sinks.parquet.path", pq.path.to_string_lossy().into_owned(), base.as_path()),
+        };
+        let tables = TableRoot::parse(&location, from, &pq.storage_options).map_err(|e| {
+            let mut problems = switchyard_schemas::Problems::new();
+            problems.push(what, e.to_string());
+            Invalid { path: loaded.path.clone(), problems }
+        })?;
         let kafka = m.sinks.kafka.clone().map(|mut k| {
             client::rebase(&mut k.secrets, base);
             if k.bootstrap_servers.is_none() {
@@ -145,7 +155,7 @@ impl Plan {
             }),
             _ => None,
         });
-        Plan {
+        Ok(Plan {
             loaded: loaded.clone(),
             source,
             tables,
@@ -155,7 +165,7 @@ impl Plan {
             monitor,
             route_kinds: route_kinds(m),
             features: loaded.feature_names(),
-        }
+        })
     }
 
     /// The manifest.

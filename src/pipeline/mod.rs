@@ -146,7 +146,7 @@ pub async fn run(
         kafka,
         inflight: Default::default(),
         latency: Arc::new(std::sync::Mutex::new((summary::histogram(), summary::histogram()))),
-        summary: Summary::new(parquet.root().to_path_buf()),
+        summary: Summary::new(parquet.root().clone()),
         parquet,
         committer,
         workers: stages.workers.clone(),

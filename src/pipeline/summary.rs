@@ -2,9 +2,9 @@
 //! progress display reads while it goes on.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use switchyard_sink::TableRoot;
 
 use switchyard_sink::Offsets;
 use switchyard_workers::cloud::CloudSnapshot;
@@ -63,7 +63,7 @@ pub struct Summary {
     /// Parquet rolls (each followed by an offset commit).
     pub rolls: u64,
     /// Where the tables are.
-    pub tables: PathBuf,
+    pub tables: TableRoot,
     /// Feedback records written to the `feedback` table.
     pub feedback: u64,
     /// Bad feedback records sent to the DLQ (table, and topic with a Kafka sink).
@@ -80,7 +80,7 @@ pub struct Summary {
 
 impl Summary {
     /// An empty summary of a run writing to `tables`.
-    pub fn new(tables: PathBuf) -> Self {
+    pub fn new(tables: TableRoot) -> Self {
         Summary {
             records: 0,
             predictions: 0,

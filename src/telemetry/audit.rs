@@ -2,7 +2,6 @@
 //! `audit` table: gathered for half a second and written as one file, so a
 //! burst of rebalances or a flapping circuit adds a file, not hundreds.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use switchyard_schemas::now_us;
@@ -23,7 +22,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts writing this process's notices to the tables at `tables`,
     /// rows of `pipeline`.
-    pub fn start(tables: PathBuf, pipeline: String) -> Self {
+    pub fn start(tables: switchyard_schemas::TableRoot, pipeline: String) -> Self {
         switchyard_schemas::install_notices(|n| {
             if let Some(tx) = CURRENT.lock().ok().and_then(|c| c.clone()) {
                 let _ = tx.send((now_us(), n));

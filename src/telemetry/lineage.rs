@@ -55,8 +55,10 @@ impl RunEvents {
             .iter()
             .map(|t| json!({"namespace": kafka_ns(&plan.source.bootstrap_servers), "name": t}))
             .collect();
-        let tables = std::path::absolute(&plan.tables).unwrap_or_else(|_| plan.tables.clone());
-        let tables_ns = format!("file://{}", tables.display());
+        let tables_ns = match plan.tables.local() {
+            Some(p) => format!("file://{}", std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display()),
+            None => plan.tables.to_string(),
+        };
         let mut outputs: Vec<Value> =
             ["predictions", "dlq"].into_iter().map(|t| json!({"namespace": tables_ns, "name": t})).collect();
         if let (Some(k), true) = (&plan.kafka, kafka_sink) {

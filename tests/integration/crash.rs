@@ -53,7 +53,7 @@ fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
     if distinct != valid as i64 {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let text = rt.block_on(async {
-            let ctx = switchyard_analysis::catalog::open(tb).await.unwrap();
+            let ctx = switchyard_analysis::catalog::open(&root(&tb)).await.unwrap();
             let q = "SELECT source_partition, min(source_offset), max(source_offset), count(*), count(DISTINCT key) \
                      FROM (SELECT source_partition, source_offset, key, count(*) OVER (PARTITION BY lineage_id) AS n FROM predictions) \
                      WHERE n > 1 GROUP BY 1";

@@ -12,6 +12,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+pub use switchyard_sink::TableRoot;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,12 +86,14 @@ pub fn set_exactly_once(manifest: &Path, t: &Topics, extra: &str) {
 
 /// Rows of the committed roll manifests (`*.json`) in `rolls` (a table
 /// root's `_rolls`); manifests being renamed meanwhile are left out.
-pub fn durable_rows(rolls: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(rolls) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+pub fn durable_rows(rolls: impl Into<TableRoot>) -> u64 {
+    let rolls = rolls.into();
+    let Ok(entries) = rolls.list("") else { return 0 };
+    entries
+        .iter()
+        .filter(|e| e.rel.ends_with(".json"))
         .filter_map(|e| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&rolls.get(&e.rel).ok()??).ok()?;
             v["rows"].as_u64()
         })
         .sum()
@@ -98,10 +101,9 @@ pub fn durable_rows(rolls: &Path) -> u64 {
 
 /// Files in a table root's `_rolls` with extension `ext` (`json`: committed
 /// rolls; `prepared`: rolls waiting for their transaction).
-pub fn roll_files(tables: &Path, ext: &str) -> usize {
-    std::fs::read_dir(tables.join("_rolls"))
-        .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == ext)).count())
-        .unwrap_or(0)
+pub fn roll_files(tables: impl Into<TableRoot>, ext: &str) -> usize {
+    let suffix = format!(".{ext}");
+    tables.into().list("_rolls").map(|v| v.iter().filter(|e| e.rel.ends_with(&suffix)).count()).unwrap_or(0)
 }
 
 pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
@@ -312,17 +314,24 @@ pub fn run_until_idle(manifest: &Path) {
 
 /// The tables hold one prediction for each of `valid` events, no lineage id
 /// twice, and `bad` DLQ records.
-pub fn assert_exactly_once(tables: &Path, valid: usize, bad: usize) {
-    assert_eq!(sql_i64(tables, "SELECT count(*) FROM predictions"), valid as i64, "0 lost, 0 duplicated");
-    assert_eq!(sql_i64(tables, "SELECT count(DISTINCT lineage_id) FROM predictions"), valid as i64);
-    assert_eq!(sql_i64(tables, "SELECT count(*) FROM dlq"), bad as i64);
+pub fn assert_exactly_once(tables: impl Into<TableRoot>, valid: usize, bad: usize) {
+    let tables = tables.into();
+    assert_eq!(sql_i64(&tables, "SELECT count(*) FROM predictions"), valid as i64, "0 lost, 0 duplicated");
+    assert_eq!(sql_i64(&tables, "SELECT count(DISTINCT lineage_id) FROM predictions"), valid as i64);
+    assert_eq!(sql_i64(&tables, "SELECT count(*) FROM dlq"), bad as i64);
+}
+
+/// A local table root.
+pub fn root(p: &Path) -> TableRoot {
+    p.into()
 }
 
 /// Runs a SQL query over the tables and returns the single i64 it yields.
-pub fn sql_i64(tables: &Path, sql: &str) -> i64 {
+pub fn sql_i64(tables: impl Into<TableRoot>, sql: &str) -> i64 {
+    let tables = tables.into();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ctx = switchyard_analysis::catalog::open(tables).await.unwrap();
+        let ctx = switchyard_analysis::catalog::open(&tables).await.unwrap();
         let b = switchyard_analysis::catalog::query(&ctx, sql).await.unwrap();
         let col = b[0].column(0);
         assert_eq!(col.len(), 1);

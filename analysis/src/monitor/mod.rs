@@ -18,7 +18,7 @@ use std::time::Duration;
 use arrow::array::AsArray;
 use arrow::datatypes::TimestampMicrosecondType;
 use switchyard_schemas::tables::{ACCURACY, DRIFT};
-use switchyard_schemas::{AuditEvent, RolloutDecision};
+use switchyard_schemas::{AuditEvent, RolloutDecision, TableRoot};
 
 pub use self::config::{parse_time, AccuracyThresholds, MonitorConfig, ReferenceConfig, TestConfig};
 use crate::accuracy::{accuracy, accuracy_batch, labelled_sql, quote, Accuracy};
@@ -52,7 +52,7 @@ pub struct Monitor {
     model: String,
     features: Vec<String>,
     reference: Reference,
-    tables: PathBuf,
+    tables: TableRoot,
     registry: PathBuf,
     pipeline: String,
     manifest_hash: String,
@@ -67,7 +67,7 @@ impl Monitor {
         model: String,
         features: Vec<String>,
         base: &Path,
-        tables: PathBuf,
+        tables: TableRoot,
         registry: PathBuf,
         pipeline: String,
         manifest_hash: String,
@@ -75,7 +75,10 @@ impl Monitor {
     ) -> Result<Self> {
         let reference = config.reference(base)?;
         let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
-        let tables = abs(tables);
+        let tables = match tables {
+            TableRoot::Local(p) => TableRoot::Local(abs(p)),
+            store => store,
+        };
         let triggers = TriggerSink::new(&config.triggers, bootstrap, tables.clone())?;
         Ok(Self {
             config,
@@ -307,7 +310,7 @@ impl Monitor {
                 current_end: format_time(current.end_us.unwrap_or(0)),
             },
             training_data: TrainingData {
-                tables: self.tables.display().to_string(),
+                tables: self.tables.to_string(),
                 sql,
                 min_rows: self.config.triggers.min_training_rows,
             },

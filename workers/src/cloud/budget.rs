@@ -280,10 +280,10 @@ mod tests {
         let start = crate::cloud::ledger::now().as_secs() / 60 * 60;
         let b = Budget::new(cfg.clone(), clock.clone());
         // Another process (or this one before a restart) spent 8.
-        let other = SpendLedger::open(dir.path(), "other").unwrap();
+        let other = SpendLedger::open(&dir.path().into(), "other").unwrap();
         other.record("cloud", start, 60, 8.0);
         other.sync();
-        b.share_through(SpendLedger::open(dir.path(), "me").unwrap(), "cloud", Duration::from_secs(start + 50));
+        b.share_through(SpendLedger::open(&dir.path().into(), "me").unwrap(), "cloud", Duration::from_secs(start + 50));
         assert_eq!(b.spent(), 8.0);
         let held = b.reserve(2.0).expect("8 + 2 is within the limit");
         assert!(b.reserve(1.0).is_err(), "8 spent elsewhere + 2 in flight");

@@ -1,8 +1,10 @@
 //! Budget spend shared by every process of a consumer group, and kept
 //! across restarts. Each process writes what it has spent per endpoint and
 //! budget window to `<dir>/<endpoint>/<start>+<length>/<writer>.json`
-//! (written to a temporary name, synced and renamed; at most once a second,
-//! when it changed) and reads the files of the others at the same pace. A
+//! ([`TableRoot::put`]: whole or not at all, on a local folder or an object
+//! store; at most once a second, when it changed) and reads the files of
+//! the others at the same pace (on an object store: one listing and a GET
+//! per file of a live window, every second). A
 //! budget counts its own spend plus every other file of its window: those
 //! of crashed and restarted processes too, so a restart does not bring a
 //! fresh budget.
@@ -17,9 +19,10 @@
 //! that ended more than a window ago are removed.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchyard_schemas::{Result, TableRoot};
 
 /// How often a ledger writes its own spend and reads the others'.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -53,7 +56,7 @@ struct State {
 /// The spend files of a group (see the module documentation).
 #[derive(Debug)]
 pub struct SpendLedger {
-    dir: PathBuf,
+    dir: TableRoot,
     writer: String,
     state: Mutex<State>,
     /// Held while a sync runs: one at a time, and a sync that returns has
@@ -66,26 +69,28 @@ impl SpendLedger {
     /// `writer` (a name no other process uses, e.g. the sink's writer id),
     /// reads what the others spent and starts writing and reading once a
     /// second in a thread that ends when the ledger is dropped.
-    pub fn open(dir: &Path, writer: &str) -> std::io::Result<Arc<SpendLedger>> {
-        std::fs::create_dir_all(dir)?;
+    pub fn open(dir: &TableRoot, writer: &str) -> Result<Arc<SpendLedger>> {
         let ledger = Arc::new(SpendLedger {
-            dir: dir.to_path_buf(),
+            dir: dir.clone(),
             writer: writer.to_string(),
             state: Default::default(),
             syncing: Mutex::new(()),
         });
         ledger.read_others()?;
         let weak: Weak<SpendLedger> = Arc::downgrade(&ledger);
-        std::thread::Builder::new().name("spend-ledger".into()).spawn(move || loop {
-            std::thread::sleep(SYNC_EVERY);
-            let Some(l) = weak.upgrade() else { return };
-            l.sync();
-        })?;
+        std::thread::Builder::new()
+            .name("spend-ledger".into())
+            .spawn(move || loop {
+                std::thread::sleep(SYNC_EVERY);
+                let Some(l) = weak.upgrade() else { return };
+                l.sync();
+            })
+            .map_err(|e| switchyard_schemas::Error::Io { path: dir.to_string(), source: e })?;
         Ok(ledger)
     }
 
     /// The folder of the files.
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &TableRoot {
         &self.dir
     }
 
@@ -114,7 +119,7 @@ impl SpendLedger {
             Ok(()) => s.failing = false,
             Err(e) if !s.failing => {
                 s.failing = true;
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cloud budget spend cannot be shared");
+                tracing::warn!(dir = %self.dir, error = %e, "cloud budget spend cannot be shared");
             }
             Err(_) => {}
         }
@@ -124,7 +129,7 @@ impl SpendLedger {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_own(&self) -> std::io::Result<()> {
+    fn write_own(&self) -> Result<()> {
         let dirty: Vec<(Key, f64)> = self
             .lock()
             .own
@@ -135,7 +140,7 @@ impl SpendLedger {
                 (k.clone(), *v)
             })
             .collect();
-        let mut failed: Option<std::io::Error> = None;
+        let mut failed: Option<switchyard_schemas::Error> = None;
         for (key, spent) in dirty {
             if failed.is_none() {
                 match self.write_file(&key, spent) {
@@ -151,59 +156,56 @@ impl SpendLedger {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Writes this process's `spent` in window `key`: to a temporary name,
-    /// synced, then renamed.
-    fn write_file(&self, key: &Key, spent: f64) -> std::io::Result<()> {
-        let folder = self.dir.join(&key.endpoint).join(key.folder());
-        std::fs::create_dir_all(&folder)?;
-        let path = folder.join(format!("{}.json", self.writer));
-        let tmp = folder.join(format!("{}.json.tmp", self.writer));
+    /// Writes this process's `spent` in window `key`, whole or not at all.
+    fn write_file(&self, key: &Key, spent: f64) -> Result<()> {
+        let rel = format!("{}/{}/{}.json", key.endpoint, key.folder(), self.writer);
         let body = serde_json::json!({ "spent": spent, "writer": self.writer, "at_ms": now().as_millis() as u64 });
-        std::fs::write(&tmp, body.to_string())?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        self.dir.put(&rel, body.to_string().into_bytes())
     }
 
-    fn read_others(&self) -> std::io::Result<()> {
-        let mut others = HashMap::new();
+    fn read_others(&self) -> Result<()> {
+        let mut others: HashMap<Key, f64> = HashMap::new();
         let now_s = now().as_secs();
-        for endpoint in read_dir(&self.dir)? {
-            let Some(name) = endpoint.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
-            if !endpoint.is_dir() {
+        let mut expired = std::collections::BTreeSet::new();
+        for entry in self.dir.list("")? {
+            // `<endpoint>/<start>+<length>/<writer>.json`
+            let mut parts = entry.rel.split('/');
+            let (Some(endpoint), Some(window), Some(file), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some((start, length)) =
+                window.split_once('+').and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            if start.saturating_add(length.saturating_mul(2)) < now_s {
+                // Ended more than a window ago: no budget asks for it.
+                let _ = self.dir.delete(&entry.rel);
+                expired.insert(format!("{endpoint}/{window}"));
                 continue;
             }
-            for window in read_dir(&endpoint)? {
-                let Some((start, length)) = window
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.split_once('+'))
-                    .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<u64>().ok()?)))
-                else {
-                    continue;
-                };
-                if start.saturating_add(length.saturating_mul(2)) < now_s {
-                    // Ended more than a window ago: no budget asks for it.
-                    let _ = std::fs::remove_dir_all(&window);
-                    continue;
-                }
-                let mut spent = 0.0;
-                for file in read_dir(&window)? {
-                    let Some(stem) = file.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json"))
-                    else {
-                        continue;
-                    };
-                    if stem == self.writer {
-                        continue;
-                    }
-                    // A file being replaced or unreadable counts at its last
-                    // value: keep what was read before.
-                    let value = std::fs::read(&file)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                        .and_then(|v| v["spent"].as_f64());
-                    spent += value.unwrap_or(0.0);
-                }
-                others.insert(Key { endpoint: name.clone(), start, length }, spent);
+            let Some(stem) = file.strip_suffix(".json") else { continue };
+            let key = Key { endpoint: endpoint.to_string(), start, length };
+            let spent = others.entry(key).or_insert(0.0);
+            if stem == self.writer {
+                continue;
+            }
+            // A file being replaced or unreadable counts at its last value:
+            // keep what was read before (below).
+            let value = self
+                .dir
+                .get(&entry.rel)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["spent"].as_f64());
+            *spent += value.unwrap_or(0.0);
+        }
+        if let Some(dir) = self.dir.local() {
+            for window in expired {
+                let _ = std::fs::remove_dir_all(dir.join(window));
             }
         }
         let mut s = self.lock();
@@ -223,17 +225,8 @@ impl Drop for SpendLedger {
     fn drop(&mut self) {
         let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = self.write_own() {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "writing the last cloud budget spend");
+            tracing::warn!(dir = %self.dir, error = %e, "writing the last cloud budget spend");
         }
-    }
-}
-
-/// Entries of `dir` (none when it does not exist).
-fn read_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
     }
 }
 
@@ -250,8 +243,8 @@ mod tests {
     fn spend_is_shared_between_writers_and_outlives_them() {
         let dir = tempfile::tempdir().unwrap();
         let start = now().as_secs() / 60 * 60;
-        let a = SpendLedger::open(dir.path(), "a").unwrap();
-        let b = SpendLedger::open(dir.path(), "b").unwrap();
+        let a = SpendLedger::open(&dir.path().into(), "a").unwrap();
+        let b = SpendLedger::open(&dir.path().into(), "b").unwrap();
         a.record("cloud", start, 60, 2.5);
         b.record("cloud", start, 60, 1.0);
         b.record("other", start, 60, 7.0);
@@ -266,7 +259,7 @@ mod tests {
         // new writer name, still sees what the old one spent.
         b.record("cloud", start, 60, 1.5);
         drop(b);
-        let b2 = SpendLedger::open(dir.path(), "b2").unwrap();
+        let b2 = SpendLedger::open(&dir.path().into(), "b2").unwrap();
         assert_eq!(b2.others("cloud", start, 60), 4.0, "a's 2.5 and the old b's 1.5");
         // A window that ended more than a window ago is removed.
         let old = start - 180;
@@ -281,8 +274,8 @@ mod tests {
     fn an_unwritable_folder_keeps_the_last_figures() {
         let dir = tempfile::tempdir().unwrap();
         let start = now().as_secs() / 60 * 60;
-        let a = SpendLedger::open(dir.path(), "a").unwrap();
-        let b = SpendLedger::open(dir.path(), "b").unwrap();
+        let a = SpendLedger::open(&dir.path().into(), "a").unwrap();
+        let b = SpendLedger::open(&dir.path().into(), "b").unwrap();
         b.record("cloud", start, 60, 3.0);
         b.sync();
         a.sync();
@@ -298,5 +291,25 @@ mod tests {
         b.sync();
         a.sync();
         assert_eq!(a.others("cloud", start, 60), 4.0);
+    }
+
+    #[test]
+    fn spend_is_shared_through_an_object_store() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let root = TableRoot::in_store("memory://b", "tables/_spend", store);
+        let start = now().as_secs() / 60 * 60;
+        let a = SpendLedger::open(&root, "a").unwrap();
+        let b = SpendLedger::open(&root, "b").unwrap();
+        a.record("cloud", start, 60, 2.0);
+        b.record("cloud", start, 60, 5.0);
+        a.sync();
+        b.sync();
+        a.sync();
+        assert_eq!((a.others("cloud", start, 60), b.others("cloud", start, 60)), (5.0, 2.0));
+        let old = start - 180;
+        a.record("cloud", old, 60, 9.0);
+        a.sync();
+        b.sync();
+        assert!(root.list("cloud").unwrap().iter().all(|e| !e.rel.contains(&format!("{old}+60"))));
     }
 }
