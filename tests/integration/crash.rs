@@ -35,14 +35,14 @@ fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
         .unwrap();
     // Wait until some rolls are durable, then kill without warning.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while durable_rows(&tables.join("_rolls")) < 1000 {
+    while durable_rows(tables.join("_rolls")) < 1000 {
         assert!(Instant::now() < deadline, "no roll became durable");
         assert!(child.try_wait().unwrap().is_none(), "worker exited early");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let before = durable_rows(&tables.join("_rolls"));
+    let before = durable_rows(tables.join("_rolls"));
     assert!(before < (valid + bad) as u64, "killed mid-run ({before} rows durable)");
 
     run_until_idle(&manifest);
@@ -53,7 +53,7 @@ fn kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing() {
     if distinct != valid as i64 {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let text = rt.block_on(async {
-            let ctx = switchyard_analysis::catalog::open(&root(&tb)).await.unwrap();
+            let ctx = switchyard_analysis::catalog::open(&root(tb)).await.unwrap();
             let q = "SELECT source_partition, min(source_offset), max(source_offset), count(*), count(DISTINCT key) \
                      FROM (SELECT source_partition, source_offset, key, count(*) OVER (PARTITION BY lineage_id) AS n FROM predictions) \
                      WHERE n > 1 GROUP BY 1";

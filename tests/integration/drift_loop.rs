@@ -138,7 +138,7 @@ fn monitor_yaml(feedback: &str, triggers: &str, ref_start: i64, extra: &str) -> 
 fn triggers(tables: &Path) -> Vec<serde_json::Value> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ctx = switchyard_analysis::catalog::open(&crate::support::root(&tables)).await.unwrap();
+        let ctx = switchyard_analysis::catalog::open(&crate::support::root(tables)).await.unwrap();
         let b = switchyard_analysis::catalog::query(&ctx, "SELECT record FROM triggers").await.unwrap();
         use arrow::array::AsArray;
         b.iter()
@@ -268,7 +268,7 @@ fn try_sql_i64(tables: &Path, sql: &str) -> Option<i64> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use arrow::array::AsArray;
-        let ctx = switchyard_analysis::catalog::open(&crate::support::root(&tables)).await.ok()?;
+        let ctx = switchyard_analysis::catalog::open(&crate::support::root(tables)).await.ok()?;
         let b = switchyard_analysis::catalog::query(&ctx, sql).await.ok()?;
         Some(b.first()?.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0))
     })

@@ -50,7 +50,7 @@ fn binary_end_to_end_through_a_real_broker() {
     assert_eq!(wrong, 0, "every row carries the run's lineage");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sample = rt.block_on(async {
-        let ctx = switchyard_analysis::catalog::open(&root(&tb)).await.unwrap();
+        let ctx = switchyard_analysis::catalog::open(&root(tb)).await.unwrap();
         switchyard_analysis::catalog::query(
             &ctx,
             "SELECT lineage_id, source_topic, source_partition, source_offset FROM predictions LIMIT 50",

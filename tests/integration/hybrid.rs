@@ -199,7 +199,7 @@ fn event(txn_id: &str, amount: f64, extra: serde_json::Value) -> String {
 
 fn query(tables: &Path, sql: &str) -> Vec<RecordBatch> {
     runtime().block_on(async {
-        let ctx = switchyard_analysis::catalog::open(&crate::support::root(&tables)).await.unwrap();
+        let ctx = switchyard_analysis::catalog::open(&crate::support::root(tables)).await.unwrap();
         switchyard_analysis::catalog::query(&ctx, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     })
 }

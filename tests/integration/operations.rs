@@ -100,7 +100,7 @@ fn prometheus_scrapes_a_running_pipeline_and_agrees_with_its_counts() {
     let mut child = spawn_run(&manifest, &["--listen", &listen], &log);
     let total = (valid + bad) as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while durable_rows(&tables.join("_rolls")) < total {
+    while durable_rows(tables.join("_rolls")) < total {
         assert!(Instant::now() < deadline, "not every row became durable\n{}", std::fs::read_to_string(&log).unwrap());
         assert!(child.try_wait().unwrap().is_none(), "worker exited\n{}", std::fs::read_to_string(&log).unwrap());
         std::thread::sleep(Duration::from_millis(50));
@@ -185,7 +185,7 @@ fn sigterm_under_load_stops_cleanly_and_a_restart_duplicates_nothing() {
     let log = dir.path().join("first.log");
     let mut child = spawn_run(&manifest, &[], &log);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while durable_rows(&tables.join("_rolls")) < 5_000 {
+    while durable_rows(tables.join("_rolls")) < 5_000 {
         assert!(Instant::now() < deadline, "no roll became durable\n{}", std::fs::read_to_string(&log).unwrap());
         assert!(child.try_wait().unwrap().is_none(), "worker exited\n{}", std::fs::read_to_string(&log).unwrap());
         std::thread::sleep(Duration::from_millis(5));
@@ -195,7 +195,7 @@ fn sigterm_under_load_stops_cleanly_and_a_restart_duplicates_nothing() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "a graceful stop exits 0: {status}\n{text}");
     assert!(text.contains("stopping"), "{text}");
-    let first = durable_rows(&tables.join("_rolls"));
+    let first = durable_rows(tables.join("_rolls"));
     assert!(first < total, "stopped mid-stream ({first} of {total} rows durable)");
     // Everything durable is committed, nothing beyond it.
     let committed: i64 = committed(&bootstrap, &t.group, &t.input, 3).values().sum();
@@ -242,7 +242,7 @@ fn a_second_signal_exits_at_once_and_loses_nothing() {
     let log = dir.path().join("first.log");
     let mut child = spawn_run(&manifest, &[], &log);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while durable_rows(&tables.join("_rolls")) < 2_000 {
+    while durable_rows(tables.join("_rolls")) < 2_000 {
         assert!(Instant::now() < deadline, "no roll became durable\n{}", std::fs::read_to_string(&log).unwrap());
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -98,6 +98,28 @@ pub fn moto() -> &'static Peer {
     })
 }
 
+/// A new, empty bucket on [`moto`]; returns its name and the object store
+/// settings (`storage_options`) that reach it.
+pub fn moto_bucket(prefix: &str) -> (String, std::collections::BTreeMap<String, String>) {
+    let s3 = moto();
+    let bucket = crate::support::unique(prefix).to_lowercase();
+    let create = format!(
+        "import boto3\nboto3.client('s3',endpoint_url='{}',aws_access_key_id='test',aws_secret_access_key='test',\
+         region_name='us-east-1').create_bucket(Bucket='{bucket}')\n",
+        s3.url
+    );
+    let ok = Command::new(peers_bin("python")).args(["-c", &create]).status().unwrap();
+    assert!(ok.success(), "creating bucket {bucket} on the S3 server");
+    let options = [
+        ("aws_endpoint", s3.url.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+    ];
+    (bucket, options.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
 /// A program of `.venv-peers`.
 pub fn peers_bin(name: &str) -> PathBuf {
     let p = repo().join(".venv-peers/bin").join(name);
