@@ -142,7 +142,9 @@ def main():
     ap.add_argument("--codec-events", type=int, default=200_000, help="events for the output codec comparison")
     ap.add_argument("--ops-events", type=int, default=200_000, help="events for the metrics and tracing cost")
     ap.add_argument("--scale-events", type=int, default=300_000, help="events for the workers and delivery section")
-    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec", "ops", "scale"],
+    ap.add_argument("--latency-events", type=int, default=200_000, help="events for the maximum rate of the latency curve")
+    ap.add_argument("--work-events", type=int, default=300_000, help="events for the model-size comparison")
+    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec", "ops", "scale", "latency", "work"],
                     help="run one section and update only it in --out")
     args = ap.parse_args()
 
@@ -157,6 +159,8 @@ def main():
         "codec": (lambda: codec_bench(tmp, args.codec_events), CODEC_BEGIN, CODEC_END, codec_section),
         "ops": (lambda: ops_bench(tmp, args.ops_events), OPS_BEGIN, OPS_END, ops_section),
         "scale": (lambda: scale_bench(tmp, args.scale_events), SCALE_BEGIN, SCALE_END, scale_section),
+        "latency": (lambda: latency_bench(tmp, args.latency_events), LATENCY_BEGIN, LATENCY_END, latency_section),
+        "work": (lambda: work_bench(tmp, args.work_events), WORK_BEGIN, WORK_END, work_section),
     }
     for name, (measure, begin, end, section) in sections.items():
         if args.only in (None, name):
@@ -627,6 +631,141 @@ def cloud_section(c: dict) -> list:
     ]
 
 
+LATENCY_BEGIN = "<!-- latency curve -->"
+LATENCY_END = "<!-- /latency curve -->"
+LATENCY_FRACTIONS = [0.10, 0.25, 0.50, 0.75, 0.90]
+LATENCY_SECONDS = 12
+
+
+def latency_bench(tmp: Path, events: int) -> dict:
+    """The Kafka path's maximum rate over `events` events, then, for each
+    fraction of it, events offered at that rate for LATENCY_SECONDS while
+    the pipeline runs: latency from the producer's timestamp and from
+    receipt to the acknowledged result."""
+    kafka_dir, bootstrap = start_kafka()
+    try:
+        topic = f"curve-{os.getpid()}"
+        run([binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--events", str(events),
+             "--partitions", "3"])
+        top = pipeline(manifest_for(tmp, bootstrap, topic, f"{topic}-max", tmp / "curve-max"), tmp)["events_per_s"]
+        points = []
+        for f in LATENCY_FRACTIONS:
+            rate = max(100.0, top * f)
+            t = f"{topic}-{int(f * 100)}"
+            run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", "0",
+                 "--partitions", "3"])
+            m = manifest_for(tmp, bootstrap, t, f"{t}-pipe", tmp / f"curve-{t}")
+            out = {}
+            th = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
+            th.start()
+            time.sleep(5)  # the group settles before the load starts
+            n = int(rate * LATENCY_SECONDS)
+            run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", str(n),
+                 "--rate", f"{rate:.0f}", "--seed", "11", "--producer-property", "linger.ms=0"])
+            th.join()
+            points.append({"fraction": f, "rate": rate, "events": n, "achieved": out["events_per_s"],
+                           "age": out["event_age_ms"], "latency": out["latency_ms"],
+                           "peak_rss_mb": out["peak_rss_mb"]})
+        return {"max": top, "points": points}
+    finally:
+        stop_kafka(kafka_dir)
+
+
+def latency_section(c: dict) -> list:
+    rows = []
+    for p in c["points"]:
+        a, l = p["age"], p["latency"]
+        target = "p50 ≤ 15 ms, p99 ≤ 50 ms; receipt p99 ≤ 10 ms" if p["fraction"] == 0.5 else ""
+        rows.append(
+            f"| {p['fraction']:.0%} | {p['rate']:,.0f} | {p['achieved']:,.0f} | {a['p50']:,.1f} / {a['p95']:,.1f} / "
+            f"**{a['p99']:,.1f}** | {l['p50']:,.1f} / {l['p99']:,.1f} | {p['peak_rss_mb']:,.0f} MB | {target} |")
+    return [
+        LATENCY_BEGIN,
+        "## Latency against load",
+        "",
+        f"`scripts/bench.py --only latency` (part of `make bench`): the Kafka path's maximum rate over a backlog "
+        f"(**{c['max']:,.0f} events/s** here, `pipelines/fraud.yaml` defaults, one broker, 3 partitions), then "
+        f"events produced at each fraction of it for {LATENCY_SECONDS} s (`generate --rate`, `linger.ms=0`) while "
+        "one worker runs. Latency is from the producer's timestamp (and from the worker's receipt) to the "
+        "result acknowledged by the broker, all events (every latency tier), in ms. The producer shares the "
+        "2 cores with the worker and the broker.",
+        "",
+        "| load | offered events/s | achieved events/s | timestamp → acknowledged p50 / p95 / p99 | "
+        "receipt → acknowledged p50 / p99 | peak RSS | target |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        LATENCY_END,
+    ]
+
+
+WORK_BEGIN = "<!-- work -->"
+WORK_END = "<!-- /work -->"
+WORK_MODELS = ["fraud", "fraud-large"]
+
+
+def work_bench(tmp: Path, events: int) -> dict:
+    """The broker-free path with `fraud` and with the 32× larger `fraud-large`
+    on the same events, interleaved, each beside raw ONNX Runtime at batch
+    1024 on the same model and the vectorised Python batch job."""
+    events_file = tmp / "work-events.jsonl"
+    run([binary(), "generate", "--out", str(events_file), "--events", str(events)])
+    out = {m: {"ort": [], "pipeline": [], "python": []} for m in WORK_MODELS}
+    for rep in range(2):
+        for model in WORK_MODELS:
+            r = out[model]
+            r["ort"].append(last_json(run([binary(), "bench", "ort", "--model", model, "--batch", "1024",
+                                           "--seconds", "5"]).stdout)["rows_per_s"])
+            m = tmp / f"work-{model}.yaml"
+            text = (ROOT / "pipelines/fraud.yaml").read_text().replace("    model: fraud\n", f"    model: {model}\n")
+            m.write_text(text.replace("registry: models", f"registry: {ROOT / 'pipelines/models'}"))
+            s = pipeline(m, tmp, "--input-file", str(events_file), "--no-kafka-sink",
+                         "--tables", str(tmp / f"work-{model}-{rep}"))
+            r["pipeline"].append(s["events_per_s"])
+            r.setdefault("peak_rss_mb", []).append(s["peak_rss_mb"])
+            py = run([PY, "scripts/bench_python.py", "--model", model, "batch", "--input", str(events_file),
+                      "--out", str(tmp / f"work-py-{model}-{rep}")])
+            r["python"].append(last_json(py.stdout)["rows_per_s"])
+    return {"events": events, "models": out}
+
+
+def work_section(c: dict) -> list:
+    med = {m: {k: statistics.median(v) for k, v in r.items()} for m, r in c["models"].items()}
+    rows = [
+        f"| `{m}` | {med[m]['ort']:,.0f} | {med[m]['pipeline']:,.0f} | **{med[m]['pipeline'] / med[m]['ort']:.0%}** | "
+        f"{med[m]['python']:,.0f} | **{med[m]['pipeline'] / med[m]['python']:.2f}×** | {med[m]['peak_rss_mb']:,.0f} MB |"
+        for m in WORK_MODELS
+    ]
+    small, large = med["fraud"], med["fraud-large"]
+    # Per event: the model's share is 1/ort; the rest of the pipeline is the difference.
+    per = {m: (1e6 / med[m]["ort"], 1e6 / med[m]["pipeline"] - 1e6 / med[m]["ort"]) for m in WORK_MODELS}
+    return [
+        WORK_BEGIN,
+        "## A larger model",
+        "",
+        f"`scripts/bench.py --only work` (part of `make bench`): the broker-free path (`run --input-file`, "
+        f"`pipelines/fraud.yaml`) over the same {c['events']:,} events with `fraud` (≈ 3,200 parameters) and "
+        "`fraud-large` (≈ 104,000, 32×; `pipelines/models/fraud-large`), two runs each, interleaved, medians; "
+        "beside raw ONNX Runtime at batch 1024 on the same model (`switchyard bench ort --model`) and the "
+        "vectorised Python batch job (`scripts/bench_python.py --model … batch`).",
+        "",
+        "| model | raw ONNX Runtime events/s | pipeline events/s | pipeline / ORT | Python batch events/s | "
+        "pipeline / Python | pipeline peak RSS |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Where the time goes, µs per event (model = 1 / raw ORT rate; the rest = the pipeline's time per event "
+        "less the model's):",
+        "",
+        "| model | model | rest of the pipeline |",
+        "|---|---|---|",
+        *[f"| `{m}` | {per[m][0]:.2f} | {per[m][1]:.2f} |" for m in WORK_MODELS],
+        "",
+        f"The model's time grows {per['fraud-large'][0] / per['fraud'][0]:.1f}× with 32× the parameters; the rest "
+        f"stays {per['fraud-large'][1] / per['fraud'][1]:.2f}× of what it was.",
+        WORK_END,
+    ]
+
+
 # Sections written by hand (one-off measurements): kept as they are.
 KEPT = [("<!-- architecture a/b -->", "<!-- /architecture a/b -->")]
 
@@ -706,6 +845,10 @@ def write_report(r: dict, args):
         *ops_section(r["ops"]),
         "",
         *scale_section(r["scale"]),
+        "",
+        *latency_section(r["latency"]),
+        "",
+        *work_section(r["work"]),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
 

@@ -98,6 +98,16 @@ CATEGORIES = ["grocery", "electronics", "travel", "restaurant", "online", "fuel"
 N_FEATURES = 16
 MODEL_REF = "fraud/1"
 
+
+def use_model(name: str) -> None:
+    """Score with version 1 of `name` in pipelines/models (same features as `fraud`)."""
+    global MODEL_DIR, MODEL_PATH, REFERENCE_PATH, METADATA_PATH, MODEL_REF
+    MODEL_DIR = REPO / "pipelines" / "models" / name / "1"
+    MODEL_PATH = MODEL_DIR / "model.onnx"
+    REFERENCE_PATH = MODEL_DIR / "reference.jsonl"
+    METADATA_PATH = MODEL_DIR / "metadata.json"
+    MODEL_REF = f"{name}/1"
+
 # Python types accepted per schema type (None == missing, always accepted
 # here; `required` is checked separately). bool is *not* a number: type()
 # is compared exactly, so True/False never pass as int/float.
@@ -884,6 +894,9 @@ def cmd_drift(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="fraud",
+                    help="model of pipelines/models to score with, version 1 (default fraud; fraud-large takes "
+                         "the same features)")
     sub = ap.add_subparsers(dest="mode", required=True, metavar="{batch,kafka,kafka-raw,drift}")
 
     b = sub.add_parser("batch", help="JSON Lines file -> Parquet (file read not timed)")
@@ -940,6 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "gen"]
 
     args = ap.parse_args(argv)
+    use_model(args.model)
     return args.func(args)
 
 

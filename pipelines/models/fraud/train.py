@@ -15,6 +15,12 @@ Training is single-threaded and seeded, so the same --rows/--seed give the same
 model (the test in test_train.py checks this against the committed files).
 
 Usage:  python3 pipelines/models/fraud/train.py [--out DIR] [--rows N] [--seed S]
+
+The same data and features with a wider network make `fraud-large`, the
+model the benchmarks scale up to (see pipelines/models/fraud-large/README.md):
+
+    python3 pipelines/models/fraud/train.py --name fraud-large --hidden 256,384 \
+        --rows 40000 --max-iter 10 --out pipelines/models/fraud-large
 """
 
 from __future__ import annotations
@@ -323,13 +329,13 @@ def train(X: np.ndarray, y: np.ndarray, seed: int,
     return clf
 
 
-def export_onnx(clf) -> bytes:
+def export_onnx(clf, name: str = MODEL_NAME) -> bytes:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
     onx = to_onnx(clf, initial_types=[(INPUT_NAME, FloatTensorType([None, N_FEATURES]))],
                   options={id(clf): {"zipmap": False}}, target_opset=TARGET_OPSET)
-    onx.doc_string = (f"switchyard {MODEL_NAME} model v{MODEL_VERSION}; "
+    onx.doc_string = (f"switchyard {name} model v{MODEL_VERSION}; "
                       f"features: {', '.join(feature_order())}")
     outs = [o.name for o in onx.graph.output]
     assert outs == ["label", "probabilities"], outs
@@ -354,7 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="output folder; files go to OUT/1/ (default: this script's folder)")
     ap.add_argument("--rows", type=int, default=200_000, help="synthetic rows (default 200000)")
     ap.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    ap.add_argument("--name", default=MODEL_NAME, help=f"model name (default {MODEL_NAME})")
+    ap.add_argument("--hidden", default=",".join(map(str, HIDDEN)),
+                    help="hidden layer widths (default %(default)s)")
+    ap.add_argument("--max-iter", type=int, default=MAX_ITER, help="epochs (default %(default)s)")
     args = ap.parse_args(argv)
+    hidden = tuple(int(w) for w in args.hidden.split(","))
 
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
@@ -366,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     idx_tr, idx_te = train_test_split(idx, test_size=0.2, random_state=args.seed, stratify=y)
 
     t1 = time.perf_counter()
-    clf = train(X[idx_tr], y[idx_tr], args.seed)
+    clf = train(X[idx_tr], y[idx_tr], args.seed, hidden=hidden, max_iter=args.max_iter)
     train_s = time.perf_counter() - t1
 
-    model_bytes = export_onnx(clf)
+    model_bytes = export_onnx(clf, args.name)
     _, proba_te = run_onnx(model_bytes, X[idx_te])
     auc = float(roc_auc_score(y[idx_te], proba_te[:, 1]))
 
@@ -392,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.onnx").write_bytes(model_bytes)
     metadata = {
-        "name": MODEL_NAME,
+        "name": args.name,
         "version": MODEL_VERSION,
-        "framework": f"sklearn MLPClassifier ({HIDDEN[0]},{HIDDEN[1]})",
+        "framework": f"sklearn MLPClassifier ({','.join(map(str, hidden))})",
         "input": INPUT_NAME,
         "outputs": {"label": "label", "probabilities": "probabilities",
                     "positive_class_index": 1},
@@ -404,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         "training": {"rows": args.rows, "seed": args.seed, "script": SCRIPT_PATH,
                      "roc_auc": round(auc, 6)},
     }
+    if args.max_iter != MAX_ITER:
+        metadata["training"]["max_iter"] = args.max_iter
     (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     with open(out_dir / "reference.jsonl", "w") as fh:
         for ev, feats, p, lab in zip(events, X_ref, proba_ref[:, 1], label_ref):
