@@ -461,13 +461,18 @@ def train(X: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], seed: int, max_
     """models/fraud/train.py's training with the parent's hidden sizes; the
     epoch count is a cap (training stops when the loss stops improving)
     because retraining sets are much smaller than the original synthetic one."""
+    return fraud_train().train(X, y, seed, hidden=hidden, max_iter=max_epochs)
+
+
+def fraud_train():
+    """models/fraud/train.py as a module (training and export helpers)."""
     import importlib.util
 
     path = Path(__file__).resolve().parent / "models" / "fraud" / "train.py"
     spec = importlib.util.spec_from_file_location("switchyard_fraud_train", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.train(X, y, seed, hidden=hidden, max_iter=max_epochs)
+    return module
 
 
 def export_onnx(clf, input_name: str, width: int, doc: str) -> bytes:
@@ -480,6 +485,7 @@ def export_onnx(clf, input_name: str, width: int, doc: str) -> bytes:
     outs = [o.name for o in onx.graph.output]
     if outs != ["label", "probabilities"]:
         raise RuntimeError(f"skl2onnx produced outputs {outs}, expected label, probabilities")
+    fraud_train().flush_subnormals(onx)
     return onx.SerializeToString()
 
 
