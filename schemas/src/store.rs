@@ -120,8 +120,7 @@ pub fn is_url(location: &str) -> bool {
 
 /// An object store for `scheme://bucket`, configured from the environment
 /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`), then from `options` (the `object_store`
-/// crate's keys, e.g. `aws_endpoint`, `aws_allow_http`). `what` names the
-/// setting in errors.
+/// crate's keys, e.g. `aws_endpoint`, `aws_allow_http`).
 pub fn object_store_for(
     scheme: &str,
     bucket: &str,

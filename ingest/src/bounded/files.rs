@@ -134,40 +134,9 @@ fn parse_location(pattern: &str, base: &Path) -> Result<Location> {
 }
 
 /// An object store for `scheme://bucket`, configured from the environment
-/// and then `options`.
+/// and then `options` (the same stores as object store table roots).
 fn store_for(scheme: &str, bucket: &str, options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>> {
-    let url = format!("{scheme}://{bucket}");
-    let bad_key = |k: &str| Error::Config(format!("storage_options: `{k}` is not a setting of the {scheme}:// store"));
-    let build_err = |e: object_store::Error| Error::Config(format!("{url}: {e}"));
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(&url);
-            for (k, v) in options {
-                b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad_key(k))?, v);
-            }
-            Arc::new(b.build().map_err(build_err)?)
-        }
-        "gs" | "gcs" => {
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(&url);
-            for (k, v) in options {
-                b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad_key(k))?, v);
-            }
-            Arc::new(b.build().map_err(build_err)?)
-        }
-        "az" | "azure" | "abfs" | "abfss" | "adl" => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(&url);
-            for (k, v) in options {
-                b = b.with_config(k.to_ascii_lowercase().parse().map_err(|_| bad_key(k))?, v);
-            }
-            Arc::new(b.build().map_err(build_err)?)
-        }
-        other => {
-            return Err(Error::Config(format!(
-                "`{other}://` is not a supported location (use a local path, file://, s3://, gs:// or az://)"
-            )))
-        }
-    };
-    Ok(store)
+    switchyard_schemas::store::object_store_for(scheme, bucket, options).map_err(Error::Config)
 }
 
 fn store_err(what: &str, e: object_store::Error) -> Error {
