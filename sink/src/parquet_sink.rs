@@ -335,7 +335,14 @@ impl DurableIndex {
 
     /// Reads the manifests committed since the last refresh.
     pub fn refresh(&mut self) -> Result<()> {
-        for entry in self.root.list(&self.rolls)? {
+        let entries = self.root.list(&self.rolls)?;
+        self.absorb(&entries)
+    }
+
+    /// Reads the committed manifests of a listing of the rolls folder not
+    /// read before.
+    fn absorb(&mut self, entries: &[switchyard_schemas::store::Entry]) -> Result<()> {
+        for entry in entries {
             let name = file_name(&entry.rel);
             if !name.ends_with(".json") || self.read.contains(name) {
                 continue;
@@ -469,7 +476,8 @@ impl ParquetSink {
         let mut committed = HashSet::new();
         let mut prepared = HashSet::new();
         let mut alive = HashMap::new();
-        for entry in self.root.list(&rolls)? {
+        let listed = self.root.list(&rolls)?;
+        for entry in &listed {
             let name = file_name(&entry.rel);
             let roll = name.split('.').next().unwrap_or_default();
             if name.ends_with(".json") {
@@ -496,7 +504,8 @@ impl ParquetSink {
                 }
             }
         }
-        self.durable.refresh()
+        // Recovery commits no manifest: the listing above is current enough.
+        self.durable.absorb(&listed)
     }
 
     /// Whether the writer of `roll` is alive (this one always is), asking
