@@ -8,7 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
 
 use crate::generate::GenRecord;
@@ -56,6 +56,11 @@ pub async fn produce(
         config.set(k, v);
     }
     let producer: FutureProducer = config.create().context("creating Kafka producer")?;
+    // Learn the topic's leaders first: otherwise the first records wait about
+    // half a second for them, and a paced run (`--rate`) starts with a burst.
+    let client = producer.client();
+    tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
+        .with_context(|| format!("reading the metadata of topic `{topic}` from {bootstrap}"))?;
     let mut pending = Vec::new();
     let mut n = 0u64;
     for r in records {

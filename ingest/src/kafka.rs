@@ -42,6 +42,10 @@ pub struct KafkaSourceConfig {
     #[serde(default = "default_chunk_size")]
     pub chunk_size: usize,
     /// Longest wait to fill a chunk once its first record arrived, in ms.
+    /// With 0 (the default) a chunk takes the records already fetched and
+    /// goes: under load, records pile up while the previous chunk is
+    /// processed, so chunks still fill, and an event arriving alone waits
+    /// for nobody. Raise it to trade latency for bigger chunks.
     #[serde(default = "default_chunk_max_wait_ms")]
     pub chunk_max_wait_ms: u64,
     /// Chunks buffered between the consumer and processing. When they are
@@ -64,7 +68,7 @@ fn default_chunk_size() -> usize {
     1024
 }
 fn default_chunk_max_wait_ms() -> u64 {
-    20
+    0
 }
 fn default_max_queued_chunks() -> usize {
     4

@@ -100,6 +100,21 @@ impl KafkaSink {
         })
     }
 
+    /// Learns the output topics' partitions and leaders now (blocking): a
+    /// fresh producer otherwise holds its first records while it asks, about
+    /// half a second that would land on the first results' latency. Fails
+    /// when the brokers do not answer within `timeout` or a topic is missing.
+    pub fn warm_up(&self, timeout: Duration) -> Result<()> {
+        for topic in [&self.results_topic, &self.dlq_topic] {
+            let metadata = self.producer.client().fetch_metadata(Some(topic), timeout)?;
+            if let Some(e) = metadata.topics().iter().find_map(|t| t.error()) {
+                let e = RDKafkaErrorCode::from(e);
+                return Err(Error::Config(format!("output topic `{topic}`: {e}")));
+            }
+        }
+        Ok(())
+    }
+
     /// True for a transactional producer.
     pub fn is_transactional(&self) -> bool {
         self.txn.is_some()

@@ -277,12 +277,18 @@ pub async fn kafka_sink(
         }
     }
     let brokers = &plan.source.bootstrap_servers;
-    Ok(Some(match transactional_id {
+    let sink = match transactional_id {
         Some(id) => tokio::task::block_in_place(|| KafkaSink::transactional(k, brokers, id)).with_context(|| {
             format!("starting the transactional producer `{id}` (sinks.kafka.delivery: exactly_once)")
         })?,
         None => KafkaSink::new(k, brokers)?,
-    }))
+    };
+    // Not fatal: a missing topic may be created later, and its records then
+    // wait in the producer as they would have anyway.
+    if let Err(e) = tokio::task::block_in_place(|| sink.warm_up(Duration::from_secs(10))) {
+        tracing::warn!(error = %e, "could not read the output topics' metadata before the first results");
+    }
+    Ok(Some(sink))
 }
 
 /// Run options from `plan`: its queue depth and roll interval.

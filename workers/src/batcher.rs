@@ -323,6 +323,34 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_no_queue_delay_a_lone_request_runs_at_once_and_those_queued_meanwhile_share_a_batch() {
+        // Each model run takes 100 ms.
+        let (b, batches) = batcher(1024, 0, 100);
+        let b = Arc::new(b);
+        let t = Instant::now();
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.infer(vec![1.0, 0.0], 1).await.unwrap() })
+        };
+        // While the first runs, five more arrive: they wait for it, not for
+        // a delay, and then run together.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let rest: Vec<_> = (0..5)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(vec![i as f32, 0.0], 1).await.unwrap() })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap().score, vec![1.0]);
+        let alone = t.elapsed();
+        assert!(alone < Duration::from_millis(190), "the lone request waited {alone:?} for a 100 ms run");
+        for (i, h) in rest.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().score, vec![i as f32]);
+        }
+        assert_eq!(*batches.lock().unwrap(), vec![1, 5]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn big_requests_are_sliced_to_max_batch_size() {
         let (b, batches) = batcher(4, 0, 0);
         let rows = 10;

@@ -77,7 +77,10 @@ pub struct OnnxWorkerConfig {
     /// Most rows per model execution.
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
-    /// Longest a request waits for others to join its batch, in ms.
+    /// Longest a request waits for others to join its batch, in ms. With 0
+    /// (the default) a batch takes the requests already queued and runs:
+    /// under load, requests queue while the model runs, so batches still
+    /// fill, and an event arriving alone waits for nobody.
     #[serde(default = "default_max_queue_delay_ms")]
     pub max_queue_delay_ms: u64,
     /// Most requests waiting for the model; when full, callers wait
@@ -176,7 +179,7 @@ fn default_max_batch_size() -> usize {
     1024
 }
 fn default_max_queue_delay_ms() -> u64 {
-    2
+    0
 }
 fn default_max_queued_requests() -> usize {
     64

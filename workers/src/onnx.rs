@@ -131,7 +131,7 @@ impl OnnxModel {
                 )));
             }
         }
-        Ok(Self {
+        let mut model = Self {
             input: meta.input.clone(),
             probabilities: meta.outputs.probabilities.clone(),
             label: meta.outputs.label.clone(),
@@ -139,7 +139,14 @@ impl OnnxModel {
             width,
             provider,
             session,
-        })
+        };
+        // One run before the first event: ONNX Runtime allocates and plans
+        // on its first run (tens of ms), which would otherwise land on the
+        // first records' latency; a model that cannot run fails here.
+        model
+            .run(&vec![0.0; width], 1)
+            .map_err(|e| Error::Registry(format!("{path}: a trial run on one row of zeros failed: {e}")))?;
+        Ok(model)
     }
 
     /// `cpu` or `cuda`: the execution provider that runs this session.
