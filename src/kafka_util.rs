@@ -61,7 +61,9 @@ pub async fn produce(
     let client = producer.client();
     tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
         .with_context(|| format!("reading the metadata of topic `{topic}` from {bootstrap}"))?;
-    let mut pending = Vec::new();
+    // A sliding window of unacknowledged records: only the oldest is awaited
+    // when it is full, so a paced run never stops to wait for a whole batch.
+    let mut pending = std::collections::VecDeque::new();
     let mut n = 0u64;
     for r in records {
         let mut headers = OwnedHeaders::new();
@@ -75,7 +77,7 @@ pub async fn produce(
         loop {
             match producer.send_result(rec) {
                 Ok(f) => {
-                    pending.push(f);
+                    pending.push_back(f);
                     break;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -87,7 +89,9 @@ pub async fn produce(
         }
         n += 1;
         if pending.len() >= 10_000 {
-            check(join_all(pending.drain(..)).await)?;
+            if let Some(oldest) = pending.pop_front() {
+                check(vec![oldest.await])?;
+            }
         }
     }
     check(join_all(pending).await)?;

@@ -261,6 +261,10 @@ enum Command {
         /// Produce at most this many events per second (0: as fast as possible).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// Append this many characters of plain prose (no personal data) to
+        /// every event's `note`: longer text for the PII scan to read.
+        #[arg(long, default_value_t = 0)]
+        note_pad: usize,
         /// Extra librdkafka producer property, `key=value` (repeatable).
         #[arg(long = "producer-property", value_parser = parse_key_value)]
         producer_properties: Vec<(String, String)>,
@@ -580,9 +584,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             pii_rate,
             producer_properties,
             rate,
+            note_pad,
         } => {
-            let mut gen =
-                generate::Generator::new(generate::GenOptions { seed, malformed_rate, pii_rate, ..Default::default() });
+            let mut gen = generate::Generator::new(generate::GenOptions {
+                seed,
+                malformed_rate,
+                pii_rate,
+                note_pad,
+                ..Default::default()
+            });
             match (out, topic, bootstrap_servers) {
                 (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => {
                     let (n, skipped) = generate::write_parquet(&mut gen, events, &path)?;
@@ -609,10 +619,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         admin.set(k, v);
                     }
                     kafka_util::create_topics(&admin, &[(topic.as_str(), partitions)], -1).await?;
-                    let started = std::time::Instant::now();
+                    // The pace starts with the first record, once the producer is ready.
+                    let mut started = None;
                     let records = (0..events).map(|i| {
                         if rate > 0.0 {
                             // Paced production for latency measurements.
+                            let started = *started.get_or_insert_with(std::time::Instant::now);
                             let due = started + Duration::from_secs_f64(i as f64 / rate);
                             if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
                                 std::thread::sleep(wait);

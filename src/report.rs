@@ -48,6 +48,11 @@ pub fn summary(s: &Summary) -> String {
     }
     percentiles(&mut out, "latency ms", &s.latency_us, "receipt → durable");
     percentiles(&mut out, "event age ms", &s.event_latency_us, "Kafka timestamp → durable");
+    if s.latency_by_tier.len() > 1 {
+        for (tier, (receipt, _)) in &s.latency_by_tier {
+            percentiles(&mut out, &format!("  {tier}"), receipt, "receipt → durable");
+        }
+    }
     for (w, (batches, rows)) in &s.batches {
         if *batches > 0 {
             let _ = writeln!(
@@ -131,6 +136,11 @@ pub fn json(s: &Summary) -> serde_json::Value {
         "events_per_s": s.rate(),
         "latency_ms": {"p50": q(&s.latency_us, 0.5), "p95": q(&s.latency_us, 0.95), "p99": q(&s.latency_us, 0.99)},
         "event_age_ms": {"p50": q(&s.event_latency_us, 0.5), "p95": q(&s.event_latency_us, 0.95), "p99": q(&s.event_latency_us, 0.99)},
+        "by_tier": s.latency_by_tier.iter().map(|(tier, (receipt, age))| (tier.clone(), serde_json::json!({
+            "results": receipt.len(),
+            "latency_ms": {"p50": q(receipt, 0.5), "p95": q(receipt, 0.95), "p99": q(receipt, 0.99)},
+            "event_age_ms": {"p50": q(age, 0.5), "p95": q(age, 0.95), "p99": q(age, 0.99)},
+        }))).collect::<serde_json::Map<_, _>>(),
         "by_route": s.by_route,
         "fallbacks": s.fallbacks,
         "shadows": s.shadows,

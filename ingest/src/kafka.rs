@@ -113,6 +113,9 @@ impl ErrorLog {
 /// Longest single wait on the consumer's queue before polling it again.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
+/// Longest a stopping source waits to leave its consumer group.
+pub const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
 /// Properties switchyard owns: overriding them would break delivery guarantees.
 const RESERVED: &[&str] = &["group.id", "bootstrap.servers", "enable.auto.commit"];
 
@@ -557,13 +560,33 @@ impl KafkaSource {
         KafkaCommitter { consumer: self.consumer.clone(), stats: self.stats.clone() }
     }
 
-    /// Stops fetching and waits for the fetch task to end.
+    /// Stops fetching, waits for the fetch task to end, and leaves the
+    /// group, waiting at most [`LEAVE_WAIT`] for that.
     pub async fn stop(self) -> Result<()> {
-        drop(self.rx);
-        match self.task.await {
+        let KafkaSource { consumer, rx, task, .. } = self;
+        drop(rx);
+        let fetched = match task.await {
             Ok(r) => r,
             Err(e) => Err(Error::Internal(format!("kafka fetch task failed: {e}"))),
+        };
+        // Closing the consumer leaves the group, and librdkafka's close first
+        // waits for a rebalance in progress to end, which a slow member can
+        // hold up for as long as the group's rebalance timeout. Everything
+        // read is durable and committed by now, so past LEAVE_WAIT the process
+        // goes and the group drops this member after its session timeout.
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        let closing = std::thread::Builder::new().name("sy-consumer-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = closed_tx.send(());
+        });
+        if closing.is_ok() && tokio::time::timeout(LEAVE_WAIT, closed_rx).await.is_err() {
+            tracing::warn!(
+                wait_s = LEAVE_WAIT.as_secs(),
+                "leaving the consumer group did not finish (a rebalance is in progress); going without it: the \
+                 group drops this member after its session timeout"
+            );
         }
+        fetched
     }
 }
 

@@ -159,6 +159,17 @@ metric!(
     SECONDS
 );
 metric!(
+    RESULT_LATENCY,
+    "switchyard_result_latency_seconds",
+    Histogram,
+    "seconds",
+    ["tier", "from"],
+    "Time until a result was acknowledged by the results topic (or, without one, written), by the event's \
+     latency tier, from the worker's receipt of the record (`from=receipt`) or from its Kafka timestamp \
+     (`from=timestamp`: includes the time it waited in the topic).",
+    SECONDS
+);
+metric!(
     EVENTS,
     "switchyard_events_total",
     Counter,
@@ -417,6 +428,7 @@ pub static ALL: &[&Metric] = &[
     &OFFSET_COMMITS,
     &COMMITTED_OFFSET,
     &STAGE_DURATION,
+    &RESULT_LATENCY,
     &EVENTS,
     &SHADOW_ANSWERS,
     &SHADOW_FAILURES,

@@ -25,16 +25,77 @@ use crate::telemetry::trace::{self, ChunkSpans};
 /// Chunks whose Kafka acknowledgements may be outstanding at once.
 const MAX_INFLIGHT_CHUNKS: usize = 64;
 
-type Latencies = Arc<std::sync::Mutex<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>>;
+/// Receipt → durable and Kafka timestamp → durable, in µs.
+type Pair = (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>);
 
-/// Records, for rows made durable now, receipt → now and Kafka timestamp → now.
-fn record_latency(latency: &Latencies, rows: &[(i64, Option<i64>)]) {
+/// Latency histograms of a run: all results, and per latency tier.
+#[derive(Default)]
+pub(super) struct LatencyBook {
+    all: Option<Pair>,
+    by_tier: std::collections::BTreeMap<String, Pair>,
+}
+
+impl LatencyBook {
+    fn pair() -> Pair {
+        (super::summary::histogram(), super::summary::histogram())
+    }
+
+    /// The run's histograms, and each tier's.
+    fn take(&mut self) -> (Pair, std::collections::BTreeMap<String, Pair>) {
+        (self.all.take().unwrap_or_else(Self::pair), std::mem::take(&mut self.by_tier))
+    }
+}
+
+type Latencies = Arc<std::sync::Mutex<LatencyBook>>;
+
+/// A chunk's results, grouped by latency tier: (tier, [(receipt µs, Kafka timestamp ms)]).
+type TierTimes = Vec<(String, Vec<(i64, Option<i64>)>)>;
+
+/// The receipt and Kafka timestamps of `preds`, grouped by latency tier (a
+/// chunk has a handful of tiers: a list beats a map).
+fn tier_times(preds: &[Prediction]) -> TierTimes {
+    let mut out: TierTimes = Vec::new();
+    for p in preds {
+        let s = &p.lineage.source;
+        let tier = &p.lineage.route.latency_tier;
+        let row = (s.ingest_time_us, s.kafka_timestamp_ms);
+        match out.iter_mut().find(|(t, _)| t == tier) {
+            Some((_, rows)) => rows.push(row),
+            None => out.push((tier.clone(), vec![row])),
+        }
+    }
+    out
+}
+
+/// Records, for rows made durable now, receipt → now and Kafka timestamp →
+/// now: in the run's histograms, per tier, and as the metric.
+fn record_latency(latency: &Latencies, rows: &TierTimes) {
     let now = now_us();
-    if let Ok(mut h) = latency.lock() {
-        for &(received, kafka_ms) in rows {
-            let _ = h.0.record((now - received).max(1) as u64);
+    let Ok(mut book) = latency.lock() else { return };
+    let book = &mut *book;
+    let all = book.all.get_or_insert_with(LatencyBook::pair);
+    for (tier, times) in rows {
+        let by_tier = book.by_tier.entry(tier.clone()).or_insert_with(LatencyBook::pair);
+        let meters = m::recording().then(|| {
+            let at = |from: &'static str| {
+                m::RESULT_LATENCY.histogram([("tier", tier.clone().into()), ("from", from.into())])
+            };
+            (at("receipt"), at("timestamp"))
+        });
+        for &(received, kafka_ms) in times {
+            let since_receipt = (now - received).max(1) as u64;
+            let _ = all.0.record(since_receipt);
+            let _ = by_tier.0.record(since_receipt);
+            if let Some((r, _)) = &meters {
+                r.record(since_receipt as f64 / 1e6);
+            }
             if let Some(ms) = kafka_ms {
-                let _ = h.1.record((now - ms * 1000).max(1) as u64);
+                let age = (now - ms * 1000).max(1) as u64;
+                let _ = all.1.record(age);
+                let _ = by_tier.1.record(age);
+                if let Some((_, t)) = &meters {
+                    t.record(age as f64 / 1e6);
+                }
             }
         }
     }
@@ -221,12 +282,11 @@ impl Deliver {
         self.roll_and_commit().await?;
         self.commit_leftovers().await;
         self.summary.durable = self.parquet.durable_offsets().clone();
-        let (latency, event_latency) = {
-            let h = self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
-            h.clone()
-        };
+        let ((latency, event_latency), by_tier) =
+            self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?.take();
         self.summary.latency_us = latency;
         self.summary.event_latency_us = event_latency;
+        self.summary.latency_by_tier = by_tier;
         if let (Some(first), Some(last)) = (self.first, self.last) {
             self.summary.elapsed = Duration::from_micros((last - first).max(1) as u64);
             self.summary.span_us = (first, last);
@@ -325,8 +385,7 @@ impl Deliver {
             let lineage = lineage.shadow_copy(name, std::mem::take(&mut answer.model), note.as_deref());
             shadow_rows.push(prediction(key.clone(), answer, row_features(j), answered_us, lineage));
         }
-        let ingest_us: Vec<(i64, Option<i64>)> =
-            preds.iter().map(|p| (p.lineage.source.ingest_time_us, p.lineage.source.kafka_timestamp_ms)).collect();
+        let ingest_us = tier_times(&preds);
         for p in &preds {
             *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
             *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;

@@ -51,6 +51,9 @@ pub struct Summary {
     /// Kafka message timestamp → results durable, in µs (includes time spent
     /// in the topic before switchyard read it).
     pub event_latency_us: hdrhistogram::Histogram<u64>,
+    /// The same two, per latency tier: (receipt, Kafka timestamp) → results
+    /// durable, in µs.
+    pub latency_by_tier: BTreeMap<String, (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)>,
     /// From the first record to the last result.
     pub elapsed: Duration,
     /// When the first record was received and the last result written
@@ -95,6 +98,7 @@ impl Summary {
             dlq_by_class: BTreeMap::new(),
             latency_us: histogram(),
             event_latency_us: histogram(),
+            latency_by_tier: BTreeMap::new(),
             elapsed: Duration::ZERO,
             span_us: (0, 0),
             batches: BTreeMap::new(),
