@@ -823,7 +823,7 @@ def work_bench(tmp: Path, events: int) -> dict:
     text_file = tmp / "work-text.jsonl"
     run([binary(), "generate", "--out", str(text_file), "--events", str(events),
          "--note-pad", str(round(9 * base_text))])
-    text = scanned_text(text_file)
+    long_text = scanned_text(text_file)
     out = {m: {"ort": [], "pipeline": [], "python": []} for m in WORK_MODELS}
     out[TEXT_ROW] = {"ort": [], "pipeline": [], "python": []}
     for rep in range(2):
@@ -851,7 +851,7 @@ def work_bench(tmp: Path, events: int) -> dict:
                 py = run([PY, "scripts/bench_python.py", "--model", model, "batch", "--input", str(text_file),
                           "--out", str(tmp / f"work-py-text-{rep}")])
                 r["python"].append(last_json(py.stdout)["rows_per_s"])
-    return {"events": events, "models": out, "text_chars": [base_text, text]}
+    return {"events": events, "models": out, "text_chars": [base_text, long_text]}
 
 
 TEXT_ROW = "fraud, 10× text"
