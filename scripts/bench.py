@@ -826,6 +826,16 @@ def work_bench(tmp: Path, events: int) -> dict:
     long_text = scanned_text(text_file)
     out = {m: {"ort": [], "pipeline": [], "python": []} for m in WORK_MODELS}
     out[TEXT_ROW] = {"ort": [], "pipeline": [], "python": []}
+
+    def file_runs(r: dict, manifest: Path, model: str, events: Path, name: str) -> None:
+        """The pipeline and the Python batch job over `events`, added to `r`."""
+        s = pipeline(manifest, tmp, "--input-file", str(events), "--no-kafka-sink", "--tables", str(tmp / name))
+        r["pipeline"].append(s["events_per_s"])
+        r.setdefault("peak_rss_mb", []).append(s["peak_rss_mb"])
+        py = run([PY, "scripts/bench_python.py", "--model", model, "batch", "--input", str(events),
+                  "--out", str(tmp / f"py-{name}")])
+        r["python"].append(last_json(py.stdout)["rows_per_s"])
+
     for rep in range(2):
         for model in WORK_MODELS:
             r = out[model]
@@ -834,23 +844,10 @@ def work_bench(tmp: Path, events: int) -> dict:
             m = tmp / f"work-{model}.yaml"
             text = (ROOT / "pipelines/fraud.yaml").read_text().replace("    model: fraud\n", f"    model: {model}\n")
             m.write_text(text.replace("registry: models", f"registry: {ROOT / 'pipelines/models'}"))
-            s = pipeline(m, tmp, "--input-file", str(events_file), "--no-kafka-sink",
-                         "--tables", str(tmp / f"work-{model}-{rep}"))
-            r["pipeline"].append(s["events_per_s"])
-            r.setdefault("peak_rss_mb", []).append(s["peak_rss_mb"])
-            py = run([PY, "scripts/bench_python.py", "--model", model, "batch", "--input", str(events_file),
-                      "--out", str(tmp / f"work-py-{model}-{rep}")])
-            r["python"].append(last_json(py.stdout)["rows_per_s"])
+            file_runs(r, m, model, events_file, f"work-{model}-{rep}")
             if model == "fraud":
-                r = out[TEXT_ROW]
-                r["ort"].append(out["fraud"]["ort"][-1])
-                s = pipeline(m, tmp, "--input-file", str(text_file), "--no-kafka-sink",
-                             "--tables", str(tmp / f"work-text-{rep}"))
-                r["pipeline"].append(s["events_per_s"])
-                r.setdefault("peak_rss_mb", []).append(s["peak_rss_mb"])
-                py = run([PY, "scripts/bench_python.py", "--model", model, "batch", "--input", str(text_file),
-                          "--out", str(tmp / f"work-py-text-{rep}")])
-                r["python"].append(last_json(py.stdout)["rows_per_s"])
+                out[TEXT_ROW]["ort"].append(r["ort"][-1])
+                file_runs(out[TEXT_ROW], m, model, text_file, f"work-text-{rep}")
     return {"events": events, "models": out, "text_chars": [base_text, long_text]}
 
 
