@@ -29,9 +29,8 @@ const MAX_INFLIGHT_CHUNKS: usize = 64;
 type Pair = (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>);
 
 /// Latency histograms of a run: all results, and per latency tier.
-#[derive(Default)]
 pub(super) struct LatencyBook {
-    all: Option<Pair>,
+    all: Pair,
     by_tier: std::collections::BTreeMap<String, Pair>,
 }
 
@@ -40,9 +39,8 @@ impl LatencyBook {
         (super::summary::histogram(), super::summary::histogram())
     }
 
-    /// The run's histograms, and each tier's.
-    fn take(&mut self) -> (Pair, std::collections::BTreeMap<String, Pair>) {
-        (self.all.take().unwrap_or_else(Self::pair), std::mem::take(&mut self.by_tier))
+    pub(super) fn new() -> Self {
+        Self { all: Self::pair(), by_tier: Default::default() }
     }
 }
 
@@ -72,10 +70,9 @@ fn tier_times(preds: &[Prediction]) -> TierTimes {
 fn record_latency(latency: &Latencies, rows: &TierTimes) {
     let now = now_us();
     let Ok(mut book) = latency.lock() else { return };
-    let book = &mut *book;
-    let all = book.all.get_or_insert_with(LatencyBook::pair);
+    let LatencyBook { all, by_tier: tiers } = &mut *book;
     for (tier, times) in rows {
-        let by_tier = book.by_tier.entry(tier.clone()).or_insert_with(LatencyBook::pair);
+        let by_tier = tiers.entry(tier.clone()).or_insert_with(LatencyBook::pair);
         let meters = m::recording().then(|| {
             let at = |from: &'static str| {
                 m::RESULT_LATENCY.histogram([("tier", tier.clone().into()), ("from", from.into())])
@@ -282,11 +279,12 @@ impl Deliver {
         self.roll_and_commit().await?;
         self.commit_leftovers().await;
         self.summary.durable = self.parquet.durable_offsets().clone();
-        let ((latency, event_latency), by_tier) =
-            self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?.take();
-        self.summary.latency_us = latency;
-        self.summary.event_latency_us = event_latency;
-        self.summary.latency_by_tier = by_tier;
+        let book = std::mem::replace(
+            &mut *self.latency.lock().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?,
+            LatencyBook::new(),
+        );
+        (self.summary.latency_us, self.summary.event_latency_us) = book.all;
+        self.summary.latency_by_tier = book.by_tier;
         if let (Some(first), Some(last)) = (self.first, self.last) {
             self.summary.elapsed = Duration::from_micros((last - first).max(1) as u64);
             self.summary.span_us = (first, last);

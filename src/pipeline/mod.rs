@@ -145,7 +145,7 @@ pub async fn run(
     let deliver = Deliver {
         kafka,
         inflight: Default::default(),
-        latency: Default::default(),
+        latency: Arc::new(std::sync::Mutex::new(deliver::LatencyBook::new())),
         summary: Summary::new(parquet.root().clone()),
         parquet,
         committer,
