@@ -110,7 +110,10 @@ enum Command {
         #[arg(long)]
         tables: Option<PathBuf>,
         /// Stop after this many ms without a new record (counted again from
-        /// each assignment of partitions, which may hold a backlog).
+        /// each assignment of partitions, which may hold a backlog). A group
+        /// member stays on while partitions it does not hold have records the
+        /// group has not committed (a rebalance may hand them to it), for at
+        /// most two session timeouts.
         #[arg(long)]
         idle_exit_ms: Option<u64>,
         /// Read records from a JSON Lines file instead of Kafka.

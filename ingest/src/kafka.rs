@@ -514,8 +514,8 @@ impl KafkaSource {
         startup_timeout: Duration,
     ) -> Result<Self> {
         let stats = Arc::new(SourceStats::default());
-        let consumer: SourceConsumer =
-            config.client_config("source")?.create_with_context(SourceContext::new(stats.clone()))?;
+        let client_config = config.client_config("source")?;
+        let consumer: SourceConsumer = client_config.create_with_context(SourceContext::new(stats.clone()))?;
         let (tx, rx) = mpsc::channel(config.max_queued_chunks.max(1));
         let _ = consumer.context().events.set(tx.downgrade());
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -527,6 +527,7 @@ impl KafkaSource {
             pause_after: Duration::from_millis(config.pause_after_ms),
             idle_timeout,
             startup_timeout,
+            group_grace: group_grace(&client_config, idle_timeout),
         };
         let task = tokio::spawn(fetch_loop(consumer.clone(), tx, stats.clone(), settings));
         Ok(Self { consumer, rx, stats, task })
@@ -648,21 +649,122 @@ impl KafkaCommitter {
     /// How many partitions the subscribed topics have in all (from the
     /// brokers' metadata): what the group shares out.
     pub fn subscribed_partitions(&self, timeout: Duration) -> Result<usize> {
-        let subscription = self.consumer.subscription()?;
-        let mut topics: Vec<String> = subscription.elements().iter().map(|e| e.topic().to_string()).collect();
-        topics.sort();
-        topics.dedup();
-        let mut total = 0;
-        for t in &topics {
-            let md = self.consumer.fetch_metadata(Some(t), timeout)?;
-            total += md.topics().iter().filter(|m| m.name() == t).map(|m| m.partitions().len()).sum::<usize>();
-        }
-        Ok(total)
+        Ok(subscribed(&self.consumer, timeout)?.len())
     }
 
     /// The group's committed offsets for the current assignment.
     pub fn committed(&self, timeout: Duration) -> Result<HashMap<(String, i32), i64>> {
         Ok(offsets_of(&self.consumer.committed(timeout)?))
+    }
+}
+
+/// Every partition of the topics `consumer` subscribes to (from the brokers'
+/// metadata): what the group shares out.
+fn subscribed(consumer: &SourceConsumer, timeout: Duration) -> Result<Vec<(String, i32)>> {
+    let subscription = consumer.subscription()?;
+    let mut topics: Vec<String> = subscription.elements().iter().map(|e| e.topic().to_string()).collect();
+    topics.sort();
+    topics.dedup();
+    let mut partitions = Vec::new();
+    for t in &topics {
+        let md = consumer.fetch_metadata(Some(t), timeout)?;
+        for topic in md.topics().iter().filter(|m| m.name() == t) {
+            partitions.extend(topic.partitions().iter().map(|p| (t.clone(), p.id())));
+        }
+    }
+    Ok(partitions)
+}
+
+/// The partitions this consumer does not hold whose records the group has
+/// not all committed yet, with how many are left (high watermark minus the
+/// group's committed offset, or minus the low watermark where the group has
+/// committed nothing).
+fn unread_elsewhere(consumer: &SourceConsumer, timeout: Duration) -> Result<Vec<((String, i32), i64)>> {
+    let held: HashSet<(String, i32)> =
+        consumer.assignment()?.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+    let others: Vec<(String, i32)> = subscribed(consumer, timeout)?.into_iter().filter(|p| !held.contains(p)).collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in &others {
+        tpl.add_partition(t, *p);
+    }
+    let committed = offsets_of(&consumer.committed_offsets(tpl, timeout)?);
+    let mut unread = Vec::new();
+    for tp in others {
+        let (low, high) = consumer.fetch_watermarks(&tp.0, tp.1, timeout)?;
+        let left = high - committed.get(&tp).copied().unwrap_or(low).max(low);
+        if left > 0 {
+            unread.push((tp, left));
+        }
+    }
+    Ok(unread)
+}
+
+/// Where an idle consumer stands before it ends a bounded run: a group
+/// member that read nothing for the idle timeout may only be between
+/// owners — a rebalance in progress (a broker that led the group died, a
+/// member left) hands out partitions that still hold records. So it stays
+/// while partitions it does not hold have records the group has not
+/// committed, looking again every [`GROUP_RECHECK`], for at most `grace`.
+struct GroupDrain {
+    grace: Duration,
+    since: Option<Instant>,
+    next_check: Option<Instant>,
+}
+
+/// How often an idle consumer waiting for the group looks at its progress.
+const GROUP_RECHECK: Duration = Duration::from_secs(1);
+
+impl GroupDrain {
+    /// A record arrived: the next idle period starts afresh.
+    fn reset(&mut self) {
+        self.since = None;
+        self.next_check = None;
+    }
+
+    /// True while it is too early to look again.
+    fn resting(&self) -> bool {
+        self.next_check.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// True when the consumer should go on waiting rather than end.
+    async fn stay(&mut self, consumer: &Arc<SourceConsumer>) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.grace {
+            tracing::warn!(
+                waited_s = since.elapsed().as_secs(),
+                "idle, and the group still has unread records on partitions this worker does not hold; stopping \
+                 anyway: their owner or the next run reads them"
+            );
+            return false;
+        }
+        let c = consumer.clone();
+        let unread = tokio::task::spawn_blocking(move || unread_elsewhere(&c, Duration::from_secs(5))).await;
+        match unread {
+            Ok(Ok(unread)) if unread.is_empty() => false,
+            Ok(Ok(unread)) => {
+                if self.next_check.is_none() {
+                    let records: i64 = unread.iter().map(|(_, n)| n).sum();
+                    let partitions: Vec<String> = unread.iter().map(|((t, p), _)| format!("{t}/{p}")).collect();
+                    tracing::info!(
+                        records,
+                        partitions = partitions.join(", "),
+                        grace_s = self.grace.as_secs(),
+                        "idle, but the group has not committed every record of partitions this worker does not \
+                         hold; waiting for their owner or a rebalance"
+                    );
+                }
+                self.next_check = Some(Instant::now() + GROUP_RECHECK);
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "idle, and the group's progress cannot be read; stopping");
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -714,12 +816,24 @@ fn count_consumed(chunk: &[RawRecord]) {
     }
 }
 
+/// How long an idle consumer waits at most for the group to commit the
+/// partitions it does not hold: two session timeouts (the time the group
+/// takes to notice a member gone and hand its partitions out), and no less
+/// than the idle timeout.
+fn group_grace(client_config: &ClientConfig, idle_timeout: Option<Duration>) -> Duration {
+    let session_ms = client_config.get("session.timeout.ms").and_then(|v| v.parse().ok()).unwrap_or(45_000);
+    (Duration::from_millis(session_ms) * 2).max(idle_timeout.unwrap_or_default())
+}
+
 struct FetchSettings {
     chunk_size: usize,
     chunk_wait: Duration,
     pause_after: Duration,
     idle_timeout: Option<Duration>,
     startup_timeout: Duration,
+    /// How long an idle consumer waits at most for the group to finish
+    /// partitions it does not hold ([`GroupDrain`]).
+    group_grace: Duration,
 }
 
 async fn fetch_loop(
@@ -728,8 +842,9 @@ async fn fetch_loop(
     stats: Arc<SourceStats>,
     settings: FetchSettings,
 ) -> Result<()> {
-    let FetchSettings { chunk_size, chunk_wait, pause_after, idle_timeout, startup_timeout } = settings;
+    let FetchSettings { chunk_size, chunk_wait, pause_after, idle_timeout, startup_timeout, group_grace } = settings;
     let mut seen_any = false;
+    let mut drain = GroupDrain { grace: group_grace, since: None, next_check: None };
     let mut errors = ErrorLog::new();
     // Since the last record, assignment or the start: consumer errors do not
     // reset it.
@@ -753,7 +868,10 @@ async fn fetch_loop(
                 assignments = assigned_now;
                 waiting = Instant::now();
             }
-            if limit.is_some_and(|l| waiting.elapsed() >= l) {
+            if limit.is_some_and(|l| waiting.elapsed() >= l)
+                && !drain.resting()
+                && !(seen_any && drain.stay(&consumer).await)
+            {
                 break None;
             }
             // `stop()` dropped the receiver: end even while no record comes.
@@ -780,6 +898,7 @@ async fn fetch_loop(
             }
         };
         seen_any = true;
+        drain.reset();
         let received = now_us();
         let mut chunk = Vec::with_capacity(chunk_size);
         chunk.push(to_raw(&first, received));
