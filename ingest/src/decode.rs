@@ -1,13 +1,15 @@
 //! Bytes → JSON → schema-checked event with lineage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
 use switchyard_schemas::{
-    derive_lineage_id, headers, DlqRecord, ErrorClass, Event, EventSchema, FieldType, Lineage, RawRecord, SourceCoords,
-    Stage, Value,
+    derive_lineage_id, headers, DlqRecord, ErrorClass, Event, EventSchema, FieldType, InputFormat, Lineage, RawRecord,
+    SourceCoords, Stage, Value,
 };
+
+use crate::registry::{self, Registry, Writer};
 
 /// The parts of lineage that are the same for every event of a run.
 #[derive(Debug, Clone, Default)]
@@ -26,9 +28,15 @@ pub struct LineageContext {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     schema: Arc<EventSchema>,
+    /// Top-level name → field, for fields read from the top level.
     index: HashMap<String, usize>,
+    /// Fields read from below the top level (`from: a.b`), with their paths.
+    nested: Vec<(usize, Vec<String>)>,
+    /// The first name of every field's path: what `reject_unknown_fields` knows.
+    known: HashSet<String>,
     key_index: Option<usize>,
     ctx: LineageContext,
+    registry: Option<Arc<Registry>>,
 }
 
 /// Longest producer-supplied lineage id that is accepted; longer ones are
@@ -38,9 +46,31 @@ const MAX_LINEAGE_ID_LEN: usize = 128;
 impl Decoder {
     /// A decoder for `schema`, stamping `ctx` into every event's lineage.
     pub fn new(schema: Arc<EventSchema>, ctx: LineageContext) -> Self {
-        let index = schema.fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let mut index = HashMap::new();
+        let mut nested = Vec::new();
+        for (i, f) in schema.fields.iter().enumerate() {
+            match f.path().as_slice() {
+                [top] => {
+                    index.insert(top.to_string(), i);
+                }
+                path => nested.push((i, path.iter().map(|p| p.to_string()).collect())),
+            }
+        }
+        let known = schema.fields.iter().map(|f| f.path()[0].to_string()).collect();
         let key_index = schema.key_field.as_deref().and_then(|k| schema.index_of(k));
-        Self { schema, index, key_index, ctx }
+        Self { schema, index, nested, known, key_index, ctx, registry: None }
+    }
+
+    /// Reads registry-framed values with the writer schemas `registry`
+    /// fetched (formats other than `json`).
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The Schema Registry client, for a registry format.
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        self.registry.as_ref()
     }
 
     /// The schema events are checked against.
@@ -119,41 +149,10 @@ impl Decoder {
             }
             Some(p) => p,
         };
-        let json: Json = serde_json::from_slice(payload)
-            .map_err(|e| (Stage::Decode, ErrorClass::InvalidJson, format!("value is not valid JSON: {e}")))?;
-        let Json::Object(map) = json else {
-            return Err((
-                Stage::Decode,
-                ErrorClass::NotAnObject,
-                format!("value is a JSON {}, expected an object", json_kind(&json)),
-            ));
+        let values = match self.schema.format {
+            InputFormat::Json => self.json_values(payload)?,
+            format => self.registry_values(format, payload)?,
         };
-        let mut values = vec![Value::Null; self.schema.fields.len()];
-        for (name, v) in map {
-            let Some(&i) = self.index.get(&name) else {
-                if self.schema.reject_unknown_fields {
-                    return Err((
-                        Stage::Validate,
-                        ErrorClass::UnknownField,
-                        format!(
-                            "unknown field `{}` (schema {} v{} does not list it)",
-                            truncate(&name, 64),
-                            self.schema.id,
-                            self.schema.version
-                        ),
-                    ));
-                }
-                continue;
-            };
-            let spec = &self.schema.fields[i];
-            values[i] = convert(&v, spec.ty).ok_or_else(|| {
-                (
-                    Stage::Validate,
-                    ErrorClass::WrongType,
-                    format!("field `{}`: expected {}, got {}", spec.name, type_name(spec.ty), json_kind(&v)),
-                )
-            })?;
-        }
         for (spec, v) in self.schema.fields.iter().zip(&values) {
             if spec.required && v.is_null() {
                 return Err((
@@ -164,6 +163,90 @@ impl Decoder {
             }
         }
         Ok(values)
+    }
+}
+
+impl Decoder {
+    /// A JSON object's fields.
+    fn json_values(&self, bytes: &[u8]) -> Result<Vec<Value>, (Stage, ErrorClass, String)> {
+        let json: Json = serde_json::from_slice(bytes)
+            .map_err(|e| (Stage::Decode, ErrorClass::InvalidJson, format!("value is not valid JSON: {e}")))?;
+        let Json::Object(map) = json else {
+            return Err((
+                Stage::Decode,
+                ErrorClass::NotAnObject,
+                format!("value is a JSON {}, expected an object", json_kind(&json)),
+            ));
+        };
+        let mut values = vec![Value::Null; self.schema.fields.len()];
+        let wrong = |i: usize, v: &Json| {
+            let spec = &self.schema.fields[i];
+            (
+                Stage::Validate,
+                ErrorClass::WrongType,
+                format!("field `{}`: expected {}, got {}", spec.name, type_name(spec.ty), json_kind(v)),
+            )
+        };
+        for (name, v) in &map {
+            let Some(&i) = self.index.get(name) else {
+                if self.schema.reject_unknown_fields && !self.known.contains(name) {
+                    return Err((
+                        Stage::Validate,
+                        ErrorClass::UnknownField,
+                        format!(
+                            "unknown field `{}` (schema {} v{} does not list it)",
+                            truncate(name, 64),
+                            self.schema.id,
+                            self.schema.version
+                        ),
+                    ));
+                }
+                continue;
+            };
+            values[i] = convert(v, self.schema.fields[i].ty).ok_or_else(|| wrong(i, v))?;
+        }
+        for (i, path) in &self.nested {
+            let mut at = map.get(&path[0]);
+            for part in &path[1..] {
+                at = at.and_then(|v| v.as_object()).and_then(|o| o.get(part));
+            }
+            if let Some(v) = at {
+                values[*i] = convert(v, self.schema.fields[*i].ty).ok_or_else(|| wrong(*i, v))?;
+            }
+        }
+        Ok(values)
+    }
+
+    /// A value in the Schema Registry wire format, decoded with the schema
+    /// its id names.
+    fn registry_values(&self, format: InputFormat, payload: &[u8]) -> Result<Vec<Value>, (Stage, ErrorClass, String)> {
+        let Some((id, body)) = registry::frame(payload) else {
+            return Err((
+                Stage::Decode,
+                ErrorClass::Unframed,
+                format!(
+                    "value does not start with the Schema Registry header (a zero byte and a 4-byte schema id) that \
+                     format `{}` expects",
+                    format.as_str()
+                ),
+            ));
+        };
+        let writer = self.registry.as_ref().and_then(|r| r.writer(id));
+        match writer.as_deref() {
+            None => Err((
+                Stage::Decode,
+                ErrorClass::UnknownSchema,
+                format!("schema id {id} was not fetched from the registry"),
+            )),
+            Some(Writer::Missing(why)) => Err((Stage::Decode, ErrorClass::UnknownSchema, why.clone())),
+            Some(Writer::Json { subject }) => self.json_values(body).map_err(|(stage, class, message)| {
+                (stage, class, format!("{message} (schema id {id}{})", registry::subject_note(subject.as_deref())))
+            }),
+            Some(Writer::Avro(w)) => w.decode(body, &self.schema, id).map_err(|(class, message)| {
+                let stage = if class == ErrorClass::Undecodable { Stage::Decode } else { Stage::Validate };
+                (stage, class, message)
+            }),
+        }
     }
 }
 
@@ -191,7 +274,7 @@ fn convert(v: &Json, ty: FieldType) -> Option<Value> {
     })
 }
 
-fn type_name(ty: FieldType) -> &'static str {
+pub(crate) fn type_name(ty: FieldType) -> &'static str {
     match ty {
         FieldType::String => "string",
         FieldType::Int => "integer",
@@ -237,7 +320,7 @@ mod tests {
     use switchyard_schemas::FieldSpec;
 
     fn schema(reject_unknown: bool) -> Arc<EventSchema> {
-        let f = |name: &str, ty, required| FieldSpec { name: name.into(), ty, required, sensitivity: None };
+        let f = |name: &str, ty, required| FieldSpec { name: name.into(), ty, required, sensitivity: None, from: None };
         Arc::new(EventSchema {
             id: "t".into(),
             version: 2,
@@ -250,6 +333,8 @@ mod tests {
                 f("ok", FieldType::Bool, false),
                 f("at", FieldType::Timestamp, false),
             ],
+            format: Default::default(),
+            registry: None,
         })
     }
 
@@ -324,6 +409,91 @@ mod tests {
     fn messages_never_echo_values() {
         let d = dec(false).decode(&raw(r#"{"id":"a","amount":"jane@example.com"}"#)).unwrap_err();
         assert!(!d.message.contains("jane"), "{}", d.message);
+    }
+
+    #[test]
+    fn json_fields_may_come_from_nested_objects() {
+        let mut s = (*schema(true)).clone();
+        s.fields[2].from = Some("stats.count".into());
+        s.fields[3].from = Some("flags.ok".into());
+        let d = Decoder::new(Arc::new(s), LineageContext::default());
+        let e = d.decode(&raw(r#"{"id": "a", "amount": 1, "stats": {"count": 3}, "flags": {}}"#)).unwrap();
+        assert_eq!(e.values[2], Value::Int(3));
+        assert_eq!(e.values[3], Value::Null, "absent below the top: null");
+        let err = d.decode(&raw(r#"{"id": "a", "amount": 1, "stats": {"count": "x"}}"#)).unwrap_err();
+        assert_eq!(err.message, "field `n`: expected integer, got string");
+        // `stats` is known (a path starts there); `other` is not.
+        let err = d.decode(&raw(r#"{"id": "a", "amount": 1, "other": 1}"#)).unwrap_err();
+        assert_eq!(err.error_class, ErrorClass::UnknownField);
+    }
+
+    fn registry_decoder(format: InputFormat) -> (Decoder, Arc<Registry>) {
+        let mut s = (*schema(false)).clone();
+        s.format = format;
+        s.registry = Some(switchyard_schemas::RegistryConfig {
+            url: "http://127.0.0.1:9".into(),
+            username: None,
+            password: None,
+            bearer_token: None,
+            timeout_ms: 100,
+        });
+        let s = Arc::new(s);
+        let registry = Arc::new(Registry::new(s.clone(), std::path::Path::new(".")).unwrap());
+        (Decoder::new(s, LineageContext::default()).with_registry(registry.clone()), registry)
+    }
+
+    fn framed(id: u32, body: &[u8]) -> RawRecord {
+        let mut payload = vec![0u8];
+        payload.extend(id.to_be_bytes());
+        payload.extend(body);
+        RawRecord { payload: Some(payload), ..raw("") }
+    }
+
+    #[test]
+    fn registry_records_go_to_the_dlq_with_their_schema_id_and_subject() {
+        let (d, registry) = registry_decoder(InputFormat::Avro);
+        let text = r#"{"type": "record", "name": "T", "fields": [
+            {"name": "id", "type": "string"}, {"name": "amount", "type": "double"}]}"#;
+        let mut w = registry::avro_writer(text, &[], d.schema()).unwrap();
+        w.subject = Some("tx-value".into());
+        registry.insert(5, Writer::Avro(Box::new(w)));
+        registry.insert(6, Writer::Missing("schema id 6 is not in the Schema Registry (404)".into()));
+        let schema = apache_avro::Schema::parse_str(text).unwrap();
+        let datum = apache_avro::to_avro_datum(
+            &schema,
+            apache_avro::types::Value::Record(vec![
+                ("id".into(), apache_avro::types::Value::String("a".into())),
+                ("amount".into(), apache_avro::types::Value::Double(2.5)),
+            ]),
+        )
+        .unwrap();
+        let e = d.decode(&framed(5, &datum)).unwrap();
+        assert_eq!(e.values[..2], [Value::Str("a".into()), Value::Float(2.5)]);
+        assert_eq!(e.key, "a");
+
+        let plain = d.decode(&raw(r#"{"id": "a", "amount": 1}"#)).unwrap_err();
+        assert_eq!((plain.stage, plain.error_class), (Stage::Decode, ErrorClass::Unframed));
+        assert!(plain.message.contains("format `avro`"), "{}", plain.message);
+        let missing = d.decode(&framed(6, &datum)).unwrap_err();
+        assert_eq!(missing.error_class, ErrorClass::UnknownSchema);
+        assert!(missing.message.contains("schema id 6"), "{}", missing.message);
+        let never_fetched = d.decode(&framed(7, &datum)).unwrap_err();
+        assert_eq!(never_fetched.error_class, ErrorClass::UnknownSchema);
+        let cut = d.decode(&framed(5, &datum[..datum.len() - 3])).unwrap_err();
+        assert_eq!(cut.error_class, ErrorClass::Undecodable);
+        assert!(cut.message.contains("schema id 5 (subject tx-value)"), "{}", cut.message);
+        assert_eq!(cut.payload.as_deref().map(<[u8]>::len), Some(5 + datum.len() - 3), "the DLQ keeps the bytes");
+    }
+
+    #[test]
+    fn json_schema_records_are_json_after_the_header() {
+        let (d, registry) = registry_decoder(InputFormat::JsonSchema);
+        registry.insert(9, Writer::Json { subject: Some("tx-value".into()) });
+        let e = d.decode(&framed(9, br#"{"id": "b", "amount": 3}"#)).unwrap();
+        assert_eq!(e.values[1], Value::Float(3.0));
+        let bad = d.decode(&framed(9, br#"{"id": "b", "amount": "x"}"#)).unwrap_err();
+        assert_eq!(bad.error_class, ErrorClass::WrongType);
+        assert!(bad.message.ends_with("(schema id 9 (subject tx-value))"), "{}", bad.message);
     }
 
     proptest::proptest! {

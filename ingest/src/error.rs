@@ -18,6 +18,10 @@ pub enum Error {
     /// Parquet footer, broker offsets); the message names the input.
     #[error("{0}")]
     Source(String),
+    /// The Schema Registry cannot be used (configuration, unreachable at
+    /// start-up, refused login); the message names the URL and the cause.
+    #[error("{0}")]
+    Registry(String),
     /// No broker answered within the start-up timeout.
     #[error(
         "{what}: cannot reach the Kafka brokers {brokers} within {timeout_ms} ms ({security}): {cause} (check the \

@@ -25,6 +25,7 @@ mod feedback;
 mod file;
 mod kafka;
 mod preprocess;
+pub mod registry;
 
 pub use decode::{Decoder, LineageContext};
 pub use error::{Error, Result};
@@ -34,3 +35,4 @@ pub use kafka::{
     check_brokers, BrokerCheck, KafkaCommitter, KafkaSource, KafkaSourceConfig, RevokeDone, SourceEvent, SourceStats,
 };
 pub use preprocess::{Encoding, FeatureSpec, PreprocessConfig, Preprocessor, Step};
+pub use registry::Registry;

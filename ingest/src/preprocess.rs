@@ -372,7 +372,7 @@ mod tests {
     use switchyard_schemas::{FieldSpec, FieldType, Lineage};
 
     fn schema() -> EventSchema {
-        let f = |name: &str, ty, required| FieldSpec { name: name.into(), ty, required, sensitivity: None };
+        let f = |name: &str, ty, required| FieldSpec { name: name.into(), ty, required, sensitivity: None, from: None };
         EventSchema {
             id: "s".into(),
             version: 1,
@@ -385,6 +385,8 @@ mod tests {
                 f("flag", FieldType::Bool, true),
                 f("txt", FieldType::String, true),
             ],
+            format: Default::default(),
+            registry: None,
         }
     }
 

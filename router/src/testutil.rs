@@ -14,6 +14,7 @@ pub fn schema() -> EventSchema {
         ty,
         required: false,
         sensitivity,
+        from: None,
     };
     EventSchema {
         id: "card_txn".to_string(),
@@ -30,6 +31,8 @@ pub fn schema() -> EventSchema {
             f("merchant_id", FieldType::Int, Some(Sensitivity::Internal)),
             f("flagged", FieldType::Bool, None),
         ],
+        format: Default::default(),
+        registry: None,
     }
 }
 

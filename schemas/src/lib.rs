@@ -53,7 +53,7 @@ pub use pii::PiiScanner;
 pub use problems::{Problem, Problems};
 pub use record::{dlq_arrow_schema, prediction_arrow_schema, DlqRecord, ErrorClass, Prediction, Stage};
 pub use rollout::{registered_versions, RolloutDecision, RolloutState};
-pub use schema::{EventSchema, FieldSpec, FieldType};
+pub use schema::{EventSchema, FieldSpec, FieldType, InputFormat, RegistryConfig};
 pub use secret::{read_secret, Secret, SecretSource};
 pub use store::TableRoot;
 

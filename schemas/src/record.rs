@@ -72,6 +72,14 @@ pub enum ErrorClass {
     InvalidJson,
     /// JSON, but not an object.
     NotAnObject,
+    /// A Schema Registry format was expected, and the value does not start
+    /// with its magic byte and schema id.
+    Unframed,
+    /// The record's schema id is not in the Schema Registry (or its schema
+    /// cannot be read as the pipeline's format).
+    UnknownSchema,
+    /// The bytes do not decode under the record's own schema.
+    Undecodable,
     /// A required field is absent or null.
     MissingField,
     /// A field has the wrong type.
@@ -101,6 +109,9 @@ impl ErrorClass {
             ErrorClass::EmptyPayload => "empty_payload",
             ErrorClass::InvalidJson => "invalid_json",
             ErrorClass::NotAnObject => "not_an_object",
+            ErrorClass::Unframed => "unframed",
+            ErrorClass::UnknownSchema => "unknown_schema",
+            ErrorClass::Undecodable => "undecodable",
             ErrorClass::MissingField => "missing_field",
             ErrorClass::WrongType => "wrong_type",
             ErrorClass::UnknownField => "unknown_field",

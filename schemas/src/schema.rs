@@ -22,6 +22,73 @@ pub struct EventSchema {
     pub reject_unknown_fields: bool,
     /// The fields of the event, in any order.
     pub fields: Vec<FieldSpec>,
+    /// How record values are encoded: `json` (the default: a JSON object
+    /// per record), or a Confluent Schema Registry wire format — `avro`,
+    /// `json_schema` — whose schema is fetched by the id in each record
+    /// (`registry` is then required).
+    #[serde(default)]
+    pub format: InputFormat,
+    /// The Schema Registry that holds the writers' schemas (formats other
+    /// than `json`).
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
+}
+
+/// The encoding of record values.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFormat {
+    /// A JSON object per record.
+    #[default]
+    Json,
+    /// Confluent wire format (a zero byte, a 4-byte schema id) with an Avro
+    /// binary datum written with that schema.
+    Avro,
+    /// Confluent wire format with a JSON document (JSON Schema serializers).
+    JsonSchema,
+}
+
+impl InputFormat {
+    /// The manifest's name of the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputFormat::Json => "json",
+            InputFormat::Avro => "avro",
+            InputFormat::JsonSchema => "json_schema",
+        }
+    }
+}
+
+/// Where the Schema Registry is and how to log in to it.
+///
+/// ```yaml
+/// registry:
+///   url: https://registry.example.com:8081
+///   username: switchyard
+///   password: { env: REGISTRY_PASSWORD }
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of the Confluent-compatible REST API (the path that
+    /// `/schemas/ids/{id}` is under).
+    pub url: String,
+    /// User name for HTTP basic auth (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for basic auth, from an environment variable or a file.
+    #[serde(default)]
+    pub password: Option<crate::SecretSource>,
+    /// Bearer token instead of basic auth, from an environment variable or a file.
+    #[serde(default)]
+    pub bearer_token: Option<crate::SecretSource>,
+    /// Longest wait for one answer from the registry, in ms.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_registry_timeout_ms() -> u64 {
+    5000
 }
 
 fn default_version() -> u32 {
@@ -44,6 +111,22 @@ pub struct FieldSpec {
     /// a tagged field is at least this sensitive.
     #[serde(default)]
     pub sensitivity: Option<Sensitivity>,
+    /// Where the value is in the decoded record when not at the top level
+    /// under `name`: a dotted path through nested records/objects
+    /// (`payment.card.country`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl FieldSpec {
+    /// The path of the field's value in a decoded record: `from` split at
+    /// dots, or just the name.
+    pub fn path(&self) -> Vec<&str> {
+        match &self.from {
+            Some(f) => f.split('.').collect(),
+            None => vec![self.name.as_str()],
+        }
+    }
 }
 
 /// Types a schema field can have.
@@ -82,6 +165,33 @@ impl EventSchema {
                 problems.push(format!("{path}.fields[{i}].name"), "must not be empty");
             } else if !seen.insert(f.name.as_str()) {
                 problems.push(format!("{path}.fields[{i}].name"), format!("duplicate field `{}`", f.name));
+            }
+        }
+        for (i, f) in self.fields.iter().enumerate() {
+            if f.from.as_deref().is_some_and(|p| p.split('.').any(|s| s.trim().is_empty())) {
+                problems.push(format!("{path}.fields[{i}].from"), "a dotted path of field names, none of them empty");
+            }
+        }
+        match (&self.registry, self.format) {
+            (None, InputFormat::Json) => {}
+            (Some(_), InputFormat::Json) => {
+                problems.push(format!("{path}.registry"), "is only read with a registry `format` (avro, json_schema)")
+            }
+            (None, f) => problems
+                .push(format!("{path}.registry"), format!("format `{}` needs the Schema Registry's `url`", f.as_str())),
+            (Some(r), _) => {
+                if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                    problems.push(format!("{path}.registry.url"), "an http:// or https:// URL");
+                }
+                if r.password.is_some() != r.username.is_some() {
+                    problems.push(format!("{path}.registry"), "basic auth needs both `username` and `password`");
+                }
+                if r.bearer_token.is_some() && r.username.is_some() {
+                    problems.push(format!("{path}.registry"), "either basic auth or `bearer_token`, not both");
+                }
+                if r.timeout_ms == 0 {
+                    problems.push(format!("{path}.registry.timeout_ms"), "must be at least 1");
+                }
             }
         }
         if let Some(k) = &self.key_field {

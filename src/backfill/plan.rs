@@ -98,6 +98,7 @@ async fn estimate(b: &Backfill, inputs: &[Input], n: u64) -> anyhow::Result<Esti
     let mut admitted = Vec::new();
     let mut dlq = 0u64;
     let mut times = StageTimes::default();
+    stages.resolve(&records).await;
     for raw in &records {
         match stages.admit(raw, &mut features, &mut times) {
             Ok(ej) => admitted.push(ej),

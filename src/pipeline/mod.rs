@@ -187,6 +187,17 @@ pub async fn run(
         };
         let next = match event {
             SourceEvent::Records(chunk) => {
+                // Registry formats: the chunk's new schema ids first (a
+                // registry outage holds the chunk here, and the consumer
+                // pauses behind it).
+                tokio::select! {
+                    _ = stages.resolve(&chunk) => {}
+                    _ = &mut shutdown => {
+                        tracing::info!("shutting down: finishing in-flight records");
+                        interrupted = true;
+                        break;
+                    }
+                }
                 ToDeliver::Chunk(Box::new(stages.prepare(chunk, durable.offsets(), &mut seen)))
             }
             SourceEvent::Assigned(parts) => {

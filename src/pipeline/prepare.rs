@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use switchyard_ingest::{Decoder, LineageContext, Preprocessor};
+use switchyard_ingest::{Decoder, LineageContext, Preprocessor, Registry};
 use switchyard_router::Router;
 use switchyard_schemas::telemetry as m;
-use switchyard_schemas::{DlqRecord, ErrorClass, Event, RawRecord, Stage};
+use switchyard_schemas::{DlqRecord, ErrorClass, Event, InputFormat, RawRecord, Stage};
 use switchyard_sink::Offsets;
 use switchyard_workers::cloud::CloudWorker;
 use switchyard_workers::dispatch::{self, Assignment, Dispatched, Worker, WorkerSet};
@@ -82,6 +82,14 @@ impl Stages {
                 run_id: run_id.to_string(),
             },
         );
+        let decoder = match m.schema.format {
+            InputFormat::Json => decoder,
+            _ => {
+                let registry = Registry::new(schema.clone(), base)?;
+                registry.check().await?;
+                decoder.with_registry(Arc::new(registry))
+            }
+        };
         if m.workers.values().any(|w| matches!(w, WorkerConfig::Onnx(_))) {
             init_runtime(None)?;
         }
@@ -113,6 +121,15 @@ impl Stages {
         }
         let group = plan.source.group_id.clone();
         Ok(Stages { group, decoder, pre, router, workers: Arc::new(WorkerSet { list: workers }) })
+    }
+
+    /// Fetches the writer schemas `chunk`'s records name that are not known
+    /// yet (registry formats; nothing to do for JSON). Waits while the
+    /// registry cannot answer.
+    pub async fn resolve(&self, chunk: &[RawRecord]) {
+        if let Some(r) = self.decoder.registry() {
+            r.resolve(chunk).await;
+        }
     }
 
     /// Decodes, validates, routes and pre-processes one record: its event
