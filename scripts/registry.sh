@@ -28,6 +28,21 @@
 # choosing and binding); its health and metrics interface (/health, /metrics)
 # is on another free port, printed in registry.log.
 #
+# Where Apicurio differs from Confluent's registry (3.3.3, seen with
+# confluent-kafka 2.16 as the client):
+#   - It never answers, now and then (~1 in 500), a request to a path it does
+#     not implement (it logs a 404, nothing reaches the client). confluent-kafka
+#     2.16's serializers ask GET .../associations/... (a newer Confluent API)
+#     before each new topic: pass {'subject.name.strategy':
+#     topic_subject_name_strategy} to them, and give every client a timeout.
+#   - Protobuf schemas registered as a base64 FileDescriptorProto (what
+#     confluent-kafka's ProtobufSerializer sends) come back from GET
+#     /schemas/ids/{id} as that base64 text, not as .proto source.
+#   - A JSON Schema needs "$schema" or "properties" to be accepted
+#     (schemaType JSON alone is not enough: 422, error_code 42201).
+#   - Avro text may come back compacted (compare parsed JSON, not strings).
+#   - 409 messages name Java exceptions; 401 (--auth) has no WWW-Authenticate.
+#
 # Environment:
 #   SWITCHYARD_REGISTRY_HOME   unpacked application (default
 #                              ~/.cache/switchyard/apicurio-registry-<version>)
@@ -43,7 +58,7 @@
 #
 # Start-up time (2 busy cores, to the first answer of GET .../subjects):
 # ~11 s with the JVM's defaults, ~7 s with -XX:TieredStopAtLevel=1 (C1 JIT
-# only), ~4.5 s with a Java 25 AOT cache (JEP 483/514: classes loaded and
+# only), 3-4.5 s with a Java 25 AOT cache (JEP 483/514: classes loaded and
 # linked ahead of time) as well. The first registry started with a given
 # JDK, application and JVM options (by `start`) records one when it stops
 # (-XX:AOTCacheOutput; that stop takes ~10 s longer, while the JVM assembles

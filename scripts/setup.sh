@@ -5,7 +5,8 @@
 #   - .venv: Python packages of pipelines/requirements.txt (ONNX Runtime's
 #     shared library comes from the onnxruntime wheel; model training; test peers)
 #   - with --broker: an Apache Kafka broker for the integration tests (jars
-#     from Maven Central into ~/.cache/switchyard, ~40 s the first time)
+#     from Maven Central into ~/.cache/switchyard, ~40 s the first time), and
+#     Apicurio Registry, a Confluent-compatible Schema Registry (~30 s)
 #   - with --peers: .venv-peers, the MLServer and LiteLLM processes the cloud
 #     worker tests talk to, moto's S3 server and the OTLP trace receiver
 #     (tests/peers/requirements.txt + constraints.txt); and Debian's
@@ -82,6 +83,10 @@ if [ "$want_broker" = 1 ]; then
     exit 1
   fi
   scripts/kafka.sh install
+  # Apicurio Registry (its Confluent-compatible API) for the Schema Registry
+  # format tests: the ready-built application from Maven Central; it runs on
+  # Java 21+ (scripts/registry.sh finds one, or set JAVA).
+  scripts/registry.sh install
 fi
 
 if [ "$want_peers" = 1 ]; then

@@ -256,12 +256,14 @@ impl Registry {
                 self.base
             )));
         }
-        resp.json::<T>().await.map_err(|e| {
+        let unreadable = |e: &dyn std::fmt::Display| {
             Failure::Unavailable(format!(
                 "the Schema Registry at {} sent an unreadable answer for {what}: {e}",
                 self.base
             ))
-        })
+        };
+        let body = resp.bytes().await.map_err(|e| unreadable(&e))?;
+        serde_json::from_slice(&body).map_err(|e| unreadable(&e))
     }
 
     async fn fetch(&self, id: u32) -> Result<Writer, Failure> {

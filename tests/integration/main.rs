@@ -5,7 +5,8 @@
 //! Cloud worker tests (`cloud`) talk to real servers started from
 //! `.venv-peers` (`peers`), through a fault-injecting proxy (`proxy`).
 //! Hybrid pipeline tests (`hybrid`) run the binary against another
-//! switchyard's `serve` endpoint.
+//! switchyard's `serve` endpoint. Schema Registry formats (`schema_registry`)
+//! use a real registry server (`scripts/registry.sh`).
 
 mod backfill;
 mod broker;
@@ -26,6 +27,7 @@ mod peers;
 mod proxy;
 mod reload;
 mod scale;
+mod schema_registry;
 mod security;
 mod storage;
 mod support;
