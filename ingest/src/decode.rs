@@ -184,7 +184,7 @@ impl Decoder {
             (
                 Stage::Validate,
                 ErrorClass::WrongType,
-                format!("field `{}`: expected {}, got {}", spec.name, type_name(spec.ty), json_kind(v)),
+                format!("field `{}`: expected {}, got {}", spec.name, registry::type_name(spec.ty), json_kind(v)),
             )
         };
         for (name, v) in &map {
@@ -272,16 +272,6 @@ fn convert(v: &Json, ty: FieldType) -> Option<Value> {
         }
         _ => return None,
     })
-}
-
-pub(crate) fn type_name(ty: FieldType) -> &'static str {
-    match ty {
-        FieldType::String => "string",
-        FieldType::Int => "integer",
-        FieldType::Float => "number",
-        FieldType::Bool => "boolean",
-        FieldType::Timestamp => "timestamp (epoch ms or RFC 3339)",
-    }
 }
 
 fn json_kind(v: &Json) -> &'static str {

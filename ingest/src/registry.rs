@@ -486,7 +486,7 @@ impl AvroWriter {
                     format!(
                         "field `{}`: expected {}, got Avro {}",
                         spec.name,
-                        crate::decode::type_name(spec.ty),
+                        type_name(spec.ty),
                         v.map_or("null", kind)
                     ),
                 )
@@ -571,6 +571,17 @@ fn decimal(d: &apache_avro::Decimal, scale: usize) -> Option<f64> {
     let mut be = [fill; 16];
     be[16 - bytes.len()..].copy_from_slice(&bytes);
     Some(i128::from_be_bytes(be) as f64 / 10f64.powi(i32::try_from(scale).ok()?))
+}
+
+/// The pipeline's name of a field type, for messages.
+pub(crate) fn type_name(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "string",
+        FieldType::Int => "integer",
+        FieldType::Float => "number",
+        FieldType::Bool => "boolean",
+        FieldType::Timestamp => "timestamp (epoch ms or RFC 3339)",
+    }
 }
 
 /// The Avro type of `v`, for messages.
