@@ -258,18 +258,9 @@ fn convert(v: &Json, ty: FieldType) -> Option<Value> {
         (Json::Number(n), FieldType::Float) => Value::Float(n.as_f64()?),
         (Json::Number(n), FieldType::Int | FieldType::Timestamp) => Value::Int(match n.as_i64() {
             Some(i) => i,
-            // 3.0 is an integer written as a float by many producers; 3.5 is not.
-            None => {
-                let f = n.as_f64()?;
-                if f.fract() != 0.0 || f.abs() > 9.0e15 {
-                    return None;
-                }
-                f as i64
-            }
+            None => registry::whole(n.as_f64()?)?,
         }),
-        (Json::String(s), FieldType::Timestamp) => {
-            Value::Int(chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis())
-        }
+        (Json::String(s), FieldType::Timestamp) => Value::Int(registry::rfc3339_ms(s)?),
         _ => return None,
     })
 }

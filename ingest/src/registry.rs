@@ -530,17 +530,8 @@ pub fn convert(v: &Avro, ty: FieldType, scale: Option<usize>) -> Option<Value> {
         (Avro::Long(i), FieldType::Float) => Value::Float(*i as f64),
         (Avro::Float(f), FieldType::Float) => Value::Float(f64::from(*f)),
         (Avro::Double(f), FieldType::Float) => Value::Float(*f),
-        (Avro::Float(_) | Avro::Double(_), FieldType::Int) => {
-            let f = match v {
-                Avro::Float(f) => f64::from(*f),
-                Avro::Double(f) => *f,
-                _ => unreachable!(),
-            };
-            if f.fract() != 0.0 || f.abs() > 9.0e15 {
-                return None;
-            }
-            Value::Int(f as i64)
-        }
+        (Avro::Float(f), FieldType::Int) => Value::Int(whole(f64::from(*f))?),
+        (Avro::Double(f), FieldType::Int) => Value::Int(whole(*f)?),
         (Avro::Decimal(d), FieldType::Float) => Value::Float(decimal(d, scale?)?),
         (Avro::TimestampMillis(t) | Avro::LocalTimestampMillis(t), FieldType::Timestamp | FieldType::Int) => {
             Value::Int(*t)
@@ -553,11 +544,20 @@ pub fn convert(v: &Avro, ty: FieldType, scale: Option<usize>) -> Option<Value> {
         }
         (Avro::Date(d), FieldType::Timestamp) => Value::Int(i64::from(*d) * DAY_MS),
         (Avro::Date(d), FieldType::Int) => Value::Int(i64::from(*d)),
-        (Avro::String(s), FieldType::Timestamp) => {
-            Value::Int(chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis())
-        }
+        (Avro::String(s), FieldType::Timestamp) => Value::Int(rfc3339_ms(s)?),
         _ => return None,
     })
+}
+
+/// `f` as an integer when it is one: 3.0 is an integer written as a float
+/// by many producers; 3.5 is not, nor is a float too large to be exact.
+pub(crate) fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() <= 9.0e15).then_some(f as i64)
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp.
+pub(crate) fn rfc3339_ms(s: &str) -> Option<i64> {
+    Some(chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis())
 }
 
 /// A decimal's value: its unscaled big-endian two's-complement bytes over
