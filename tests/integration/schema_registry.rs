@@ -224,3 +224,25 @@ fn a_failing_registry_holds_records_back_and_loses_none() {
     assert!(lookups >= 5, "the lookup was tried again ({lookups} requests)");
     assert!(stderr.contains("the records that need this schema wait"), "{stderr}");
 }
+
+#[test]
+fn an_unreachable_registry_or_a_refused_login_stops_the_run_at_start_naming_the_url() {
+    let bootstrap = broker::bootstrap();
+    let registry = RegistryServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topics::new("sr-start");
+    let wrong = dir.path().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    let cases = [
+        (registry.url.clone(), format!("    username: alice\n    password: {{file: {}}}\n", wrong.display()), "401"),
+        ("http://127.0.0.1:9/apis/ccompat/v7".to_string(), String::new(), "cannot be reached"),
+    ];
+    for (url, auth, why) in cases {
+        let m = manifest(dir.path(), &t, &bootstrap, "avro", Some(&url), &auth);
+        let out = switchyard(&["run", m.to_str().unwrap(), "--idle-exit-ms", "3000", "--progress-secs", "0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the run must not start: {stderr}");
+        assert!(stderr.contains(&url) && stderr.contains(why), "names the URL and why: {stderr}");
+        assert!(!stderr.contains("not-the-password"), "the password is never printed");
+    }
+}
