@@ -154,8 +154,9 @@ def main():
     ap.add_argument("--latency-events", type=int, default=200_000, help="events for the maximum rate of the latency curve")
     ap.add_argument("--work-events", type=int, default=300_000, help="events for the model-size comparison")
     ap.add_argument("--soak-seconds", type=int, default=600, help="length of the memory soak at half load")
-    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec", "ops", "scale", "latency", "work",
-                                       "soak"],
+    ap.add_argument("--format-events", type=int, default=200_000, help="events for the input format comparison")
+    ap.add_argument("--only", choices=["cloud", "drift", "backfill", "codec", "formats", "ops", "scale", "latency",
+                                       "work", "soak"],
                     help="run one section and update only it in --out")
     args = ap.parse_args()
 
@@ -168,6 +169,7 @@ def main():
         "cloud": (lambda: last_json(run([binary(), "bench", "cloud", "--rps", "200", "--seconds", "5",
                                          "--requests", "2000"]).stdout), CLOUD_BEGIN, CLOUD_END, cloud_section),
         "codec": (lambda: codec_bench(tmp, args.codec_events), CODEC_BEGIN, CODEC_END, codec_section),
+        "formats": (lambda: formats_bench(tmp, args.format_events), FORMATS_BEGIN, FORMATS_END, formats_section),
         "ops": (lambda: ops_bench(tmp, args.ops_events), OPS_BEGIN, OPS_END, ops_section),
         "scale": (lambda: scale_bench(tmp, args.scale_events), SCALE_BEGIN, SCALE_END, scale_section),
         "latency": (lambda: latency_bench(tmp, args.latency_events), LATENCY_BEGIN, LATENCY_END, latency_section),
@@ -289,6 +291,90 @@ def codec_section(c: dict) -> list:
         "them); its events/s against `none` and `lz4` is in the table. Records are read in every codec whatever "
         "this setting.",
         CODEC_END,
+    ]
+
+
+FORMATS_BEGIN = "<!-- formats -->"
+FORMATS_END = "<!-- /formats -->"
+FORMATS = ["json", "avro", "protobuf", "json_schema"]
+
+
+def formats_bench(tmp: Path, events: int) -> dict:
+    """The Kafka path over the same events written four ways by the reference
+    client (plain JSON, and Avro, Protobuf and JSON Schema in the Schema
+    Registry wire format, against Apicurio Registry), two runs each,
+    interleaved: events/s and the input topic's bytes on the broker's disk."""
+    kafka_dir, bootstrap = start_kafka()
+    reg_dir = tempfile.mkdtemp(prefix="bench-registry-")
+    try:
+        url = run(["bash", "scripts/registry.sh", "start", reg_dir, "0"]).stdout.strip()
+        events_file = tmp / "format-events.jsonl"
+        run([binary(), "generate", "--out", str(events_file), "--events", str(events), "--malformed-rate", "0"])
+        base = f"fmt-{os.getpid()}"
+        topics = {f: f"{base}-{f}" for f in FORMATS}
+        for t in topics.values():
+            run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", "0",
+                 "--partitions", "3"])
+        t0 = time.monotonic()
+        run([PY, "tests/peers/registry_produce.py", "--bootstrap", bootstrap, "--registry", url,
+             "--events", str(events_file), "--json-topic", topics["json"], "--avro-topic", topics["avro"],
+             "--protobuf-topic", topics["protobuf"], "--json-schema-topic", topics["json_schema"]])
+        produce_s = time.monotonic() - t0
+        rates = {f: [] for f in FORMATS}
+        rss = {f: [] for f in FORMATS}
+        for rep in range(2):
+            for f in FORMATS:
+                group = f"{topics[f]}-{rep}"
+                m = manifest_for(tmp, bootstrap, topics[f], group, tmp / f"fmt-{group}")
+                text = m.read_text()
+                if f != "json":
+                    text = text.replace("schema:\n  id: card_txn\n",
+                                        f"schema:\n  id: card_txn\n  format: {f}\n  registry: {{url: \"{url}\"}}\n")
+                if f == "protobuf":
+                    text = (text.replace("{name: distance_km, type: float", "{name: distance_km, type: float, from: geo.distance_km")
+                            .replace("{name: country, type: string", "{name: country, type: string, from: geo.country"))
+                m.write_text(text)
+                s = pipeline(m, tmp)
+                if s["records"] != events or s["dlq"]:
+                    raise RuntimeError(f"{f}: {s['records']} of {events} records read, {s['dlq']} to the DLQ")
+                rates[f].append(s["events_per_s"])
+                rss[f].append(s.get("peak_rss_mb"))
+        data = Path(kafka_dir) / "data"
+        sizes = {f: sum(x.stat().st_size for d in data.glob(f"{topics[f]}-*") for x in d.glob("*.log"))
+                 for f in FORMATS}
+        return {"events": events, "rates": rates, "bytes": sizes, "rss": rss, "produce_s": produce_s}
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts/registry.sh"), "stop", reg_dir], capture_output=True)
+        shutil.rmtree(reg_dir, ignore_errors=True)
+        stop_kafka(kafka_dir)
+
+
+def formats_section(c: dict) -> list:
+    med = {k: statistics.median(v) for k, v in c["rates"].items()}
+    base_rate, base_bytes = med["json"], c["bytes"]["json"]
+    names = {"json": "JSON", "avro": "Avro", "protobuf": "Protobuf", "json_schema": "JSON Schema"}
+    rows = [
+        f"| {names[k]} | {med[k]:,.0f} | {med[k] / base_rate:.0%} | {c['bytes'][k] / 1e6:,.1f} MB | "
+        f"{c['bytes'][k] / base_bytes:.0%} | {max(x or 0 for x in c['rss'][k]):,.0f} MB |"
+        for k in FORMATS
+    ]
+    return [
+        FORMATS_BEGIN,
+        "## Input formats",
+        "",
+        f"`scripts/bench.py --only formats` (part of `make bench`): the Kafka path over the same {c['events']:,} "
+        "generated events, written by the reference client (Python `confluent-kafka` and its serializers, against "
+        "Apicurio Registry) as plain JSON and as Avro (two writer schemas), Protobuf (a nested message from a "
+        "referenced file) and JSON Schema in the Schema Registry wire format; two runs each, interleaved; events/s "
+        "is the median, bytes are the input topic's log segments on the broker's disk (uncompressed batches, "
+        "as the client produced them).",
+        "",
+        "| input | events/s | vs JSON | input topic on disk | vs JSON | peak RSS |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "The predictions are the same row for row in every format (`tests/integration/schema_registry.rs`).",
+        FORMATS_END,
     ]
 
 
@@ -995,6 +1081,8 @@ def write_report(r: dict, args):
         "",
         *kept_sections(Path(args.out)),
         *codec_section(r["codec"]),
+        "",
+        *formats_section(r["formats"]),
         "",
         *ops_section(r["ops"]),
         "",

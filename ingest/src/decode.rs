@@ -56,7 +56,7 @@ impl Decoder {
                 path => nested.push((i, path.iter().map(|p| p.to_string()).collect())),
             }
         }
-        let known = schema.fields.iter().map(|f| f.path()[0].to_string()).collect();
+        let known = registry::top_names(&schema).into_iter().map(str::to_string).collect();
         let key_index = schema.key_field.as_deref().and_then(|k| schema.index_of(k));
         Self { schema, index, nested, known, key_index, ctx, registry: None }
     }
@@ -242,12 +242,20 @@ impl Decoder {
             Some(Writer::Json { subject }) => self.json_values(body).map_err(|(stage, class, message)| {
                 (stage, class, format!("{message} (schema id {id}{})", registry::subject_note(subject.as_deref())))
             }),
-            Some(Writer::Avro(w)) => w.decode(body, &self.schema, id).map_err(|(class, message)| {
-                let stage = if class == ErrorClass::Undecodable { Stage::Decode } else { Stage::Validate };
-                (stage, class, message)
-            }),
+            Some(Writer::Avro(w)) => w.decode(body, &self.schema, id).map_err(stage_of),
+            Some(Writer::Proto(w)) => w.decode(body, &self.schema, id).map_err(stage_of),
         }
     }
+}
+
+/// A registry decoder's failure with its stage: bytes that do not decode
+/// (or name no schema) fail decoding, the rest fail validation.
+fn stage_of((class, message): registry::DecodeFailure) -> (Stage, ErrorClass, String) {
+    let stage = match class {
+        ErrorClass::Undecodable | ErrorClass::UnknownSchema => Stage::Decode,
+        _ => Stage::Validate,
+    };
+    (stage, class, message)
 }
 
 fn convert(v: &Json, ty: FieldType) -> Option<Value> {
@@ -464,6 +472,25 @@ mod tests {
         assert_eq!(cut.error_class, ErrorClass::Undecodable);
         assert!(cut.message.contains("schema id 5 (subject tx-value)"), "{}", cut.message);
         assert_eq!(cut.payload.as_deref().map(<[u8]>::len), Some(5 + datum.len() - 3), "the DLQ keeps the bytes");
+    }
+
+    #[test]
+    fn protobuf_records_pick_their_message_type_by_index_and_bad_indexes_go_to_the_dlq() {
+        let (d, registry) = registry_decoder(InputFormat::Protobuf);
+        let text = "syntax = \"proto3\"; message Other { bool x = 1; } message T { string id = 1; double amount = 2; }";
+        let mut w = registry::proto_writer(text, &[], d.schema()).unwrap();
+        w.subject = Some("tx-value".into());
+        registry.insert(8, Writer::Proto(Box::new(w)));
+        // Message index [1] (count 1, index 1: zig-zag 0x02 0x02), then
+        // field 1 "a" and field 2 2.5.
+        let mut body = vec![0x02, 0x02, 0x0a, 0x01, b'a', 0x11];
+        body.extend(2.5f64.to_le_bytes());
+        let e = d.decode(&framed(8, &body)).unwrap();
+        assert_eq!(e.values[..2], [Value::Str("a".into()), Value::Float(2.5)]);
+        body[1] = 0x08; // index [4]
+        let bad = d.decode(&framed(8, &body)).unwrap_err();
+        assert_eq!((bad.stage, bad.error_class), (Stage::Decode, ErrorClass::UnknownSchema));
+        assert!(bad.message.contains("message index [4]") && bad.message.contains("schema id 8 (subject tx-value)"));
     }
 
     #[test]

@@ -35,4 +35,4 @@ pub use kafka::{
     check_brokers, BrokerCheck, KafkaCommitter, KafkaSource, KafkaSourceConfig, RevokeDone, SourceEvent, SourceStats,
 };
 pub use preprocess::{Encoding, FeatureSpec, PreprocessConfig, Preprocessor, Step};
-pub use registry::Registry;
+pub use registry::{Client as RegistryClient, Registry};

@@ -24,7 +24,7 @@ pub struct EventSchema {
     pub fields: Vec<FieldSpec>,
     /// How record values are encoded: `json` (the default: a JSON object
     /// per record), or a Confluent Schema Registry wire format — `avro`,
-    /// `json_schema` — whose schema is fetched by the id in each record
+    /// `protobuf`, `json_schema` — whose schema is fetched by the id in each record
     /// (`registry` is then required).
     #[serde(default)]
     pub format: InputFormat,
@@ -44,6 +44,9 @@ pub enum InputFormat {
     /// Confluent wire format (a zero byte, a 4-byte schema id) with an Avro
     /// binary datum written with that schema.
     Avro,
+    /// Confluent wire format, then the list of message indexes naming the
+    /// message type in the schema's file, then a Protobuf message.
+    Protobuf,
     /// Confluent wire format with a JSON document (JSON Schema serializers).
     JsonSchema,
 }
@@ -54,6 +57,7 @@ impl InputFormat {
         match self {
             InputFormat::Json => "json",
             InputFormat::Avro => "avro",
+            InputFormat::Protobuf => "protobuf",
             InputFormat::JsonSchema => "json_schema",
         }
     }
@@ -89,6 +93,24 @@ pub struct RegistryConfig {
 
 fn default_registry_timeout_ms() -> u64 {
     5000
+}
+
+impl RegistryConfig {
+    /// Reports every problem under `path` (the `registry` section).
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            problems.push(format!("{path}.url"), "an http:// or https:// URL");
+        }
+        if self.password.is_some() != self.username.is_some() {
+            problems.push(path, "basic auth needs both `username` and `password`");
+        }
+        if self.bearer_token.is_some() && self.username.is_some() {
+            problems.push(path, "either basic auth or `bearer_token`, not both");
+        }
+        if self.timeout_ms == 0 {
+            problems.push(format!("{path}.timeout_ms"), "must be at least 1");
+        }
+    }
 }
 
 fn default_version() -> u32 {
@@ -174,25 +196,13 @@ impl EventSchema {
         }
         match (&self.registry, self.format) {
             (None, InputFormat::Json) => {}
-            (Some(_), InputFormat::Json) => {
-                problems.push(format!("{path}.registry"), "is only read with a registry `format` (avro, json_schema)")
-            }
+            (Some(_), InputFormat::Json) => problems.push(
+                format!("{path}.registry"),
+                "is only read with a registry `format` (avro, protobuf, json_schema)",
+            ),
             (None, f) => problems
                 .push(format!("{path}.registry"), format!("format `{}` needs the Schema Registry's `url`", f.as_str())),
-            (Some(r), _) => {
-                if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
-                    problems.push(format!("{path}.registry.url"), "an http:// or https:// URL");
-                }
-                if r.password.is_some() != r.username.is_some() {
-                    problems.push(format!("{path}.registry"), "basic auth needs both `username` and `password`");
-                }
-                if r.bearer_token.is_some() && r.username.is_some() {
-                    problems.push(format!("{path}.registry"), "either basic auth or `bearer_token`, not both");
-                }
-                if r.timeout_ms == 0 {
-                    problems.push(format!("{path}.registry.timeout_ms"), "must be at least 1");
-                }
-            }
+            (Some(r), _) => r.validate(&format!("{path}.registry"), problems),
         }
         if let Some(k) = &self.key_field {
             if self.index_of(k).is_none() {

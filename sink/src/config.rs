@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use switchyard_schemas::{Problems, SecretSource};
+use switchyard_schemas::{Problems, RegistryConfig, SecretSource};
 
 /// The `sinks:` section of a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -66,6 +66,27 @@ pub struct KafkaSinkConfig {
     /// the group's committed offsets.
     #[serde(default = "default_commit_timeout_ms")]
     pub commit_timeout_ms: u64,
+    /// Encoding of the results topic's values: `json` (the default) or
+    /// `avro`, the Confluent wire format with switchyard's result schema,
+    /// registered at start-up under `<results_topic>-value`
+    /// (TopicNameStrategy). DLQ records keep the original bytes either way.
+    #[serde(default)]
+    pub value_format: ValueFormat,
+    /// The Schema Registry for `value_format: avro`; the pipeline's
+    /// `schema.registry` when absent.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
+}
+
+/// Encoding of the results topic's values.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// A JSON object per result.
+    #[default]
+    Json,
+    /// Confluent wire format (a zero byte, the schema id) and an Avro datum.
+    Avro,
 }
 
 /// How results reach the results and DLQ topics.
@@ -217,6 +238,12 @@ impl SinksConfig {
             }
             if k.commit_timeout_ms == 0 {
                 problems.push(format!("{path}.kafka.commit_timeout_ms"), "must be at least 1");
+            }
+            if let Some(r) = &k.registry {
+                r.validate(&format!("{path}.kafka.registry"), problems);
+                if k.value_format == ValueFormat::Json {
+                    problems.push(format!("{path}.kafka.registry"), "is only read with `value_format: avro`");
+                }
             }
             switchyard_schemas::kafka::check(&format!("{path}.kafka"), &k.properties, &k.secrets, problems);
         }

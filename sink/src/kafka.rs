@@ -9,7 +9,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers as h, DlqRecord, Prediction};
 
-use crate::{Error, KafkaSinkConfig, Result};
+use crate::{AvroResults, Error, KafkaSinkConfig, Result};
 
 /// Kafka Connect's dead-letter header names, reused so existing tooling reads our DLQ.
 pub mod dlq_headers {
@@ -66,6 +66,8 @@ pub struct KafkaSink {
     /// With `exactly_once`: whether a transaction is open, and how long one
     /// commit attempt may take.
     txn: Option<(std::sync::Mutex<bool>, Duration)>,
+    /// Results as Avro (`value_format: avro`); JSON when absent.
+    avro: Option<AvroResults>,
 }
 
 /// Attempts at committing one transaction before its outcome is declared unknown.
@@ -80,6 +82,7 @@ impl KafkaSink {
             dlq_topic: config.dlq_topic.clone(),
             timeout: Duration::from_millis(config.delivery_timeout_ms),
             txn: None,
+            avro: None,
         })
     }
 
@@ -97,7 +100,15 @@ impl KafkaSink {
             dlq_topic: config.dlq_topic.clone(),
             timeout: Duration::from_millis(config.delivery_timeout_ms),
             txn: Some((std::sync::Mutex::new(false), Duration::from_millis(config.commit_timeout_ms.max(1)))),
+            avro: None,
         })
+    }
+
+    /// Writes results as Avro with `avro` (its schema registered) instead of
+    /// JSON.
+    pub fn with_avro(mut self, avro: AvroResults) -> Self {
+        self.avro = Some(avro);
+        self
     }
 
     /// Learns the output topics' partitions and leaders now (blocking): a
@@ -204,7 +215,10 @@ impl KafkaSink {
         }
         let mut pending = Vec::with_capacity(rows.len());
         for p in rows {
-            let body = serde_json::to_vec(p)?;
+            let body = match &self.avro {
+                Some(avro) => avro.encode(p)?,
+                None => serde_json::to_vec(p)?,
+            };
             let l = &p.lineage;
             let source = format!("{}/{}/{}", l.source.topic, l.source.partition, l.source.offset);
             let model = format!("{}/{}", l.model.name, l.model.version);

@@ -10,6 +10,7 @@
 //!   size and time. A roll commits atomically through a roll manifest
 //!   (`_rolls/<id>.json`), which also records the source offsets it covers,
 //!   so a replay after a crash writes no duplicate rows;
+//! * [`AvroResults`] — results as Avro in the Confluent wire format;
 //! * [`predictions_batch`], [`dlq_batch`] — the Arrow conversion of the
 //!   output records.
 //!
@@ -18,13 +19,15 @@
 //! Depends only on `switchyard-schemas`.
 
 mod arrow_convert;
+mod avro;
 mod config;
 mod error;
 mod kafka;
 mod parquet_sink;
 
 pub use arrow_convert::{dlq_batch, predictions_batch};
-pub use config::{Compression, Delivery, KafkaSinkConfig, ParquetSinkConfig, SinksConfig};
+pub use avro::{AvroResults, RESULT_SCHEMA};
+pub use config::{Compression, Delivery, KafkaSinkConfig, ParquetSinkConfig, SinksConfig, ValueFormat};
 pub use error::{Error, Result};
 pub use kafka::{Deliveries, KafkaSink};
 pub use parquet_sink::{DurableIndex, Offsets, ParquetSink, PreparedRoll, RollSummary, LEASE_TIMEOUT};

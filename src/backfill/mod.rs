@@ -223,6 +223,13 @@ impl Backfill {
         p.hash.clone_from(&self.hash);
         p.manifest.monitor = None;
         p.manifest.feedback = None;
+        // A file's rows are read as the file's own format (Parquet, JSON
+        // Lines, CSV, Avro container): the stream's registry `format` is for
+        // Kafka sources.
+        if matches!(m.source, BoundedConfig::Files(_)) {
+            p.manifest.schema.format = switchyard_schemas::InputFormat::Json;
+            p.manifest.schema.registry = None;
+        }
         for (name, w) in &mut p.manifest.workers {
             let pin = m.models_pin(name);
             match w {

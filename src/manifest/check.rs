@@ -106,6 +106,15 @@ pub(super) fn check(s: &Sections<'_>, base: &Path, problems: &mut Problems) {
     if let Some(sinks) = s.sinks {
         sinks.validate("sinks", problems);
         if let Some(k) = &sinks.kafka {
+            let schema_registry = s.schema.and_then(|sc| sc.registry.as_ref());
+            if k.value_format == switchyard_sink::ValueFormat::Avro && k.registry.is_none() && schema_registry.is_none()
+            {
+                problems.push(
+                    "sinks.kafka.registry",
+                    "`value_format: avro` needs a Schema Registry to register the result schema with: set it here \
+                     (or `schema.registry`)",
+                );
+            }
             client::check_readable("sinks.kafka", &k.secrets, base, problems);
         }
     }

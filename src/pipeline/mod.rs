@@ -294,6 +294,21 @@ pub async fn kafka_sink(
         })?,
         None => KafkaSink::new(k, brokers)?,
     };
+    let sink = match k.value_format {
+        switchyard_sink::ValueFormat::Json => sink,
+        switchyard_sink::ValueFormat::Avro => {
+            let (cfg, section) = match (&k.registry, &plan.manifest().schema.registry) {
+                (Some(r), _) => (r, "sinks.kafka.registry"),
+                (None, Some(r)) => (r, "schema.registry"),
+                (None, None) => anyhow::bail!("sinks.kafka.value_format `avro` needs `sinks.kafka.registry`"),
+            };
+            let client = switchyard_ingest::RegistryClient::new(cfg, &plan.loaded.base, section)?;
+            let subject = format!("{}-value", k.results_topic);
+            let id = client.register(&subject, switchyard_sink::RESULT_SCHEMA).await?;
+            tracing::info!(subject, schema_id = id, registry = client.url(), "results are written as Avro");
+            sink.with_avro(switchyard_sink::AvroResults::new(id))
+        }
+    };
     // Not fatal: a missing topic may be created later, and its records then
     // wait in the producer as they would have anyway.
     if let Err(e) = tokio::task::block_in_place(|| sink.warm_up(Duration::from_secs(10))) {

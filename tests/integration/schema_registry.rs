@@ -1,9 +1,10 @@
 //! Schema Registry formats against a real registry (Apicurio Registry's
 //! Confluent-compatible API, `scripts/registry.sh`) and the real broker:
 //! records written by the reference client (Python `confluent-kafka` and its
-//! Avro and JSON Schema serializers) score exactly as the same events sent
-//! as JSON, a writer schema that evolves mid-stream is followed record by
-//! record, bad records go to the DLQ naming their schema id, and a registry
+//! Avro, Protobuf and JSON Schema serializers) score exactly as the same
+//! events sent as JSON, a writer schema that evolves mid-stream is followed
+//! record by record, a Protobuf message nested in a referenced file is read
+//! through `from` paths, bad records go to the DLQ naming their schema id, and a registry
 //! that fails for a while holds records back instead of losing them.
 
 use std::path::{Path, PathBuf};
@@ -77,10 +78,20 @@ fn manifest(dir: &Path, t: &Topics, bootstrap: &str, format: &str, registry: Opt
         let text = std::fs::read_to_string(&path).unwrap();
         let from = "schema:\n  id: card_txn\n";
         assert!(text.contains(from));
-        let text = text.replace(
+        let mut text = text.replace(
             from,
             &format!("{from}  format: {format}\n  registry:\n    url: {url}\n    timeout_ms: 2000\n{auth}"),
         );
+        if format == "protobuf" {
+            // The Protobuf writer keeps these two in a nested `Geo` message.
+            for (field, nested) in [
+                ("{name: distance_km, type: float", "{name: distance_km, type: float, from: geo.distance_km"),
+                ("{name: country, type: string", "{name: country, type: string, from: geo.country"),
+            ] {
+                assert!(text.contains(field), "{field}");
+                text = text.replace(field, nested);
+            }
+        }
         std::fs::write(&path, text).unwrap();
     }
     path
@@ -107,7 +118,7 @@ fn predictions(tables: &Path) -> String {
 }
 
 #[test]
-fn avro_and_json_schema_records_score_as_their_json_twins_and_bad_ones_go_to_the_dlq() {
+fn avro_protobuf_and_json_schema_records_score_as_their_json_twins_and_bad_ones_go_to_the_dlq() {
     let bootstrap = broker::bootstrap();
     let registry = RegistryServer::start(true);
     let password = registry.dir.path().join("alice.password");
@@ -118,7 +129,7 @@ fn avro_and_json_schema_records_score_as_their_json_twins_and_bad_ones_go_to_the
     let gen = switchyard(&["generate", "--events", "600", "--out", events.to_str().unwrap(), "--malformed-rate", "0"]);
     assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
 
-    let formats = ["json", "avro", "json_schema"];
+    let formats = ["json", "avro", "json_schema", "protobuf"];
     let dirs: Vec<tempfile::TempDir> = formats.iter().map(|_| tempfile::tempdir().unwrap()).collect();
     let topics: Vec<Topics> = formats.iter().map(|f| Topics::new(&format!("sr-{f}"))).collect();
     for t in &topics {
@@ -137,6 +148,8 @@ fn avro_and_json_schema_records_score_as_their_json_twins_and_bad_ones_go_to_the
             &topics[1].input,
             "--json-schema-topic",
             &topics[2].input,
+            "--protobuf-topic",
+            &topics[3].input,
             "--bad",
         ],
     );
@@ -160,6 +173,7 @@ fn avro_and_json_schema_records_score_as_their_json_twins_and_bad_ones_go_to_the
     assert_eq!(sql_i64(root(&tables[0]), "SELECT count(*) FROM predictions"), 600);
     assert_eq!(predictions(&tables[1]), json, "Avro (two writer schemas) scores as JSON");
     assert_eq!(predictions(&tables[2]), json, "JSON Schema scores as JSON");
+    assert_eq!(predictions(&tables[3]), json, "Protobuf (nested, referenced, wrapped, enum) scores as JSON");
     for t in &tables {
         assert_eq!(sql_i64(root(t), "SELECT count(DISTINCT lineage_id) FROM predictions"), 600);
     }
@@ -188,6 +202,16 @@ fn avro_and_json_schema_records_score_as_their_json_twins_and_bad_ones_go_to_the
     for t in [&tables[0], &tables[2]] {
         assert_eq!(sql_i64(root(t), "SELECT count(*) FROM dlq"), 0);
     }
+
+    // The Protobuf record whose message index names no message type.
+    let proto = root(&tables[3]);
+    assert_eq!(sql_i64(proto.clone(), "SELECT count(*) FROM dlq"), 1);
+    let bad_index = format!(
+        "SELECT count(*) FROM dlq WHERE error_class = 'unknown_schema' AND error_message LIKE \
+         '%message index [7] names no message type in schema id {} (subject {}-value)%'",
+        ids["protobuf_id"], topics[3].input
+    );
+    assert_eq!(sql_i64(proto, &bad_index), 1);
 }
 
 #[test]
@@ -244,5 +268,71 @@ fn an_unreachable_registry_or_a_refused_login_stops_the_run_at_start_naming_the_
         assert!(!out.status.success(), "the run must not start: {stderr}");
         assert!(stderr.contains(&url) && stderr.contains(why), "names the URL and why: {stderr}");
         assert!(!stderr.contains("not-the-password"), "the password is never printed");
+    }
+}
+
+#[test]
+fn results_as_avro_are_registered_under_the_topic_subject_and_read_by_the_reference_deserializer() {
+    let bootstrap = broker::bootstrap();
+    let registry = RegistryServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let gen = switchyard(&["generate", "--events", "200", "--out", events.to_str().unwrap(), "--malformed-rate", "0"]);
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let t = Topics::new("sr-results");
+    create_topics(&bootstrap, &[(&t.input, 2)]);
+    produce_with_reference_client(&bootstrap, &registry.url, &events, &["--json-topic", &t.input]);
+
+    // JSON in, Avro out: the registry is named under sinks.kafka.
+    let m = manifest(dir.path(), &t, &bootstrap, "json", None, "");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let dlq = format!("    dlq_topic: {}\n", t.dlq);
+    assert!(text.contains(&dlq));
+    let avro = format!("{dlq}    value_format: avro\n    registry: {{url: \"{}\"}}\n", registry.url);
+    std::fs::write(&m, text.replace(&dlq, &avro)).unwrap();
+    run(&m);
+
+    // The reference deserializer reads every result with the registered schema.
+    let out = Command::new(python())
+        .arg(repo().join("tests/peers/registry_consume.py"))
+        .args(["--bootstrap", &bootstrap, "--registry", &registry.url, "--topic", &t.results, "--count", "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "registry_consume.py: {}", String::from_utf8_lossy(&out.stderr));
+    let mut read: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(read.len(), 200);
+    read.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+    let ids: std::collections::BTreeSet<u64> = read.iter().map(|r| r["schema_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "one schema for every result: {ids:?}");
+
+    // Registered under <results topic>-value (TopicNameStrategy) with that id.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let latest: serde_json::Value = rt.block_on(async {
+        let url = format!("{}/subjects/{}-value/versions/latest", registry.url, t.results);
+        serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap()
+    });
+    assert_eq!(latest["id"].as_u64(), ids.first().copied(), "{latest}");
+
+    // The same results as the Parquet table, lineage as fields.
+    let tables = dir.path().join("tables");
+    let rows = sql_json(
+        root(&tables),
+        "SELECT key, score, label, lineage_id, source_topic, source_offset, rule_id, model_version \
+         FROM predictions ORDER BY key",
+    );
+    assert_eq!(rows.len(), 200);
+    for (r, row) in read.iter().zip(&rows) {
+        let v = &r["value"];
+        assert_eq!(r["key"], row["key"]);
+        assert_eq!(v["key"], row["key"]);
+        assert_eq!(v["score"], row["score"]);
+        assert_eq!(v["label"], row["label"]);
+        assert_eq!(v["lineage"]["lineage_id"], row["lineage_id"]);
+        assert_eq!(v["lineage"]["source_topic"], row["source_topic"]);
+        assert_eq!(v["lineage"]["source_offset"], row["source_offset"]);
+        assert_eq!(v["lineage"]["route"]["rule_id"], row["rule_id"]);
+        assert_eq!(v["lineage"]["model"]["version"], row["model_version"]);
+        assert!(v["features"].as_array().is_some_and(|f| !f.is_empty()), "{v}");
     }
 }

@@ -339,6 +339,26 @@ pub fn sql_i64(tables: impl Into<TableRoot>, sql: &str) -> i64 {
     })
 }
 
+/// Runs a SQL query over the tables; its rows as JSON objects.
+pub fn sql_json(tables: impl Into<TableRoot>, sql: &str) -> Vec<serde_json::Value> {
+    let tables = tables.into();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = switchyard_analysis::catalog::open(&tables).await.unwrap();
+        let batches = switchyard_analysis::catalog::query(&ctx, sql).await.unwrap();
+        let mut w = arrow::json::ArrayWriter::new(Vec::new());
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = w.into_inner();
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_slice(&bytes).unwrap()
+    })
+}
+
 /// A copy of the committed model registry (`pipelines/models`) at `dest`.
 pub fn copy_registry(dest: &Path) {
     let ok = Command::new("cp")

@@ -1,15 +1,22 @@
-"""Produces the same card transactions three ways with the reference client
-(confluent-kafka and its Schema Registry serializers): as plain JSON, as Avro
-and as JSON Schema in the Confluent wire format, registering the schemas in
-a real registry (TopicNameStrategy). Half-way through the Avro topic the
-writer schema evolves: fields reordered, one removed, one added with a
-default, so the stream carries two schema ids.
+"""Produces the same card transactions four ways with the reference client
+(confluent-kafka and its Schema Registry serializers): as plain JSON, as Avro,
+as Protobuf and as JSON Schema in the Confluent wire format, registering the
+schemas in a real registry (TopicNameStrategy). Half-way through the Avro
+topic the writer schema evolves: fields reordered, one removed, one added with
+a default, so the stream carries two schema ids.
+
+The Protobuf message is the second one of its file (message index [1]); its
+`country` and `distance_km` sit in a nested `Geo` message defined in another
+file, which the serializer registers as a schema reference; `card_present`
+is a `google.protobuf.BoolValue` and `channel` an enum.
 
 With --bad, three records that must go to the DLQ follow on the Avro topic:
 one without the magic byte, one naming a schema id the registry does not
-have, and one whose bytes are cut short under a real id.
+have, and one whose bytes are cut short under a real id; and one on the
+Protobuf topic whose message index names no message.
 
-Prints {"avro_ids": [v1, v2], "json_schema_id": id} on stdout.
+Prints {"avro_ids": [v1, v2], "protobuf_id": id, "json_schema_id": id} on
+stdout.
 """
 
 import argparse
@@ -21,6 +28,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry import topic_subject_name_strategy
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 # (name, Avro type, JSON Schema type, required) of the fraud pipeline's events.
@@ -79,6 +88,73 @@ def json_schema():
     )
 
 
+def proto_class():
+    """The CardTxn message class, built from descriptors (no protoc here)."""
+    F = descriptor_pb2.FieldDescriptorProto
+    scalar = {"string": F.TYPE_STRING, "double": F.TYPE_DOUBLE, "int": F.TYPE_INT32, "long": F.TYPE_INT64}
+
+    def field(msg, name, number, ty, optional=False, type_name=None):
+        f = msg.field.add(name=name, number=number, type=ty, label=F.LABEL_OPTIONAL)
+        if type_name:
+            f.type_name = type_name
+        if optional:
+            f.proto3_optional = True
+            f.oneof_index = len(msg.oneof_decl)
+            msg.oneof_decl.add(name="_" + name)
+
+    geo = descriptor_pb2.FileDescriptorProto(
+        name="switchyard/test/geo.proto", package="switchyard.test.geo", syntax="proto3"
+    )
+    g = geo.message_type.add(name="Geo")
+    field(g, "country", 1, F.TYPE_STRING, optional=True)
+    field(g, "distance_km", 2, F.TYPE_DOUBLE, optional=True)
+
+    main = descriptor_pb2.FileDescriptorProto(
+        name="switchyard/test/card_txn.proto", package="switchyard.test", syntax="proto3"
+    )
+    main.dependency.extend(["switchyard/test/geo.proto", "google/protobuf/wrappers.proto"])
+    header = main.message_type.add(name="Header")
+    field(header, "source", 1, F.TYPE_STRING)
+    m = main.message_type.add(name="CardTxn")
+    channel = m.enum_type.add(name="Channel")
+    for i, v in enumerate(["pos", "web", "app"]):
+        channel.value.add(name=v, number=i)
+    number = 0
+    for name, avro_ty, _, required in FIELDS:
+        number += 1
+        if name == "card_present":
+            field(m, name, number, F.TYPE_MESSAGE, type_name=".google.protobuf.BoolValue")
+        elif name == "channel":
+            field(m, name, number, F.TYPE_ENUM, type_name=".switchyard.test.CardTxn.Channel")
+        elif name == "country":
+            field(m, "geo", number, F.TYPE_MESSAGE, type_name=".switchyard.test.geo.Geo")
+        elif name == "distance_km":
+            number -= 1
+        else:
+            field(m, name, number, scalar[avro_ty], optional=not required)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(geo)
+    pool.Add(main)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("switchyard.test.CardTxn"))
+
+
+def to_proto(cls, event):
+    msg = cls()
+    for name, value in typed(event).items():
+        if value is None:
+            continue
+        if name == "card_present":
+            msg.card_present.value = value
+        elif name == "channel":
+            msg.channel = ["pos", "web", "app"].index(value)
+        elif name in ("country", "distance_km"):
+            setattr(msg.geo, name, value)
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
 def typed(event):
     """The event with integer fields as ints (JSON may write 3.0)."""
     out = {}
@@ -99,6 +175,7 @@ def main():
     ap.add_argument("--events", required=True, help="JSON Lines, one event per line")
     ap.add_argument("--json-topic")
     ap.add_argument("--avro-topic")
+    ap.add_argument("--protobuf-topic")
     ap.add_argument("--json-schema-topic")
     ap.add_argument("--bad", action="store_true")
     ap.add_argument("--user-info", help="USER:PASSWORD for the registry's basic auth")
@@ -141,6 +218,20 @@ def main():
             send(a.avro_topic, "bad-unframed", b'{"txn_id": "bad-unframed", "amount": 1, "hour": 1}')
             send(a.avro_topic, "bad-unknown-id", b"\x00" + (999_999).to_bytes(4, "big") + last_v1[5:])
             send(a.avro_topic, "bad-cut", last_v1[: len(last_v1) // 2])
+
+    if a.protobuf_topic:
+        cls = proto_class()
+        ser = ProtobufSerializer(cls, client, conf=STRATEGY)
+        ctx = SerializationContext(a.protobuf_topic, MessageField.VALUE)
+        value = None
+        for e in events:
+            value = ser(to_proto(cls, e), ctx)
+            send(a.protobuf_topic, e["txn_id"], value)
+        out["protobuf_id"] = client.get_latest_version(f"{a.protobuf_topic}-value").schema_id
+        if a.bad:
+            # Message index [7]: count 1, index 7, as zig-zag varints.
+            assert value[5:7] == b"\x02\x02", "CardTxn is message [1]"
+            send(a.protobuf_topic, "bad-index", value[:5] + b"\x02\x0e" + value[7:])
 
     if a.json_schema_topic:
         ser = JSONSerializer(json_schema(), client, conf=STRATEGY)

@@ -1,4 +1,5 @@
-//! Files by glob: Parquet, JSON Lines and CSV, local or on object storage
+//! Files by glob: Parquet, JSON Lines, CSV and Avro container files, local or
+//! on object storage
 //! (`s3://`, `gs://`, `az://`, `file://`, through the `object_store` crate).
 
 use std::collections::BTreeMap;
@@ -30,8 +31,8 @@ pub struct FilesConfig {
     /// (relative to the manifest's folder) or URLs `s3://bucket/key`,
     /// `gs://bucket/key`, `az://container/key`, `file:///abs/path`.
     pub paths: Vec<String>,
-    /// `parquet`, `jsonl` or `csv`; by default from each file's extension
-    /// (`.parquet`, `.jsonl`/`.ndjson`/`.json`, `.csv`).
+    /// `parquet`, `jsonl`, `csv` or `avro`; by default from each file's
+    /// extension (`.parquet`, `.jsonl`/`.ndjson`/`.json`, `.csv`, `.avro`).
     #[serde(default)]
     pub format: Option<FileFormat>,
     /// Object store settings, e.g. `aws_endpoint`, `aws_region`,
@@ -63,6 +64,11 @@ pub enum FileFormat {
     Jsonl,
     /// Comma-separated values with a header row naming the schema's fields.
     Csv,
+    /// An Avro object container file (its writer schema in its header;
+    /// null, deflate, snappy or zstandard blocks); each record becomes one
+    /// event, its fields found by name (and `from` paths) and mapped as
+    /// registry-framed Avro values are.
+    Avro,
 }
 
 impl FileFormat {
@@ -74,6 +80,8 @@ impl FileFormat {
             Some(FileFormat::Jsonl)
         } else if name.ends_with(".csv") {
             Some(FileFormat::Csv)
+        } else if name.ends_with(".avro") {
+            Some(FileFormat::Avro)
         } else {
             None
         }
@@ -460,6 +468,14 @@ fn count_rows(cfg: &FilesConfig, f: &File, handle: &tokio::runtime::Handle) -> R
             // A last line without its newline is a record too.
             Ok(lines + u64::from(last != b'\n'))
         }
+        FileFormat::Avro => {
+            let mut n = 0;
+            for v in avro_reader(f, handle)? {
+                v.map_err(|e| avro_err(f, n, &e))?;
+                n += 1;
+            }
+            Ok(n)
+        }
         FileFormat::Csv => {
             let mut rdr = csv_reader(cfg, open_read(f, handle)?);
             let mut rec = csv::ByteRecord::new();
@@ -474,6 +490,18 @@ fn count_rows(cfg: &FilesConfig, f: &File, handle: &tokio::runtime::Handle) -> R
             }
         }
     }
+}
+
+fn avro_reader<'h>(
+    f: &File,
+    handle: &'h tokio::runtime::Handle,
+) -> Result<apache_avro::Reader<'static, Box<dyn Read + 'h>>> {
+    apache_avro::Reader::new(open_read(f, handle)?)
+        .map_err(|e| Error::Source(format!("{}: not a readable Avro container file: {e}", f.input.source)))
+}
+
+fn avro_err(f: &File, row: u64, e: &apache_avro::Error) -> Error {
+    Error::Source(format!("{}: record {row}: {e}", f.input.source))
 }
 
 fn csv_reader<R: Read>(cfg: &FilesConfig, r: R) -> csv::Reader<R> {
@@ -507,6 +535,7 @@ impl FilesReader {
                 FileFormat::Parquet => self.parquet(f, skip, handle, tx),
                 FileFormat::Jsonl => self.jsonl(f, skip, handle, tx),
                 FileFormat::Csv => self.csv(f, skip, handle, tx),
+                FileFormat::Avro => self.avro(f, skip, handle, tx),
             };
             match read {
                 Ok(true) => {}
@@ -573,6 +602,29 @@ impl FilesReader {
                 }
             }
             offset += 1;
+        }
+        Ok(send(tx, &mut chunk))
+    }
+
+    /// Records of an Avro container file, as JSON objects of the schema's
+    /// fields (see [`AvroWriter::to_json`](crate::registry::AvroWriter::to_json)).
+    fn avro(&self, f: &File, skip: i64, handle: &tokio::runtime::Handle, tx: &Tx) -> Result<bool> {
+        let reader = avro_reader(f, handle)?;
+        let writer = crate::registry::writer_of(reader.writer_schema().clone(), Vec::new(), &self.schema)
+            .map_err(|e| Error::Source(format!("{}: its writer schema cannot be read: {e}", f.input.source)))?;
+        let mut chunk = Vec::with_capacity(self.chunk);
+        for (offset, value) in (0i64..).zip(reader) {
+            // A block that does not decode ends the file: its records and
+            // those after it cannot be told apart.
+            let value = value.map_err(|e| avro_err(f, offset as u64, &e))?;
+            if offset >= skip {
+                let json = serde_json::to_vec(&writer.to_json(&value, &self.schema))
+                    .map_err(|e| Error::Source(format!("{}: record {offset}: {e}", f.input.source)))?;
+                chunk.push(Self::record(f, offset, json));
+                if chunk.len() >= self.chunk && !send(tx, &mut chunk) {
+                    return Ok(false);
+                }
+            }
         }
         Ok(send(tx, &mut chunk))
     }
@@ -772,7 +824,88 @@ mod tests {
         assert_eq!(FileFormat::of("/d/a.JSONL"), Some(FileFormat::Jsonl));
         assert_eq!(FileFormat::of("a.ndjson"), Some(FileFormat::Jsonl));
         assert_eq!(FileFormat::of("a.csv"), Some(FileFormat::Csv));
+        assert_eq!(FileFormat::of("gs://b/part-0.avro"), Some(FileFormat::Avro));
         assert_eq!(FileFormat::of("a.txt"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn avro_container_files_are_counted_read_by_the_type_rules_and_resumed() {
+        use apache_avro::types::{Record, Value as Avro};
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "n", "type": ["null", "long"], "default": null},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "inner", "type": {"type": "record", "name": "I", "fields": [{"name": "x", "type": "double"}]}},
+            {"name": "extra", "type": "string", "default": ""}
+        ]}"#;
+        let writer_schema = apache_avro::Schema::parse_str(text).unwrap();
+        for codec in
+            [apache_avro::Codec::Null, apache_avro::Codec::Deflate(Default::default()), apache_avro::Codec::Snappy]
+        {
+            let mut w = apache_avro::Writer::with_codec(&writer_schema, Vec::new(), codec);
+            for i in 0..5i64 {
+                let mut r = Record::new(&writer_schema).unwrap();
+                r.put("id", format!("r{i}"));
+                r.put(
+                    "n",
+                    if i == 3 { Avro::Union(0, Box::new(Avro::Null)) } else { Avro::Union(1, Box::new(Avro::Long(i))) },
+                );
+                r.put("at", Avro::TimestampMicros(1_000_000 * i + 999));
+                r.put("inner", Avro::Record(vec![("x".into(), Avro::Double(i as f64 / 2.0))]));
+                r.put("extra", "e");
+                w.append(r).unwrap();
+                // Several blocks per file.
+                w.flush().unwrap();
+            }
+            let name = format!("{codec:?}").chars().take_while(|c| c.is_alphanumeric()).collect::<String>();
+            std::fs::write(dir.path().join(format!("{name}.avro")), w.into_inner().unwrap()).unwrap();
+        }
+        std::fs::write(dir.path().join("zz-broken.avro"), b"Obj\x01 not really").unwrap();
+        let schema: Arc<EventSchema> = Arc::new(
+            serde_yaml::from_str(
+                "{id: t, version: 1, fields: [{name: id, type: string}, {name: n, type: int}, \
+                 {name: at, type: timestamp}, {name: x, type: float, from: inner.x}]}",
+            )
+            .unwrap(),
+        );
+        let cfg: super::super::BoundedConfig =
+            serde_yaml::from_str("{type: files, paths: [\"[DNS]*.avro\"], chunk_size: 2}").unwrap();
+        let mut inputs = cfg.list_inputs(dir.path()).await.unwrap();
+        assert_eq!(inputs.len(), 3);
+        cfg.count(&mut inputs).await.unwrap();
+        assert!(inputs.iter().all(|i| i.end == Some(5)), "{inputs:?}");
+        let mut done = Done::new();
+        done.insert((inputs[0].source.clone(), 0), 2);
+        let mut src = cfg.open(inputs.clone(), &done, schema.clone(), 2).unwrap();
+        let mut all = Vec::new();
+        while let Some(c) = src.next_chunk().await {
+            all.extend(c.unwrap());
+        }
+        assert_eq!(all.len(), 2 + 5 + 5, "the first file resumes after row 2");
+        assert_eq!(all[0].offset, 3);
+        let json: serde_json::Value = serde_json::from_slice(all[0].payload.as_deref().unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"id": "r3", "at": 3_000, "inner": {"x": 1.5}}), "null n left out");
+        let json: serde_json::Value = serde_json::from_slice(all[4].payload.as_deref().unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"id": "r2", "n": 2, "at": 2_000, "inner": {"x": 1.0}}));
+        // Decoded as any JSON record is, `from` paths included.
+        let d = crate::Decoder::new(schema.clone(), Default::default());
+        let ev = d.decode(&all[4]).unwrap();
+        assert_eq!(ev.values[3], switchyard_schemas::Value::Float(1.0));
+
+        // A strict schema sees the writer's unknown field; a file that is not
+        // Avro is an error naming it.
+        let mut strict = (*schema).clone();
+        strict.reject_unknown_fields = true;
+        let mut src = cfg.open(inputs[1..2].to_vec(), &Done::new(), Arc::new(strict.clone()), 2).unwrap();
+        let first = src.next_chunk().await.unwrap().unwrap();
+        let e = crate::Decoder::new(Arc::new(strict), Default::default()).decode(&first[0]).unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{}", e.message);
+        let broken: super::super::BoundedConfig =
+            serde_yaml::from_str("{type: files, paths: [\"zz-*.avro\"]}").unwrap();
+        let mut inputs = broken.list_inputs(dir.path()).await.unwrap();
+        let e = broken.count(&mut inputs).await.unwrap_err().to_string();
+        assert!(e.contains("zz-broken.avro: not a readable Avro container file"), "{e}");
     }
 
     #[test]

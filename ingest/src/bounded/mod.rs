@@ -31,7 +31,8 @@ use crate::Result;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BoundedConfig {
-    /// Parquet, JSON Lines or CSV files by glob, local or on object storage.
+    /// Parquet, JSON Lines, CSV or Avro container files by glob, local or on
+    /// object storage.
     Files(FilesConfig),
     /// A Kafka topic between offsets or timestamps, per partition.
     Kafka(KafkaRangeConfig),

@@ -1,62 +1,15 @@
-//! Records in the Confluent Schema Registry wire format: a zero byte, the
-//! writer's schema id (4 bytes, big-endian), then the value encoded with
-//! that schema. Each id's schema is fetched once from the registry and
-//! cached; [`Registry::resolve`] fetches a chunk's new ids before the chunk
-//! is decoded, so decoding itself never waits on the network.
-
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+//! Avro values: a writer schema (with the schemas it references), where
+//! each pipeline field is in its records, and the mapping of Avro types to
+//! the pipeline's.
 
 use apache_avro::schema::{ResolvedSchema, Schema as AvroSchema};
 use apache_avro::types::Value as Avro;
-use serde::Deserialize;
-use switchyard_schemas::{ErrorClass, EventSchema, FieldType, InputFormat, RawRecord, RegistryConfig, Secret, Value};
+use switchyard_schemas::{ErrorClass, EventSchema, FieldType, Value};
 
-use crate::{Error, Result};
+use super::values::{rfc3339_ms, subject_note, top_names, type_name, unscaled, whole, DecodeFailure};
 
-/// The first byte of every framed value.
-const MAGIC: u8 = 0;
-/// Magic byte and schema id.
-const HEADER: usize = 5;
-/// Longest pause between two tries of an unreachable registry.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The most one Avro value in a record may allocate.
 const MAX_ALLOCATION: usize = 64 << 20;
-/// How deep schema references may nest.
-const MAX_REFERENCE_DEPTH: usize = 8;
-
-/// The schema id of a framed value, and the encoded value after the header;
-/// `None` when `payload` is not framed.
-pub fn frame(payload: &[u8]) -> Option<(u32, &[u8])> {
-    if payload.len() < HEADER || payload[0] != MAGIC {
-        return None;
-    }
-    let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
-    Some((id, &payload[HEADER..]))
-}
-
-enum Auth {
-    None,
-    Basic(String, Secret),
-    Bearer(Secret),
-}
-
-/// What the registry said about one schema id.
-#[derive(Debug)]
-pub enum Writer {
-    /// An Avro schema, with where each pipeline field is in its records.
-    Avro(Box<AvroWriter>),
-    /// A JSON Schema: values are JSON documents, mapped as `json` ones are.
-    Json {
-        /// The subject it is registered under, where the registry says.
-        subject: Option<String>,
-    },
-    /// The id is not in the registry, or its schema cannot be read as the
-    /// pipeline's format: records that name it go to the DLQ.
-    Missing(String),
-}
 
 /// A writer's Avro schema and the pipeline's fields in it.
 #[derive(Debug)]
@@ -72,284 +25,6 @@ pub struct AvroWriter {
     unknown: Option<String>,
 }
 
-/// The writer schemas of a pipeline's records, by id.
-pub struct Registry {
-    http: reqwest::Client,
-    base: String,
-    auth: Auth,
-    format: InputFormat,
-    event: Arc<EventSchema>,
-    cache: RwLock<HashMap<u32, Arc<Writer>>>,
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.base).field("format", &self.format).finish()
-    }
-}
-
-#[derive(Deserialize)]
-struct SchemaAnswer {
-    schema: String,
-    #[serde(default, rename = "schemaType")]
-    schema_type: Option<String>,
-    #[serde(default)]
-    references: Vec<Reference>,
-}
-
-#[derive(Deserialize)]
-struct Reference {
-    subject: String,
-    version: i64,
-}
-
-#[derive(Deserialize)]
-struct SubjectVersion {
-    subject: String,
-}
-
-/// Why a request did not give a schema.
-enum Failure {
-    /// The registry answered that it does not have it (404): permanent.
-    NotFound(String),
-    /// No usable answer (unreachable, 5xx, refused login): try again.
-    Unavailable(String),
-}
-
-impl Registry {
-    /// A client for the registry of `event` (its `format` and `registry`);
-    /// secrets are read now, relative to `base`.
-    pub fn new(event: Arc<EventSchema>, base: &Path) -> Result<Self> {
-        let cfg: &RegistryConfig = event
-            .registry
-            .as_ref()
-            .ok_or_else(|| Error::Registry(format!("format `{}` needs `schema.registry`", event.format.as_str())))?;
-        let secret = |s: &switchyard_schemas::SecretSource, what: &str| {
-            s.load(base).map_err(|e| Error::Registry(format!("schema.registry.{what}: {e}")))
-        };
-        let auth = match (&cfg.username, &cfg.password, &cfg.bearer_token) {
-            (Some(u), Some(p), _) => Auth::Basic(u.clone(), secret(p, "password")?),
-            (_, _, Some(t)) => Auth::Bearer(secret(t, "bearer_token")?),
-            _ => Auth::None,
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
-            .build()
-            .map_err(|e| Error::Registry(format!("schema registry client: {e}")))?;
-        Ok(Self {
-            http,
-            base: cfg.url.trim_end_matches('/').to_string(),
-            auth,
-            format: event.format,
-            event: event.clone(),
-            cache: RwLock::new(HashMap::new()),
-        })
-    }
-
-    /// The registry's base URL.
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.get(format!("{}{path}", self.base)).header("Accept", "application/json");
-        match &self.auth {
-            Auth::None => req,
-            Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
-            Auth::Bearer(t) => req.bearer_auth(t.expose()),
-        }
-    }
-
-    /// Asks the registry for its subjects: fails at start-up, naming the
-    /// URL and the cause, when it cannot be reached or refuses the login.
-    pub async fn check(&self) -> Result<()> {
-        let answer = self.get("/subjects").send().await.map_err(|e| {
-            Error::Registry(format!("the Schema Registry at {} cannot be reached: {}", self.base, chain(&e)))
-        })?;
-        let status = answer.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let hint = match status.as_u16() {
-            401 | 403 => " (check `schema.registry` username/password or bearer_token)",
-            404 => " (is the URL the base of the Confluent-compatible API?)",
-            _ => "",
-        };
-        Err(Error::Registry(format!("the Schema Registry at {} answered {status}{hint}", self.base)))
-    }
-
-    /// The writer of schema `id`, when fetched already.
-    pub fn writer(&self, id: u32) -> Option<Arc<Writer>> {
-        self.cache.read().ok()?.get(&id).cloned()
-    }
-
-    /// Fetches the schemas of `chunk`'s framed records that are not cached
-    /// yet. An unknown id (404) or an unreadable schema is cached as
-    /// [`Writer::Missing`] (its records go to the DLQ). While the registry
-    /// cannot answer, this keeps trying with backoff, saying so: the
-    /// records wait (and the consumer pauses behind them) rather than go to
-    /// the DLQ for a fault that is not theirs.
-    pub async fn resolve(&self, chunk: &[RawRecord]) {
-        let mut wanted: Vec<u32> = Vec::new();
-        {
-            let Ok(cache) = self.cache.read() else { return };
-            let mut seen = HashSet::new();
-            for r in chunk {
-                if let Some((id, _)) = r.payload.as_deref().and_then(frame) {
-                    if !cache.contains_key(&id) && seen.insert(id) {
-                        wanted.push(id);
-                    }
-                }
-            }
-        }
-        for id in wanted {
-            let writer = self.fetch_until_answered(id).await;
-            if let Writer::Missing(why) = &writer {
-                tracing::warn!(schema_id = id, "{why}; its records go to the DLQ");
-            } else {
-                tracing::info!(schema_id = id, registry = %self.base, "writer schema fetched");
-            }
-            if let Ok(mut cache) = self.cache.write() {
-                cache.insert(id, Arc::new(writer));
-            }
-        }
-    }
-
-    async fn fetch_until_answered(&self, id: u32) -> Writer {
-        let mut backoff = Duration::from_millis(200);
-        let mut tries = 0u32;
-        loop {
-            match self.fetch(id).await {
-                Ok(w) => return w,
-                Err(Failure::NotFound(why)) => return Writer::Missing(why),
-                Err(Failure::Unavailable(why)) => {
-                    tries += 1;
-                    tracing::warn!(
-                        schema_id = id,
-                        tries,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "{why}; the records that need this schema wait"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    }
-
-    async fn answer<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, Failure> {
-        let resp = self.get(path).send().await.map_err(|e| {
-            Failure::Unavailable(format!("the Schema Registry at {} cannot be reached: {}", self.base, chain(&e)))
-        })?;
-        let status = resp.status();
-        if status.as_u16() == 404 {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Failure::NotFound(format!(
-                "{what} is not in the Schema Registry at {} (404: {})",
-                self.base,
-                body.chars().take(200).collect::<String>()
-            )));
-        }
-        if !status.is_success() {
-            return Err(Failure::Unavailable(format!(
-                "the Schema Registry at {} answered {status} for {what}",
-                self.base
-            )));
-        }
-        let unreadable = |e: &dyn std::fmt::Display| {
-            Failure::Unavailable(format!(
-                "the Schema Registry at {} sent an unreadable answer for {what}: {e}",
-                self.base
-            ))
-        };
-        let body = resp.bytes().await.map_err(|e| unreadable(&e))?;
-        serde_json::from_slice(&body).map_err(|e| unreadable(&e))
-    }
-
-    async fn fetch(&self, id: u32) -> Result<Writer, Failure> {
-        let answer: SchemaAnswer = self.answer(&format!("/schemas/ids/{id}"), &format!("schema id {id}")).await?;
-        // Best effort: the subject only makes DLQ messages clearer.
-        let subject = self
-            .answer::<Vec<SubjectVersion>>(&format!("/schemas/ids/{id}/versions"), "its subjects")
-            .await
-            .ok()
-            .and_then(|v| v.into_iter().next().map(|s| s.subject));
-        let kind = answer.schema_type.as_deref().unwrap_or("AVRO").to_ascii_uppercase();
-        let wanted = match self.format {
-            InputFormat::Avro => "AVRO",
-            InputFormat::JsonSchema => "JSON",
-            InputFormat::Json => return Ok(Writer::Missing("the pipeline does not read a registry format".into())),
-        };
-        if kind != wanted {
-            return Ok(Writer::Missing(format!(
-                "schema id {id}{} is a {kind} schema, and the pipeline reads `{}`",
-                subject_note(subject.as_deref()),
-                self.format.as_str()
-            )));
-        }
-        if self.format == InputFormat::JsonSchema {
-            return Ok(Writer::Json { subject });
-        }
-        let mut references = Vec::new();
-        self.referenced(&answer.references, 0, &mut references).await?;
-        match avro_writer(&answer.schema, &references, &self.event) {
-            Ok(mut w) => {
-                w.subject = subject;
-                Ok(Writer::Avro(Box::new(w)))
-            }
-            Err(e) => Ok(Writer::Missing(format!(
-                "schema id {id}{} is not a readable Avro record schema: {e}",
-                subject_note(subject.as_deref())
-            ))),
-        }
-    }
-
-    /// The schema texts of `refs` and of what they reference in turn,
-    /// dependencies first.
-    async fn referenced(&self, refs: &[Reference], depth: usize, out: &mut Vec<String>) -> Result<(), Failure> {
-        if depth > MAX_REFERENCE_DEPTH && !refs.is_empty() {
-            return Err(Failure::NotFound("schema references nest too deep".into()));
-        }
-        for r in refs {
-            let version = if r.version < 0 { "latest".to_string() } else { r.version.to_string() };
-            let path = format!("/subjects/{}/versions/{version}", urlencode(&r.subject));
-            let what = format!("referenced schema {} version {version}", r.subject);
-            let answer: SchemaAnswer = self.answer(&path, &what).await?;
-            Box::pin(self.referenced(&answer.references, depth + 1, out)).await?;
-            if !out.contains(&answer.schema) {
-                out.push(answer.schema);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// ` (subject S)` where the subject is known.
-pub fn subject_note(subject: Option<&str>) -> String {
-    subject.map(|s| format!(" (subject {s})")).unwrap_or_default()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// An error with its causes, one after the other.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
-
 /// Parses an Avro writer schema (with the schemas it references) and finds
 /// each of `event`'s fields in it.
 pub fn avro_writer(text: &str, references: &[String], event: &EventSchema) -> Result<AvroWriter, String> {
@@ -361,6 +36,13 @@ pub fn avro_writer(text: &str, references: &[String], event: &EventSchema) -> Re
     } else {
         AvroSchema::parse_str_with_list(text, references).map_err(|e| e.to_string())?
     };
+    writer_of(schema, references, event)
+}
+
+/// Finds each of `event`'s fields in a parsed writer schema (`references`:
+/// the schemas it uses, dependencies first).
+pub fn writer_of(schema: AvroSchema, references: Vec<AvroSchema>, event: &EventSchema) -> Result<AvroWriter, String> {
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
     // Dependencies first: each is resolved against those before it.
     let mut all: Vec<&AvroSchema> = references.iter().collect();
     all.push(&schema);
@@ -395,7 +77,7 @@ pub fn avro_writer(text: &str, references: &[String], event: &EventSchema) -> Re
         }
         paths.push(found.then(|| (steps, decimal_scale(&at, &deref))));
     }
-    let known: HashSet<&str> = event.fields.iter().map(|f| f.path()[0]).collect();
+    let known = top_names(event);
     let unknown = if event.reject_unknown_fields {
         record.fields.iter().find(|rf| !known.contains(rf.name.as_str())).map(|rf| rf.name.clone())
     } else {
@@ -431,9 +113,44 @@ fn decimal_scale(s: &AvroSchema, deref: &impl Fn(&AvroSchema) -> Option<AvroSche
     }
 }
 
-/// A record that failed to decode: its DLQ class (`undecodable`,
-/// `unknown_field`, `wrong_type`) and message.
-pub type DecodeFailure = (ErrorClass, String);
+impl AvroWriter {
+    /// A record read from an Avro container file as the JSON object the
+    /// pipeline's JSON decoder reads: each pipeline field's value at its
+    /// path, mapped by the type rules (a value that cannot be mapped is kept
+    /// as plain JSON, so validation names the field and its type), and the
+    /// writer's first unknown top-level field (null) when the schema rejects
+    /// unknown fields.
+    pub fn to_json(&self, value: &Avro, event: &EventSchema) -> serde_json::Value {
+        use serde_json::Value as J;
+        let mut root = serde_json::Map::new();
+        if let Some(u) = &self.unknown {
+            root.insert(u.clone(), J::Null);
+        }
+        for (spec, path) in event.fields.iter().zip(&self.paths) {
+            let Some((steps, scale)) = path else { continue };
+            let Some(v) = walk(value, steps) else { continue };
+            let json = match convert(v, spec.ty, *scale) {
+                Some(Value::Null) => continue,
+                Some(Value::Str(s)) => J::String(s),
+                Some(Value::Int(i)) => J::from(i),
+                Some(Value::Float(f)) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+                Some(Value::Bool(b)) => J::Bool(b),
+                None => J::try_from(v.clone()).unwrap_or_else(|_| J::String(kind(v).to_string())),
+            };
+            let parts = spec.path();
+            let mut at = &mut root;
+            for part in &parts[..parts.len() - 1] {
+                let next = at.entry(part.to_string()).or_insert_with(|| J::Object(Default::default()));
+                if !next.is_object() {
+                    *next = J::Object(Default::default());
+                }
+                at = next.as_object_mut().expect("an object was just put here");
+            }
+            at.insert(parts[parts.len() - 1].to_string(), json);
+        }
+        J::Object(root)
+    }
+}
 
 impl AvroWriter {
     /// Decodes `datum` into the pipeline's field values (null where this
@@ -549,39 +266,10 @@ pub fn convert(v: &Avro, ty: FieldType, scale: Option<usize>) -> Option<Value> {
     })
 }
 
-/// `f` as an integer when it is one: 3.0 is an integer written as a float
-/// by many producers; 3.5 is not, nor is a float too large to be exact.
-pub(crate) fn whole(f: f64) -> Option<i64> {
-    (f.fract() == 0.0 && f.abs() <= 9.0e15).then_some(f as i64)
-}
-
-/// Milliseconds since the epoch of an RFC 3339 timestamp.
-pub(crate) fn rfc3339_ms(s: &str) -> Option<i64> {
-    Some(chrono::DateTime::parse_from_rfc3339(s).ok()?.timestamp_millis())
-}
-
-/// A decimal's value: its unscaled big-endian two's-complement bytes over
-/// 10^scale.
+/// An Avro decimal's value.
 fn decimal(d: &apache_avro::Decimal, scale: usize) -> Option<f64> {
     let bytes: Vec<u8> = d.try_into().ok()?;
-    if bytes.is_empty() || bytes.len() > 16 {
-        return None;
-    }
-    let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0 };
-    let mut be = [fill; 16];
-    be[16 - bytes.len()..].copy_from_slice(&bytes);
-    Some(i128::from_be_bytes(be) as f64 / 10f64.powi(i32::try_from(scale).ok()?))
-}
-
-/// The pipeline's name of a field type, for messages.
-pub(crate) fn type_name(ty: FieldType) -> &'static str {
-    match ty {
-        FieldType::String => "string",
-        FieldType::Int => "integer",
-        FieldType::Float => "number",
-        FieldType::Bool => "boolean",
-        FieldType::Timestamp => "timestamp (epoch ms or RFC 3339)",
-    }
+    unscaled(&bytes, scale)
 }
 
 /// The Avro type of `v`, for messages.
@@ -616,40 +304,12 @@ fn kind(v: &Avro) -> &'static str {
 }
 
 #[cfg(test)]
-impl Registry {
-    /// Puts `writer` in the cache under `id`, as a fetch would.
-    pub(crate) fn insert(&self, id: u32, writer: Writer) {
-        self.cache.write().unwrap().insert(id, Arc::new(writer));
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use apache_avro::types::Record;
     use proptest::prelude::*;
-    use switchyard_schemas::FieldSpec;
 
-    fn event(fields: &[(&str, FieldType, Option<&str>)], reject_unknown: bool) -> EventSchema {
-        EventSchema {
-            id: "t".into(),
-            version: 1,
-            key_field: None,
-            reject_unknown_fields: reject_unknown,
-            fields: fields
-                .iter()
-                .map(|(name, ty, from)| FieldSpec {
-                    name: name.to_string(),
-                    ty: *ty,
-                    required: false,
-                    sensitivity: None,
-                    from: from.map(str::to_string),
-                })
-                .collect(),
-            format: InputFormat::Avro,
-            registry: None,
-        }
-    }
+    use crate::registry::values::test_event as event;
 
     const TXN: &str = r#"{
       "type": "record", "name": "Txn", "namespace": "test",
@@ -689,14 +349,6 @@ mod tests {
         let mut r = Record::new(schema).unwrap();
         fill(&mut r);
         apache_avro::to_avro_datum(schema, r).unwrap()
-    }
-
-    #[test]
-    fn frame_reads_the_magic_byte_and_the_big_endian_id() {
-        assert_eq!(frame(&[0, 0, 0, 1, 2, 9, 9]), Some((258, &[9u8, 9][..])));
-        assert_eq!(frame(&[1, 0, 0, 1, 2, 9]), None, "another magic byte");
-        assert_eq!(frame(&[0, 0, 0, 1]), None, "too short for an id");
-        assert_eq!(frame(b"{\"a\":1}"), None, "plain JSON");
     }
 
     #[test]
