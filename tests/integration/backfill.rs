@@ -401,3 +401,61 @@ fn ctrl_c_stops_a_backfill_cleanly_and_the_same_command_resumes_it() {
     let n = sql_i64(&out, "SELECT count(*) FROM predictions") + sql_i64(&out, "SELECT count(*) FROM dlq");
     assert_eq!(n, rows as i64, "nothing lost or repeated across the stop");
 }
+
+#[test]
+fn an_avro_container_file_scores_as_the_same_events_in_json_lines_even_for_a_registry_format_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let jsonl = input.join("events.jsonl");
+    run_ok(&["generate", "--events", "3000", "--out", jsonl.to_str().unwrap(), "--malformed-rate", "0"]);
+    let avro = input.join("events.avro");
+    let out = Command::new(python())
+        .arg(repo().join("tests/peers/avro_file.py"))
+        .args(["--events", jsonl.to_str().unwrap(), "--out", avro.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "avro_file.py: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The Avro backfill's pipeline reads `avro` from a registry on Kafka; a
+    // file's rows are read as the file's own format, so that registry (here
+    // one that does not exist) is never asked.
+    let pipeline = std::fs::read_to_string(repo().join("pipelines/fraud.yaml")).unwrap();
+    let from = "schema:\n  id: card_txn\n";
+    assert!(pipeline.contains(from));
+    let pipeline = pipeline
+        .replace(from, &format!("{from}  format: avro\n  registry: {{url: \"http://127.0.0.1:9/none\"}}\n"))
+        .replace("registry: models", &format!("registry: {}", repo().join("pipelines/models").display()))
+        .replace("path: ../data/tables", &format!("path: {}", dir.path().join("unused").display()));
+    let avro_pipeline = dir.path().join("fraud-avro.yaml");
+    std::fs::write(&avro_pipeline, pipeline).unwrap();
+
+    let mut tables = Vec::new();
+    for (name, path, pipeline) in
+        [("from-jsonl", &jsonl, repo().join("pipelines/fraud.yaml")), ("from-avro", &avro, avro_pipeline.clone())]
+    {
+        let t = dir.path().join(format!("tables-{name}"));
+        let manifest =
+            write_backfill(dir.path(), name, &format!("  type: files\n  paths: [\"{}\"]", path.display()), &t);
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let text =
+            text.replace(&repo().join("pipelines/fraud.yaml").display().to_string(), &pipeline.display().to_string());
+        std::fs::write(&manifest, text).unwrap();
+        let plan = plan_json(&manifest, &[]);
+        assert_eq!(plan["estimate"]["rows"], 3000, "{plan}");
+        let summary = run_json(dir.path(), &manifest, &[]);
+        assert_eq!(summary["state"], "finished", "{summary}");
+        assert_eq!(summary["dlq"], 0, "{summary}");
+        tables.push(t.join(format!("backfills/{name}")));
+    }
+    let rows = |t: &Path| {
+        sql_json(
+            t,
+            "SELECT key, score, label, route, rule_id, arrow_cast(features, 'Utf8') AS f, source_offset \
+             FROM predictions ORDER BY key",
+        )
+    };
+    let (json_rows, avro_rows) = (rows(&tables[0]), rows(&tables[1]));
+    assert_eq!(json_rows.len(), 3000);
+    assert_eq!(avro_rows, json_rows, "row for row, the same predictions and row numbers");
+}
