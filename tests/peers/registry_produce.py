@@ -193,7 +193,12 @@ def main():
     out = {}
 
     def send(topic, key, value):
-        producer.produce(topic, key=key.encode(), value=value)
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)  # the local queue is full: let it drain
         producer.poll(0)
 
     if a.json_topic:
