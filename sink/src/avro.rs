@@ -3,11 +3,7 @@
 //! JSON result's, lineage included, so a consumer reading either finds the
 //! same names.
 
-use apache_avro::types::Value as Avro;
-use apache_avro::Schema;
 use switchyard_schemas::Prediction;
-
-use crate::{Error, Result};
 
 /// The Avro schema of a result (`switchyard.Result`), as registered.
 pub const RESULT_SCHEMA: &str = r#"{
@@ -59,14 +55,12 @@ pub const RESULT_SCHEMA: &str = r#"{
 #[derive(Debug, Clone)]
 pub struct AvroResults {
     id: u32,
-    schema: Schema,
 }
 
 impl AvroResults {
     /// An encoder for the schema registered as `id`.
     pub fn new(id: u32) -> Self {
-        let schema = Schema::parse_str(RESULT_SCHEMA).expect("the result schema is valid Avro");
-        Self { id, schema }
+        Self { id }
     }
 
     /// The registry's id of the result schema.
@@ -74,8 +68,106 @@ impl AvroResults {
         self.id
     }
 
-    /// One result's value: magic byte, schema id, Avro datum.
-    pub fn encode(&self, p: &Prediction) -> Result<Vec<u8>> {
+    /// One result's value: magic byte, schema id, Avro datum. Written
+    /// field by field in [`RESULT_SCHEMA`]'s order (Avro's binary encoding:
+    /// zig-zag varints, length-prefixed strings, union branch indexes,
+    /// blocked arrays), without building a generic value first.
+    pub fn encode(&self, p: &Prediction) -> Vec<u8> {
+        let l = &p.lineage;
+        let mut w = Datum(Vec::with_capacity(512 + 4 * p.features.len()));
+        w.0.push(0);
+        w.0.extend_from_slice(&self.id.to_be_bytes());
+        w.str(&p.key);
+        w.optional(p.score, Datum::double);
+        w.optional(p.label, Datum::long);
+        w.optional(p.outputs.as_deref(), Datum::str);
+        if !p.features.is_empty() {
+            w.long(p.features.len() as i64);
+            for &f in &p.features {
+                w.0.extend_from_slice(&f.to_le_bytes());
+            }
+        }
+        w.long(0);
+        w.long(p.latency_us);
+        // lineage
+        w.str(&l.lineage_id);
+        w.str(&l.source.topic);
+        w.long(i64::from(l.source.partition));
+        w.long(l.source.offset);
+        w.optional(l.source.kafka_timestamp_ms, Datum::long);
+        w.long(l.source.ingest_time_us);
+        w.str(&l.pipeline);
+        w.str(&l.manifest_hash);
+        w.str(&l.schema_id);
+        w.long(i64::from(l.schema_version));
+        w.str(&l.preprocess_hash);
+        // lineage.route
+        w.str(&l.route.policy_version);
+        w.str(&l.route.rule_id);
+        w.str(&l.route.reason);
+        w.str(&l.route.route);
+        w.str(l.route.sensitivity.as_str());
+        w.str(&l.route.latency_tier);
+        // lineage.model
+        w.str(&l.model.name);
+        w.str(&l.model.version);
+        w.str(&l.model.sha256);
+        w.str(&l.model.provider);
+        w.str(&l.model.request_id);
+        w.0.push(u8::from(l.fallback));
+        w.0.push(u8::from(l.shadow));
+        w.str(&l.traceparent);
+        w.str(&l.run_id);
+        w.0
+    }
+}
+
+/// An Avro datum being written.
+struct Datum(Vec<u8>);
+
+impl Datum {
+    /// `long` and `int`: zig-zag, then a varint.
+    fn long(&mut self, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            self.0.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        self.0.push(z as u8);
+    }
+
+    fn double(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.long(s.len() as i64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// `["null", T]`: branch 0, or branch 1 and the value.
+    fn optional<T>(&mut self, v: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match v {
+            None => self.long(0),
+            Some(v) => {
+                self.long(1);
+                write(self, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::types::Value as Avro;
+    use apache_avro::Schema;
+    use switchyard_schemas::Lineage;
+
+    /// The same result built as a generic Avro value and encoded by
+    /// `apache-avro` against the schema: what [`AvroResults::encode`] must
+    /// write byte for byte.
+    fn reference(p: &Prediction) -> Vec<u8> {
         let s = |v: &str| Avro::String(v.to_string());
         let opt = |v: Option<Avro>| match v {
             None => Avro::Union(0, Box::new(Avro::Null)),
@@ -128,20 +220,8 @@ impl AvroResults {
             ("latency_us", Avro::Long(p.latency_us)),
             ("lineage", lineage),
         ]);
-        let mut out = Vec::with_capacity(256 + 4 * p.features.len());
-        out.push(0);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        let datum = apache_avro::to_avro_datum(&self.schema, value)
-            .map_err(|e| Error::Internal(format!("a result does not match the result schema: {e}")))?;
-        out.extend_from_slice(&datum);
-        Ok(out)
+        apache_avro::to_avro_datum(&Schema::parse_str(RESULT_SCHEMA).unwrap(), value).unwrap()
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use switchyard_schemas::Lineage;
 
     #[test]
     fn a_result_reads_back_under_its_schema_with_every_field() {
@@ -163,8 +243,9 @@ mod tests {
             lineage,
         };
         let enc = AvroResults::new(258);
-        let bytes = enc.encode(&p).unwrap();
+        let bytes = enc.encode(&p);
         assert_eq!(&bytes[..5], &[0, 0, 0, 1, 2], "magic byte and the big-endian id");
+        assert_eq!(&bytes[5..], reference(&p), "apache-avro's encoding of the same value");
         let schema = Schema::parse_str(RESULT_SCHEMA).unwrap();
         let back = apache_avro::from_avro_datum(&schema, &mut &bytes[5..], None).unwrap();
         let json = serde_json::Value::try_from(back).unwrap();
@@ -189,5 +270,19 @@ mod tests {
         };
         assert_eq!(keys(&json), keys(&plain));
         assert_eq!(keys(&json["lineage"]), keys(&plain["lineage"]));
+
+        // Empty features, no score, an enrichment's outputs, negative and
+        // large numbers.
+        let mut q = p.clone();
+        q.score = None;
+        q.label = None;
+        q.outputs = Some(r#"{"reply": "ok"}"#.into());
+        q.features.clear();
+        q.latency_us = -1;
+        q.lineage.source.offset = i64::MAX;
+        q.lineage.source.partition = -1;
+        q.lineage.source.kafka_timestamp_ms = None;
+        q.lineage.fallback = true;
+        assert_eq!(&enc.encode(&q)[5..], reference(&q));
     }
 }

@@ -216,7 +216,7 @@ impl KafkaSink {
         let mut pending = Vec::with_capacity(rows.len());
         for p in rows {
             let body = match &self.avro {
-                Some(avro) => avro.encode(p)?,
+                Some(avro) => avro.encode(p),
                 None => serde_json::to_vec(p)?,
             };
             let l = &p.lineage;

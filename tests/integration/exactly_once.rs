@@ -79,7 +79,8 @@ fn a_commit_with_an_unknown_outcome_stops_the_worker_and_the_next_one_settles_it
     let (payloads, bad) = mixed_input(dir.path(), valid);
     // Every commit attempt times out at once (1 ms): the outcome stays
     // unknown. A retried commit may still find the broker done meanwhile
-    // (the run then succeeds, exactly once): up to three fresh tries.
+    // (the run then succeeds, exactly once); on an idle machine the broker
+    // is often that quick, three commits in a row: up to six fresh tries.
     let mut tried = Vec::new();
     let (t, tables, err) = loop {
         let t = Topics::new("eos-ambiguous");
@@ -94,7 +95,7 @@ fn a_commit_with_an_unknown_outcome_stops_the_worker_and_the_next_one_settles_it
         }
         assert_exactly_once(&tables, valid, bad);
         tried.push(err);
-        assert!(tried.len() < 3, "the worker never stopped on an unknown outcome: {tried:?}");
+        assert!(tried.len() < 6, "the worker never stopped on an unknown outcome: {tried:?}");
     };
     assert!(err.contains("outcome is unknown") && err.contains("prepared"), "{err}");
     assert!(err.contains("retrying"), "a timed-out commit is retried first: {err}");
