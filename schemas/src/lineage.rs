@@ -168,8 +168,10 @@ pub fn traceparent(trace_id: impl std::fmt::Display, span_id: impl std::fmt::Dis
 /// Derives the lineage id of a record that carries none: a hash of its source
 /// coordinates, so a replay of the same record gets the same id.
 pub fn derive_lineage_id(topic: &str, partition: i32, offset: i64) -> String {
-    let digest = crate::sha256_hex(format!("{topic}\u{0}{partition}\u{0}{offset}").as_bytes());
-    digest[..32].to_string()
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{topic}\u{0}{partition}\u{0}{offset}").as_bytes());
+    // The first 16 bytes: 32 hex digits.
+    crate::hex_lower(&digest[..16])
 }
 
 impl Lineage {

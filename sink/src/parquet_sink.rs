@@ -601,9 +601,17 @@ impl ParquetSink {
                 (None, None) => return Err(Error::Internal("an object store root without a spool".into())),
             };
             let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            // Min/max statistics of random ids prune nothing and cost a
+            // string comparison per row (a few per cent of the file path).
+            let random = |c: &str| parquet::schema::types::ColumnPath::from(c);
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(64 * 1024))
+                .set_column_statistics_enabled(random("lineage_id"), parquet::file::properties::EnabledStatistics::None)
+                .set_column_statistics_enabled(
+                    random("traceparent"),
+                    parquet::file::properties::EnabledStatistics::None,
+                )
                 .build();
             let writer = ArrowWriter::try_new(file, schema, Some(props))?;
             let table = [PREDICTIONS, DLQ, FEEDBACK].into_iter().find(|t| rel_dir.split('/').next() == Some(*t));
