@@ -63,11 +63,6 @@ impl AvroResults {
         Self { id }
     }
 
-    /// The registry's id of the result schema.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
     /// One result's value: magic byte, schema id, Avro datum. Written
     /// field by field in [`RESULT_SCHEMA`]'s order (Avro's binary encoding:
     /// zig-zag varints, length-prefixed strings, union branch indexes,

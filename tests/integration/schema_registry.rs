@@ -53,6 +53,15 @@ impl Drop for RegistryServer {
     }
 }
 
+/// `n` generated events without malformed ones, as JSON Lines in `dir`.
+fn generated_events(dir: &Path, n: u32) -> PathBuf {
+    let events = dir.join("events.jsonl");
+    let n = n.to_string();
+    let gen = switchyard(&["generate", "--events", &n, "--out", events.to_str().unwrap(), "--malformed-rate", "0"]);
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    events
+}
+
 /// Produces `events` with the reference client; its JSON report.
 fn produce_with_reference_client(bootstrap: &str, registry: &str, events: &Path, topics: &[&str]) -> serde_json::Value {
     let mut cmd = Command::new(python());
@@ -125,9 +134,7 @@ fn avro_protobuf_and_json_schema_records_score_as_their_json_twins_and_bad_ones_
     let auth = format!("    username: alice\n    password: {{file: {}}}\n", password.display());
     let user_info = format!("alice:{}", std::fs::read_to_string(&password).unwrap().trim());
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let gen = switchyard(&["generate", "--events", "600", "--out", events.to_str().unwrap(), "--malformed-rate", "0"]);
-    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let events = generated_events(dir.path(), 600);
 
     let formats = ["json", "avro", "json_schema", "protobuf"];
     let dirs: Vec<tempfile::TempDir> = formats.iter().map(|_| tempfile::tempdir().unwrap()).collect();
@@ -222,9 +229,7 @@ fn a_failing_registry_holds_records_back_and_loses_none() {
     let upstream = registry.url.trim_end_matches("/apis/ccompat/v7").to_string();
     let proxy = rt.block_on(FaultProxy::start(&upstream));
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let gen = switchyard(&["generate", "--events", "300", "--out", events.to_str().unwrap(), "--malformed-rate", "0"]);
-    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let events = generated_events(dir.path(), 300);
     let t = Topics::new("sr-faults");
     create_topics(&bootstrap, &[(&t.input, 1)]);
     produce_with_reference_client(&bootstrap, &registry.url, &events, &["--avro-topic", &t.input]);
@@ -276,9 +281,7 @@ fn results_as_avro_are_registered_under_the_topic_subject_and_read_by_the_refere
     let bootstrap = broker::bootstrap();
     let registry = RegistryServer::start(false);
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let gen = switchyard(&["generate", "--events", "200", "--out", events.to_str().unwrap(), "--malformed-rate", "0"]);
-    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let events = generated_events(dir.path(), 200);
     let t = Topics::new("sr-results");
     create_topics(&bootstrap, &[(&t.input, 2)]);
     produce_with_reference_client(&bootstrap, &registry.url, &events, &["--json-topic", &t.input]);

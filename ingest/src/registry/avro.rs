@@ -28,9 +28,6 @@ pub struct AvroWriter {
 /// Parses an Avro writer schema (with the schemas it references) and finds
 /// each of `event`'s fields in it.
 pub fn avro_writer(text: &str, references: &[String], event: &EventSchema) -> Result<AvroWriter, String> {
-    // A malformed datum may claim a string or array of any length: allocate
-    // no more than a record can hold (Kafka values are far smaller).
-    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
     let (schema, references) = if references.is_empty() {
         (AvroSchema::parse_str(text).map_err(|e| e.to_string())?, Vec::new())
     } else {
@@ -42,6 +39,8 @@ pub fn avro_writer(text: &str, references: &[String], event: &EventSchema) -> Re
 /// Finds each of `event`'s fields in a parsed writer schema (`references`:
 /// the schemas it uses, dependencies first).
 pub fn writer_of(schema: AvroSchema, references: Vec<AvroSchema>, event: &EventSchema) -> Result<AvroWriter, String> {
+    // A malformed datum may claim a string or array of any length: allocate
+    // no more than a record can hold (Kafka values are far smaller).
     apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
     // Dependencies first: each is resolved against those before it.
     let mut all: Vec<&AvroSchema> = references.iter().collect();

@@ -19,7 +19,7 @@ mod protobuf;
 mod values;
 
 pub use avro::{avro_writer, writer_of, AvroWriter};
-pub use protobuf::{message_indexes, proto_writer, ProtoWriter};
+pub use protobuf::{proto_writer, ProtoWriter};
 pub(crate) use values::{rfc3339_ms, top_names, type_name, whole};
 pub use values::{subject_note, DecodeFailure};
 
@@ -224,11 +224,6 @@ impl Registry {
             event: event.clone(),
             cache: RwLock::new(HashMap::new()),
         })
-    }
-
-    /// The registry's base URL.
-    pub fn url(&self) -> &str {
-        self.client.url()
     }
 
     /// Asks the registry for its subjects (see [`Client::check`]).
