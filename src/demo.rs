@@ -69,7 +69,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let records: Vec<_> = (0..opts.events).map(|_| gen.next_record()).collect();
     let malformed = records.iter().filter(|r| r.malformed).count();
     eprintln!("producing {} synthetic transactions to `{input}` ({malformed} malformed on purpose)…", opts.events);
-    crate::kafka_util::produce(&bootstrap, &input, records.into_iter(), &[]).await?;
+    crate::kafka_util::produce(&bootstrap, &input, None, records.into_iter(), &[]).await?;
 
     eprintln!("running pipeline `{}`…", loaded.manifest.name);
     let plan =

@@ -11,6 +11,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
 
+use switchyard_schemas::headers;
+
 use crate::generate::GenRecord;
 
 /// A client configuration with only `bootstrap.servers`.
@@ -38,11 +40,13 @@ pub async fn create_topics(config: &ClientConfig, topics: &[(&str, i32)], replic
     Ok(())
 }
 
-/// Produces `records` to `topic` and waits for every acknowledgement.
+/// Produces `records` to `topic` — those asking for the `realtime` tier to
+/// `realtime_topic` when given — and waits for every acknowledgement.
 /// `properties` are passed to librdkafka after switchyard's defaults.
 pub async fn produce(
     bootstrap: &str,
     topic: &str,
+    realtime_topic: Option<&str>,
     records: impl Iterator<Item = GenRecord>,
     properties: &[(String, String)],
 ) -> anyhow::Result<u64> {
@@ -59,8 +63,10 @@ pub async fn produce(
     // Learn the topic's leaders first: otherwise the first records wait about
     // half a second for them, and a paced run (`--rate`) starts with a burst.
     let client = producer.client();
-    tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
-        .with_context(|| format!("reading the metadata of topic `{topic}` from {bootstrap}"))?;
+    for t in std::iter::once(topic).chain(realtime_topic) {
+        tokio::task::block_in_place(|| client.fetch_metadata(Some(t), Duration::from_secs(10)))
+            .with_context(|| format!("reading the metadata of topic `{t}` from {bootstrap}"))?;
+    }
     // A sliding window of unacknowledged records: only the oldest is awaited
     // when it is full, so a paced run never stops to wait for a whole batch.
     let mut pending = std::collections::VecDeque::new();
@@ -70,7 +76,11 @@ pub async fn produce(
         for (k, v) in &r.headers {
             headers = headers.insert(Header { key: k, value: Some(v) });
         }
-        let mut rec = FutureRecord::to(topic).key(r.key.as_bytes()).headers(headers);
+        let to = match realtime_topic {
+            Some(t) if r.headers.iter().any(|(k, v)| k == headers::LATENCY_TIER && v == "realtime") => t,
+            _ => topic,
+        };
+        let mut rec = FutureRecord::to(to).key(r.key.as_bytes()).headers(headers);
         if !r.payload.is_empty() {
             rec = rec.payload(&r.payload);
         }

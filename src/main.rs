@@ -271,6 +271,14 @@ enum Command {
         /// Extra librdkafka producer property, `key=value` (repeatable).
         #[arg(long = "producer-property", value_parser = parse_key_value)]
         producer_properties: Vec<(String, String)>,
+        /// Share of events asking for the `realtime` latency tier (the
+        /// `switchyard.latency_tier` header).
+        #[arg(long, default_value_t = 0.10)]
+        realtime_rate: f64,
+        /// Produce the `realtime` events to this topic instead (created if
+        /// missing): the input of a priority lane (`source.priority`).
+        #[arg(long, requires = "topic")]
+        realtime_topic: Option<String>,
     },
 }
 
@@ -588,13 +596,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             producer_properties,
             rate,
             note_pad,
+            realtime_rate,
+            realtime_topic,
         } => {
             let mut gen = generate::Generator::new(generate::GenOptions {
                 seed,
                 malformed_rate,
                 pii_rate,
                 note_pad,
-                ..Default::default()
+                realtime_rate,
             });
             match (out, topic, bootstrap_servers) {
                 (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => {
@@ -621,7 +631,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     {
                         admin.set(k, v);
                     }
-                    kafka_util::create_topics(&admin, &[(topic.as_str(), partitions)], -1).await?;
+                    let mut topics = vec![(topic.as_str(), partitions)];
+                    topics.extend(realtime_topic.as_deref().map(|t| (t, partitions)));
+                    kafka_util::create_topics(&admin, &topics, -1).await?;
                     // The pace starts with the first record, once the producer is ready.
                     let mut started = None;
                     let records = (0..events).map(|i| {
@@ -635,8 +647,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         }
                         gen.next_record()
                     });
-                    let n = kafka_util::produce(&bootstrap, &topic, records, &producer_properties).await?;
-                    eprintln!("produced {n} records to {topic} at {bootstrap}");
+                    let realtime = realtime_topic.as_deref();
+                    let n = kafka_util::produce(&bootstrap, &topic, realtime, records, &producer_properties).await?;
+                    match realtime {
+                        Some(rt) => eprintln!("produced {n} records to {topic} and {rt} (realtime) at {bootstrap}"),
+                        None => eprintln!("produced {n} records to {topic} at {bootstrap}"),
+                    }
                 }
                 _ => anyhow::bail!("give --out FILE, or --topic and --bootstrap-servers"),
             }

@@ -104,31 +104,26 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     }
     let audit = AuditLog::start(plan.tables.clone(), plan.manifest().name.clone());
     loaded(plan);
-    let stages = Stages::build(plan, "", true).await?;
+    let stages = Arc::new(Stages::build(plan, "", true).await?);
     telemetry::note_models(&stages.workers);
     health.models_loaded.store(true, Ordering::Relaxed);
     // Transactions need a Kafka source (their offsets commit with them).
     let exactly_once = !opts.no_kafka_sink
         && opts.input_file.is_none()
         && plan.kafka.as_ref().is_some_and(|k| k.delivery == Delivery::ExactlyOnce);
-    let pq = &plan.parquet;
-    let interval = Duration::from_millis(pq.roll_interval_ms);
-    let parquet = if exactly_once {
-        ParquetSink::open_transactional(&plan.tables, pq.roll_max_rows, interval)
-    } else {
-        ParquetSink::open(&plan.tables, pq.roll_max_rows, interval)
-    }
-    .with_context(|| format!("opening tables at {}", plan.tables))?;
+    let parquet = open_tables(plan, exactly_once)?;
     share_budgets(&stages.workers, &plan.tables, parquet.writer_id())?;
-    // One transactional id per worker (its writer id): a new worker never
-    // fences a live one; zombies are fenced by the group's generation.
-    let txn_id = exactly_once.then(|| format!("switchyard-{}-{}", plan.source.group_id, parquet.writer_id()));
     let kafka = if opts.no_kafka_sink {
         None
     } else {
+        let txn_id = transactional_id(plan, exactly_once, &parquet);
         pipeline::kafka_sink(plan, !opts.skip_topic_creation, txn_id.as_deref()).await?
     };
     health.sinks_open.store(true, Ordering::Relaxed);
+    let lane = match (&opts.input_file, plan.source.priority_lane()) {
+        (None, Some(config)) => Some(Lane::start(plan.clone(), config, stages.clone(), &opts, exactly_once).await?),
+        _ => None,
+    };
     let source = match &opts.input_file {
         Some(path) => {
             health.no_consumer.store(true, Ordering::Relaxed);
@@ -153,7 +148,22 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     }
     let mut run = pipeline::options(plan);
     run.progress_every = opts.progress_every;
+    run.stop = lane.as_ref().map(|l| l.failed.clone());
     let summary = pipeline::run(&stages, source, Sinks { parquet, kafka }, side, run).await;
+    let summary = match lane {
+        None => summary,
+        Some(lane) => {
+            let lane = lane.finish().await;
+            match (summary, lane) {
+                (Ok(mut s), Ok(l)) => {
+                    s.absorb(l);
+                    Ok(s)
+                }
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.context("the priority lane (source.priority) failed")),
+            }
+        }
+    };
     health.stopping.store(true, Ordering::Relaxed);
     let detail = match &summary {
         Ok(s) => format!(
@@ -169,6 +179,145 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     audit.finish().await;
     telemetry::trace::flush().await;
     summary
+}
+
+/// The tables of a run: one writer, with its own lease and rolls.
+fn open_tables(plan: &Plan, exactly_once: bool) -> anyhow::Result<ParquetSink> {
+    let pq = &plan.parquet;
+    let interval = Duration::from_millis(pq.roll_interval_ms);
+    if exactly_once {
+        ParquetSink::open_transactional(&plan.tables, pq.roll_max_rows, interval)
+    } else {
+        ParquetSink::open(&plan.tables, pq.roll_max_rows, interval)
+    }
+    .with_context(|| format!("opening tables at {}", plan.tables))
+}
+
+/// One transactional id per writer (its writer id): a new worker never
+/// fences a live one; zombies are fenced by the group's generation.
+fn transactional_id(plan: &Plan, exactly_once: bool, parquet: &ParquetSink) -> Option<String> {
+    exactly_once.then(|| format!("switchyard-{}-{}", plan.source.group_id, parquet.writer_id()))
+}
+
+/// The priority lane (`source.priority`): a second consumer in the group,
+/// reading only the lane's topics, with its own producer and Parquet writer
+/// and its own threads, so its records are never queued behind the main
+/// lane's; the model workers are shared, and its requests go first.
+struct Lane {
+    thread: std::thread::JoinHandle<anyhow::Result<Summary>>,
+    /// Stops the lane (the main lane ended).
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Turns true when the lane failed (the main lane then stops too).
+    failed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Lane {
+    /// Starts the lane on a runtime of its own; returns once its consumer,
+    /// producer and writer are open, or with the error that stopped them.
+    async fn start(
+        mut plan: Plan,
+        source: switchyard_ingest::KafkaSourceConfig,
+        stages: Arc<Stages>,
+        opts: &StreamOptions,
+        exactly_once: bool,
+    ) -> anyhow::Result<Self> {
+        let topics = source.topics.join(", ");
+        if let Some(k) = plan.kafka.as_mut() {
+            // Its results go as they come: a few records per request, at
+            // once, rather than waiting to fill bigger ones.
+            k.properties.entry("linger.ms".into()).or_insert_with(|| "0".into());
+        }
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (failed_tx, failed) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        let no_kafka_sink = opts.no_kafka_sink;
+        let thread = std::thread::Builder::new()
+            .name("sy-priority-lane".into())
+            .spawn(move || {
+                // Threads started from here (the runtime's, the Kafka
+                // clients') inherit this one's scheduling priority.
+                raise_priority();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("sy-priority")
+                    .enable_all()
+                    .build()
+                    .context("starting the priority lane's runtime")?;
+                runtime.block_on(async move {
+                    let opened = async {
+                        let parquet = open_tables(&plan, exactly_once)?;
+                        let kafka = if no_kafka_sink {
+                            None
+                        } else {
+                            let txn_id = transactional_id(&plan, exactly_once, &parquet);
+                            pipeline::kafka_sink(&plan, false, txn_id.as_deref()).await?
+                        };
+                        let source = KafkaSource::start(&source, None, Duration::from_secs(60))
+                            .context("starting the priority lane's consumer (source.priority)")?;
+                        anyhow::Ok((parquet, kafka, source))
+                    };
+                    let (parquet, kafka, source) = match opened.await {
+                        Ok(o) => {
+                            let _ = ready_tx.send(Ok(()));
+                            o
+                        }
+                        Err(e) => {
+                            let msg = format!("{e:#}");
+                            let _ = ready_tx.send(Err(e));
+                            anyhow::bail!("{msg}");
+                        }
+                    };
+                    let mut run = pipeline::options(&plan);
+                    run.urgent = true;
+                    run.stop = Some(stop_rx);
+                    let sinks = Sinks { parquet, kafka };
+                    let summary = pipeline::run(&stages, Source::Kafka(source), sinks, SideTasks::new(), run).await;
+                    if summary.is_err() {
+                        let _ = failed_tx.send(true);
+                    }
+                    summary
+                })
+            })
+            .context("starting the priority lane's thread")?;
+        match ready.await {
+            Ok(Ok(())) => {
+                tracing::info!(topics, "priority lane started");
+                Ok(Lane { thread, stop, failed })
+            }
+            Ok(Err(e)) => Err(e.context("starting the priority lane (source.priority)")),
+            Err(_) => Err(anyhow::anyhow!("the priority lane stopped while starting")),
+        }
+    }
+
+    /// Stops the lane (its records in flight made durable and committed)
+    /// and returns its summary.
+    async fn finish(self) -> anyhow::Result<Summary> {
+        let _ = self.stop.send(true);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("waiting for the priority lane")?
+            .map_err(|_| anyhow::anyhow!("the priority lane panicked"))?
+    }
+}
+
+/// Nice value of the priority lane's threads (the default is 0): the
+/// kernel runs them before the main lane's when both are ready.
+const LANE_NICE: i32 = -10;
+
+/// Gives the calling thread [`LANE_NICE`]; a process without the right to
+/// (`CAP_SYS_NICE`, `ulimit -e`) keeps the default and says so.
+#[allow(unsafe_code)]
+fn raise_priority() {
+    // SAFETY: setpriority/gettid only read their arguments; PRIO_PROCESS
+    // with a thread id changes that thread alone on Linux.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, LANE_NICE) };
+    if r != 0 {
+        tracing::info!(
+            error = %std::io::Error::last_os_error(),
+            "the priority lane runs at the default scheduling priority (raising it needs CAP_SYS_NICE)"
+        );
+    }
 }
 
 /// Shares the cloud workers' budgets with every process writing to

@@ -62,6 +62,28 @@ pub struct KafkaSourceConfig {
     /// fails with an error naming the brokers and the cause.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// A lane of its own for urgent traffic: records of these topics are
+    /// read by a second consumer in the same group and go through their own
+    /// chunks, model queue slot, producer and Parquet writer, so they never
+    /// wait behind a backlog of the main topics. Absent: one lane.
+    #[serde(default)]
+    pub priority: Option<PriorityLaneConfig>,
+}
+
+/// `source.priority`: the topics of the priority lane and how it chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityLaneConfig {
+    /// Topics read by the priority lane (none of `source.topics`).
+    pub topics: Vec<String>,
+    /// Most records the lane hands downstream at once (its chunks go as soon
+    /// as they are fetched; small ones keep each record's wait short).
+    #[serde(default = "default_priority_chunk_size")]
+    pub chunk_size: usize,
+}
+
+fn default_priority_chunk_size() -> usize {
+    256
 }
 
 fn default_chunk_size() -> usize {
@@ -129,7 +151,7 @@ impl KafkaSourceConfig {
             problems.push(format!("{path}.topics"), "must list at least one topic");
         }
         for (i, t) in self.topics.iter().enumerate() {
-            if t.is_empty() || t.len() > 249 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if !valid_topic(t) {
                 problems.push(format!("{path}.topics[{i}]"), format!("`{t}` is not a valid Kafka topic name"));
             }
         }
@@ -151,6 +173,38 @@ impl KafkaSourceConfig {
         if self.max_queued_chunks == 0 {
             problems.push(format!("{path}.max_queued_chunks"), "must be at least 1");
         }
+        if let Some(lane) = &self.priority {
+            let at = format!("{path}.priority");
+            if lane.topics.is_empty() {
+                problems.push(format!("{at}.topics"), "must list at least one topic");
+            }
+            for (i, t) in lane.topics.iter().enumerate() {
+                if !valid_topic(t) {
+                    problems.push(format!("{at}.topics[{i}]"), format!("`{t}` is not a valid Kafka topic name"));
+                } else if self.topics.contains(t) {
+                    problems.push(
+                        format!("{at}.topics[{i}]"),
+                        format!("`{t}` is also in {path}.topics: a topic is read by one lane only"),
+                    );
+                }
+            }
+            if lane.chunk_size == 0 {
+                problems.push(format!("{at}.chunk_size"), "must be at least 1");
+            }
+        }
+    }
+
+    /// The source of the priority lane, when there is one: the same group,
+    /// brokers and properties, its own topics and chunk size.
+    pub fn priority_lane(&self) -> Option<KafkaSourceConfig> {
+        let lane = self.priority.as_ref()?;
+        Some(KafkaSourceConfig {
+            topics: lane.topics.clone(),
+            chunk_size: lane.chunk_size,
+            chunk_max_wait_ms: 0,
+            priority: None,
+            ..self.clone()
+        })
     }
 
     /// The consumer's librdkafka configuration, secrets read. `path` names
@@ -174,6 +228,11 @@ impl KafkaSourceConfig {
             .set("enable.auto.offset.store", "false");
         Ok(c)
     }
+}
+
+/// True when `t` is a legal Kafka topic name.
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// Counters of a running source.

@@ -32,7 +32,8 @@ pub use error::{Error, Result};
 pub use feedback::FeedbackConfig;
 pub use file::FileSource;
 pub use kafka::{
-    check_brokers, BrokerCheck, KafkaCommitter, KafkaSource, KafkaSourceConfig, RevokeDone, SourceEvent, SourceStats,
+    check_brokers, BrokerCheck, KafkaCommitter, KafkaSource, KafkaSourceConfig, PriorityLaneConfig, RevokeDone,
+    SourceEvent, SourceStats,
 };
 pub use preprocess::{Encoding, FeatureSpec, PreprocessConfig, Preprocessor, Step};
 pub use registry::{Client as RegistryClient, Registry};

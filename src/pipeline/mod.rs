@@ -126,6 +126,11 @@ pub struct RunOptions {
     pub progress_every: Option<Duration>,
     /// Counters the caller may watch while the run goes on (progress bars).
     pub counters: Option<Arc<Counters>>,
+    /// The priority lane: its model requests go ahead of every queued one.
+    pub urgent: bool,
+    /// Ends the run as the source ending would, when it turns true (the
+    /// priority lane stops with the main one).
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 /// Runs `stages` over `source` into `sinks` until the source ends (bounded
@@ -164,6 +169,8 @@ pub async fn run(
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let stopped = stopped(opts.stop.clone());
+    tokio::pin!(stopped);
     let mut seen = Offsets::new();
     let mut interrupted = false;
     let mut source_error = None;
@@ -175,6 +182,7 @@ pub async fn run(
                 interrupted = true;
                 None
             }
+            _ = &mut stopped => None,
         };
         let event = match event {
             None => break,
@@ -198,7 +206,7 @@ pub async fn run(
                         break;
                     }
                 }
-                ToDeliver::Chunk(Box::new(stages.prepare(chunk, durable.offsets(), &mut seen)))
+                ToDeliver::Chunk(Box::new(stages.prepare(chunk, durable.offsets(), &mut seen, opts.urgent)))
             }
             SourceEvent::Assigned(parts) => {
                 // Their previous owner may have made more durable than it
@@ -263,6 +271,16 @@ pub async fn run(
     Ok(summary)
 }
 
+/// Resolves once `stop` turns true; never without one.
+async fn stopped(stop: Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(mut s) => {
+            let _ = s.wait_for(|v| *v).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// The results and DLQ producer of `plan`, creating missing output topics
 /// unless told not to; transactional with `transactional_id`.
 pub async fn kafka_sink(
@@ -324,5 +342,7 @@ pub fn options(plan: &crate::manifest::Plan) -> RunOptions {
         roll_check: Duration::from_millis(plan.parquet.roll_interval_ms.clamp(50, 1000)),
         progress_every: None,
         counters: None,
+        urgent: false,
+        stop: None,
     }
 }

@@ -184,8 +184,9 @@ impl Stages {
     }
 
     /// Admits a chunk's records (skipping those already durable or already
-    /// seen) and starts dispatching them.
-    pub(super) fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets) -> Pending {
+    /// seen) and starts dispatching them; with `urgent` (the priority lane),
+    /// ahead of every queued model request.
+    pub(super) fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets, urgent: bool) -> Pending {
         let began = SystemTime::now();
         let spans = trace::enabled().then(|| ChunkSpans::start(&chunk, &self.group));
         let mut features: Vec<f32> = Vec::with_capacity(chunk.len() * self.pre.width());
@@ -234,7 +235,7 @@ impl Stages {
             let (started, since) = (Instant::now(), SystemTime::now());
             let dispatched = dispatch::dispatch(self.workers.clone(), assignments, features.clone(), self.pre.width());
             tokio::spawn(async move {
-                let d = dispatched.await;
+                let d = if urgent { switchyard_workers::urgent(dispatched).await } else { dispatched.await };
                 m::STAGE_DURATION.histogram([("stage", "inference".into())]).record(started.elapsed().as_secs_f64());
                 (d, since, SystemTime::now())
             })

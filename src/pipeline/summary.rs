@@ -114,6 +114,51 @@ impl Summary {
         }
     }
 
+    /// Adds the summary of another lane of the same run (the priority
+    /// lane): its counts, latencies, rolls and durable offsets; the run's
+    /// span covers both. The workers' batch counts are shared, so already in.
+    pub fn absorb(&mut self, lane: Summary) {
+        fn add(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+            for (k, v) in from {
+                *into.entry(k).or_default() += v;
+            }
+        }
+        let had = self.records > 0;
+        self.records += lane.records;
+        self.predictions += lane.predictions;
+        self.dlq += lane.dlq;
+        self.replayed += lane.replayed;
+        add(&mut self.by_route, lane.by_route);
+        add(&mut self.fallbacks, lane.fallbacks);
+        add(&mut self.shadows, lane.shadows);
+        add(&mut self.by_rule, lane.by_rule);
+        add(&mut self.dlq_by_class, lane.dlq_by_class);
+        self.shadow_failed += lane.shadow_failed;
+        let _ = self.latency_us.add(&lane.latency_us);
+        let _ = self.event_latency_us.add(&lane.event_latency_us);
+        for (tier, (receipt, age)) in lane.latency_by_tier {
+            let mine = self.latency_by_tier.entry(tier).or_insert_with(|| (histogram(), histogram()));
+            let _ = mine.0.add(&receipt);
+            let _ = mine.1.add(&age);
+        }
+        if lane.records > 0 {
+            let (first, last) = if had {
+                (self.span_us.0.min(lane.span_us.0), self.span_us.1.max(lane.span_us.1))
+            } else {
+                lane.span_us
+            };
+            self.span_us = (first, last);
+            self.elapsed = Duration::from_micros((last - first).max(1) as u64);
+        }
+        self.pauses += lane.pauses;
+        self.rolls += lane.rolls;
+        self.interrupted |= lane.interrupted;
+        for (k, v) in lane.durable {
+            let e = self.durable.entry(k).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+
     /// Records per second over the run.
     pub fn rate(&self) -> f64 {
         self.records.saturating_sub(self.replayed) as f64 / self.elapsed.as_secs_f64().max(1e-9)

@@ -5,6 +5,10 @@
 //! `max_queue_delay` has passed since that request was queued — Triton's
 //! dynamic batcher. A batch larger than `max_batch_size` (one big request) is
 //! run in slices of at most `max_batch_size` rows.
+//!
+//! Requests made inside [`urgent`] (the priority lane's) have a queue of
+//! their own that every batch takes from first: they never wait behind the
+//! requests already queued, only behind the batch running now.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +60,22 @@ impl BatchStats {
     }
 }
 
+tokio::task_local! {
+    /// Set by [`urgent`] for the requests of the future it runs.
+    static URGENT: bool;
+}
+
+/// Runs `work` with its model requests ahead of every queued one (the
+/// priority lane's chunks).
+pub async fn urgent<F: std::future::Future>(work: F) -> F::Output {
+    URGENT.scope(true, work).await
+}
+
+/// True inside [`urgent`].
+fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
+}
+
 /// One request waiting for a batch: its rows and where the scores go.
 struct BatchRequest {
     features: Vec<f32>,
@@ -68,6 +88,8 @@ struct BatchRequest {
 pub struct Batcher {
     name: String,
     tx: Option<flume::Sender<BatchRequest>>,
+    /// The queue of [`urgent`] requests, served first.
+    urgent_tx: Option<flume::Sender<BatchRequest>>,
     width: usize,
     stats: Arc<BatchStats>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -99,20 +121,21 @@ impl Batcher {
         let width =
             models.first().map(BatchModel::width).ok_or_else(|| Error::Internal("batcher needs a model".into()))?;
         let (tx, rx) = flume::bounded::<BatchRequest>(max_queued_requests.max(1));
+        let (urgent_tx, urgent_rx) = flume::bounded::<BatchRequest>(max_queued_requests.max(1));
         let threads = models
             .into_iter()
             .enumerate()
             .map(|(i, model)| {
-                let rx = rx.clone();
+                let queues = Queues { urgent: urgent_rx.clone(), normal: rx.clone() };
                 let stats = stats.clone();
                 let meters = Meters::new(name);
                 std::thread::Builder::new()
                     .name(format!("sy-{name}-{i}"))
-                    .spawn(move || batch_loop(rx, model, max_batch_size.max(1), max_queue_delay, &stats, &meters))
+                    .spawn(move || batch_loop(queues, model, max_batch_size.max(1), max_queue_delay, &stats, &meters))
                     .map_err(|e| Error::Internal(format!("cannot start worker thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { name: name.to_string(), tx: Some(tx), width, stats, threads })
+        Ok(Self { name: name.to_string(), tx: Some(tx), urgent_tx: Some(urgent_tx), width, stats, threads })
     }
 
     /// Features per row the model expects.
@@ -126,7 +149,8 @@ impl Batcher {
     }
 
     /// Queues `rows` rows (row-major, `rows × width` floats) and waits for
-    /// their answers. Waits for queue space when the model is behind.
+    /// their answers. Waits for queue space when the model is behind. Inside
+    /// [`urgent`], the rows go ahead of every queued request.
     pub async fn infer(&self, features: Vec<f32>, rows: usize) -> Result<Scores> {
         if features.len() != rows * self.width {
             return Err(Error::Internal(format!("{} floats for {rows} rows of width {}", features.len(), self.width)));
@@ -135,7 +159,8 @@ impl Batcher {
             return Ok(Scores::default());
         }
         let (reply, answer) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Stopped(self.name.clone()))?;
+        let tx = if is_urgent() { &self.urgent_tx } else { &self.tx };
+        let tx = tx.as_ref().ok_or_else(|| Error::Stopped(self.name.clone()))?;
         tx.send_async(BatchRequest { features, rows, queued: Instant::now(), reply })
             .await
             .map_err(|_| Error::Stopped(self.name.clone()))?;
@@ -145,6 +170,7 @@ impl Batcher {
     /// Stops accepting requests, lets queued ones finish and joins the threads.
     pub fn shutdown(&mut self) {
         self.tx = None;
+        self.urgent_tx = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -177,8 +203,38 @@ impl Meters {
     }
 }
 
+/// A model thread's two queues.
+struct Queues {
+    urgent: flume::Receiver<BatchRequest>,
+    normal: flume::Receiver<BatchRequest>,
+}
+
+impl Queues {
+    /// The next request, an urgent one first; waits for one. `None` once
+    /// both queues are closed and empty.
+    fn next(&self) -> Option<BatchRequest> {
+        if let Ok(j) = self.urgent.try_recv() {
+            return Some(j);
+        }
+        match flume::Selector::new().recv(&self.urgent, |r| r).recv(&self.normal, |r| r).wait() {
+            Ok(j) => Some(j),
+            // Shutting down (both senders go together): what is left.
+            Err(_) => self.urgent.try_recv().ok().or_else(|| self.normal.recv().ok()),
+        }
+    }
+
+    /// A request queued by `deadline`, urgent ones first.
+    fn next_by(&self, deadline: Instant) -> Option<BatchRequest> {
+        self.urgent.try_recv().ok().or_else(|| self.normal.recv_deadline(deadline).ok())
+    }
+
+    fn len(&self) -> usize {
+        self.urgent.len() + self.normal.len()
+    }
+}
+
 fn batch_loop<M: BatchModel>(
-    rx: flume::Receiver<BatchRequest>,
+    queues: Queues,
     mut model: M,
     max_batch: usize,
     max_delay: Duration,
@@ -187,18 +243,18 @@ fn batch_loop<M: BatchModel>(
 ) {
     let width = model.width();
     let mut input: Vec<f32> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        meters.queued.set(rx.len() as f64);
+    while let Some(first) = queues.next() {
+        meters.queued.set(queues.len() as f64);
         let deadline = first.queued + max_delay;
         let mut rows = first.rows;
         let mut jobs = vec![first];
         while rows < max_batch {
-            match rx.recv_deadline(deadline) {
-                Ok(j) => {
+            match queues.next_by(deadline) {
+                Some(j) => {
                     rows += j.rows;
                     jobs.push(j);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let result = if jobs.len() == 1 {
@@ -292,6 +348,48 @@ mod tests {
         let batches = Arc::new(Mutex::new(vec![]));
         let m = SumModel { width: 2, batches: batches.clone(), delay: Duration::from_millis(run_delay_ms) };
         (Batcher::start("t", vec![m], max_batch, Duration::from_millis(delay_ms), 1024).unwrap(), batches)
+    }
+
+    /// Records the first feature of every batch it runs, slowly.
+    struct OrderModel {
+        seen: Arc<Mutex<Vec<f32>>>,
+    }
+
+    impl BatchModel for OrderModel {
+        fn width(&self) -> usize {
+            1
+        }
+        fn run(&mut self, input: &[f32], rows: usize) -> Result<Scores> {
+            self.seen.lock().unwrap().push(input[0]);
+            std::thread::sleep(Duration::from_millis(150));
+            Ok(Scores { score: input.to_vec(), label: vec![0; rows] })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_urgent_request_runs_before_the_requests_queued_ahead_of_it() {
+        let seen = Arc::new(Mutex::new(vec![]));
+        // One row per batch, so the order of batches is the order of service.
+        let b = Arc::new(Batcher::start("t", vec![OrderModel { seen: seen.clone() }], 1, Duration::ZERO, 64).unwrap());
+        let ask = |b: &Arc<Batcher>, v: f32| {
+            let b = b.clone();
+            tokio::spawn(async move { b.infer(vec![v], 1).await.unwrap().score })
+        };
+        let mut normal = vec![ask(&b, 0.0)];
+        tokio::time::sleep(Duration::from_millis(40)).await; // 0 is running
+        normal.extend((1..=4).map(|i| ask(&b, i as f32)));
+        tokio::time::sleep(Duration::from_millis(40)).await; // 1..4 are queued
+        assert_eq!(urgent(b.infer(vec![99.0], 1)).await.unwrap().score, vec![99.0]);
+        for (i, h) in normal.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap(), vec![i as f32]);
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 6);
+        assert_eq!(seen[..2], [0.0, 99.0], "the urgent request runs right after the one running: {seen:?}");
+        // The ones queued before it all ran after it.
+        let mut rest = seen[2..].to_vec();
+        rest.sort_by(f32::total_cmp);
+        assert_eq!(rest, [1.0, 2.0, 3.0, 4.0]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ mod onnx;
 pub mod registry;
 
 pub use answer::Answer;
-pub use batcher::{BatchModel, BatchStats, Batcher, Scores};
+pub use batcher::{urgent, BatchModel, BatchStats, Batcher, Scores};
 pub use config::{ExecutionProviderKind, OnnxWorkerConfig, ReloadConfig, RolloutMode, WorkerConfig};
 pub use error::{Error, Result};
 pub use onnx::{init_runtime, EventAnswers, OnnxModel, OnnxWorker, ReloadEvent, Role, RowAnswer};
