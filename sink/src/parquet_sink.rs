@@ -705,6 +705,14 @@ impl ParquetSink {
     /// committed) or [`ParquetSink::discard_prepared`] (it aborted). `None`
     /// when nothing is pending.
     pub fn prepare_roll(&mut self) -> Result<Option<PreparedRoll>> {
+        self.cut_roll()?.map(RollJob::prepare).transpose()
+    }
+
+    /// Cuts the current roll off (quick: no file is touched): writes go on
+    /// into the next roll's files while [`RollJob::prepare`] closes and
+    /// syncs this one's, on any thread. Prepare and commit the rolls in the
+    /// order they were cut. `None` when nothing is pending.
+    pub fn cut_roll(&mut self) -> Result<Option<RollJob>> {
         if self.is_idle() {
             self.roll_started = None;
             return Ok(None);
@@ -720,42 +728,19 @@ impl ParquetSink {
         }
         let roll_id = std::mem::replace(&mut self.roll_id, new_roll_id(&self.writer.prefix(), &self.writer_id));
         let open = std::mem::take(&mut self.open);
-        let mut files = Vec::with_capacity(open.len());
-        let mut tmps = Vec::with_capacity(open.len());
-        let mut written = Vec::with_capacity(open.len());
-        for (_, f) in open {
-            let file = f.writer.into_inner()?;
-            file.sync_all().map_err(|e| Error::io(&f.path, e))?;
-            if !f.path.exists() {
-                return Err(Error::Internal(format!("{}: open file of this roll was deleted", f.path.display())));
-            }
-            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-            drop(file);
-            if self.spool.is_some() {
-                // Up under its temp name, which no reader lists.
-                self.root.upload(&f.path, &f.tmp_rel)?;
-                let _ = std::fs::remove_file(&f.path);
-            }
-            written.push((f.table, f.rows, bytes));
-            files.push(f.final_rel);
-            tmps.push(f.tmp_rel);
-        }
         let offsets = std::mem::take(&mut self.pending_offsets);
         let rows = std::mem::take(&mut self.pending_rows);
         self.roll_started = None;
-        let manifest = RollManifest {
-            roll_id: roll_id.clone(),
-            created_us: now_us(),
-            files: files.clone(),
-            offsets: offsets
-                .iter()
-                .map(|((t, p), o)| RollOffset { topic: t.clone(), partition: *p, max_offset: *o })
-                .collect(),
+        let manifest = format!("{}/{roll_id}.{}", self.writer.rolls(), self.prepared_ext());
+        Ok(Some(RollJob {
+            roll_id,
+            open: open.into_values().collect(),
+            offsets,
             rows,
-        };
-        let prepared = format!("{}/{roll_id}.{}", self.writer.rolls(), self.prepared_ext());
-        self.root.put(&prepared, serde_json::to_vec(&manifest)?)?;
-        Ok(Some(PreparedRoll { roll_id, files, tmps, written, offsets, rows }))
+            root: self.root.clone(),
+            spooled: self.spool.is_some(),
+            manifest,
+        }))
     }
 
     /// Commits a prepared roll: its manifest becomes `<id>.json` (the
@@ -853,6 +838,65 @@ impl ParquetSink {
         }
         self.durable.refresh()?;
         Ok((kept, dropped))
+    }
+}
+
+/// A roll cut off by [`ParquetSink::cut_roll`]: its files still open.
+pub struct RollJob {
+    roll_id: String,
+    open: Vec<OpenFile>,
+    offsets: Offsets,
+    rows: u64,
+    root: TableRoot,
+    /// Open files are in the spool folder (an object store root).
+    spooled: bool,
+    /// Where its manifest goes, as prepared.
+    manifest: String,
+}
+
+impl RollJob {
+    /// Closes and syncs the roll's files (uploading them under their temp
+    /// names to an object store) and writes its manifest as prepared;
+    /// blocking. [`ParquetSink::commit_prepared`] then commits it.
+    pub fn prepare(self) -> Result<PreparedRoll> {
+        let RollJob { roll_id, open, offsets, rows, root, spooled, manifest } = self;
+        let mut files = Vec::with_capacity(open.len());
+        let mut tmps = Vec::with_capacity(open.len());
+        let mut written = Vec::with_capacity(open.len());
+        for f in open {
+            let file = f.writer.into_inner()?;
+            file.sync_all().map_err(|e| Error::io(&f.path, e))?;
+            if !f.path.exists() {
+                return Err(Error::Internal(format!("{}: open file of this roll was deleted", f.path.display())));
+            }
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            drop(file);
+            if spooled {
+                // Up under its temp name, which no reader lists.
+                root.upload(&f.path, &f.tmp_rel)?;
+                let _ = std::fs::remove_file(&f.path);
+            }
+            written.push((f.table, f.rows, bytes));
+            files.push(f.final_rel);
+            tmps.push(f.tmp_rel);
+        }
+        let record = RollManifest {
+            roll_id: roll_id.clone(),
+            created_us: now_us(),
+            files: files.clone(),
+            offsets: offsets
+                .iter()
+                .map(|((t, p), o)| RollOffset { topic: t.clone(), partition: *p, max_offset: *o })
+                .collect(),
+            rows,
+        };
+        root.put(&manifest, serde_json::to_vec(&record)?)?;
+        Ok(PreparedRoll { roll_id, files, tmps, written, offsets, rows })
+    }
+
+    /// Rows in the roll.
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 }
 

@@ -442,7 +442,11 @@ mod tests {
                 "      route: fraud\n      reason: default route",
                 "      route: nowhere\n      reason: default route",
             )
-            .replace("dlq_topic: transactions-dlq", "dlq_topic: predictions");
+            .replace("dlq_topic: transactions-dlq", "dlq_topic: predictions")
+            .replace(
+                "  chunk_size: 1024\n",
+                "  chunk_size: 1024\n  priority: {topics: [transactions, \"bad topic\"], chunk_size: 0}\n",
+            );
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("models")).unwrap();
         let path = dir.path().join("m.yaml");
@@ -455,6 +459,9 @@ mod tests {
             "routing.rules[3].route",
             "workers.fraud.model: model registry: model `frud` not found",
             "sinks.kafka.dlq_topic: must differ from results_topic",
+            "source.priority.topics[0]: `transactions` is also in source.topics",
+            "source.priority.topics[1]: `bad topic` is not a valid Kafka topic name",
+            "source.priority.chunk_size: must be at least 1",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use switchyard_ingest::{KafkaCommitter, RevokeDone};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers, DlqRecord, Lineage, Prediction, Stage};
-use switchyard_sink::{KafkaSink, ParquetSink};
+use switchyard_sink::{KafkaSink, ParquetSink, PreparedRoll};
 use switchyard_workers::dispatch::{Dispatched, Outcome, WorkerSet};
 use switchyard_workers::Answer;
 use tokio::sync::mpsc;
@@ -142,6 +142,9 @@ pub(super) struct Deliver {
     /// topics have: each cloud worker uses that share of its rate limit.
     pub(super) owned: std::collections::BTreeSet<(String, i32)>,
     pub(super) partitions_total: usize,
+    /// The roll being made durable in the background (its results'
+    /// acknowledgements awaited, its files closed and synced).
+    pub(super) rolling: Option<JoinHandle<anyhow::Result<PreparedRoll>>>,
 }
 
 /// A result row from a worker's answer; the lineage is complete.
@@ -269,8 +272,11 @@ impl Deliver {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    if self.rolling.as_ref().is_some_and(JoinHandle::is_finished) {
+                        self.finish_roll().await?;
+                    }
                     if self.parquet.roll_due() {
-                        self.roll_and_commit().await?;
+                        self.start_roll().await?;
                     }
                     self.progress();
                 }
@@ -437,7 +443,7 @@ impl Deliver {
         }
         self.parquet.note_offsets(&offsets);
         if self.parquet.roll_due() {
-            self.roll_and_commit().await?;
+            self.start_roll().await?;
         }
         self.last = Some(now_us());
         self.progress();
@@ -558,6 +564,8 @@ impl Deliver {
     }
 
     async fn abandon(&mut self) -> anyhow::Result<()> {
+        // A roll cut before the loss holds rows that were this worker's.
+        self.finish_roll().await?;
         while !self.inflight.is_empty() {
             self.await_oldest().await?;
         }
@@ -569,29 +577,68 @@ impl Deliver {
         Ok(())
     }
 
+    /// Makes everything delivered so far durable and commits its offsets.
     async fn roll_and_commit(&mut self) -> anyhow::Result<()> {
-        // Results of everything in this roll must be acknowledged by Kafka
-        // before the roll's offsets may be committed.
-        while !self.inflight.is_empty() {
-            self.await_oldest().await?;
-        }
+        self.start_roll().await?;
+        self.finish_roll().await
+    }
+
+    /// Starts a roll of what was delivered so far. Waiting for Kafka to
+    /// acknowledge its results and closing and syncing its files go on in
+    /// the background while later chunks are delivered (their rows go to
+    /// the next roll's files); [`Deliver::finish_roll`] commits it and its
+    /// offsets. The roll before is finished first: rolls commit in order.
+    /// With transactions the whole roll happens now.
+    async fn start_roll(&mut self) -> anyhow::Result<()> {
+        self.finish_roll().await?;
         if self.committer.as_ref().is_some_and(|c| c.assignment_lost()) {
             // Fenced out: the group gave this worker's partitions to another
             // member, which reads them from the last commit.
             return self.abandon().await;
         }
-        if let (Some(k), Some(c)) = (&self.kafka, &self.committer) {
-            if k.is_transactional() {
-                let c = c.clone();
-                return self.roll_in_transaction(&c).await;
+        let transaction = match (&self.kafka, &self.committer) {
+            (Some(k), Some(c)) if k.is_transactional() => Some(c.clone()),
+            _ => None,
+        };
+        if let Some(c) = transaction {
+            // The transaction's results must all be acknowledged first.
+            while !self.inflight.is_empty() {
+                self.await_oldest().await?;
             }
+            return self.roll_in_transaction(&c).await;
         }
         let rolling = Instant::now();
-        let roll = tokio::task::block_in_place(|| self.parquet.roll()).context("rolling Parquet files")?;
+        let Some(job) = tokio::task::block_in_place(|| self.parquet.cut_roll()).context("rolling Parquet files")?
+        else {
+            return Ok(());
+        };
+        // The results of everything in this roll must be acknowledged by
+        // Kafka before its offsets may be committed.
+        let acks = std::mem::take(&mut self.inflight);
+        self.rolling = Some(tokio::spawn(async move {
+            for h in acks {
+                h.await.context("delivery task panicked")??;
+            }
+            let prepared = tokio::task::spawn_blocking(move || job.prepare())
+                .await
+                .context("rolling Parquet files panicked")?
+                .context("rolling Parquet files")?;
+            stage_time("roll", rolling);
+            Ok(prepared)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the roll in the background, if any, commits it (its rows
+    /// are durable from here) and then its offsets.
+    async fn finish_roll(&mut self) -> anyhow::Result<()> {
+        let Some(h) = self.rolling.take() else { return Ok(()) };
+        let prepared = h.await.context("roll task panicked")??;
+        let roll =
+            tokio::task::block_in_place(|| self.parquet.commit_prepared(prepared)).context("committing the roll")?;
         if roll.offsets.is_empty() {
             return Ok(());
         }
-        stage_time("roll", rolling);
         self.summary.rolls += 1;
         if let Some(c) = &self.committer {
             for (k, v) in roll.offsets {

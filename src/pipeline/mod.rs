@@ -164,6 +164,7 @@ pub async fn run(
         last: None,
         progress_every: opts.progress_every,
         last_progress: Instant::now(),
+        rolling: None,
     };
     let deliver_task = tokio::spawn(deliver.run(rx, opts.roll_check));
 

@@ -21,6 +21,7 @@ mod e2e;
 mod exactly_once;
 mod hybrid;
 mod kafka_source;
+mod lanes;
 mod model;
 mod operations;
 mod peers;

@@ -1,0 +1,85 @@
+//! The priority lane (`source.priority`): urgent topics are read by a second
+//! consumer of the group with its own producer and Parquet writer, so their
+//! records are answered while a backlog on the main topics is still being
+//! drained; both lanes' rows are durable and their offsets committed.
+
+use crate::broker;
+use crate::support::*;
+
+#[test]
+fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
+    let bootstrap = broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let t = Topics::new("lane");
+    let urgent = unique("lane-urgent");
+    create_topics(&bootstrap, &[(&t.input, 3), (&urgent, 1), (&t.results, 3), (&t.dlq, 1)]);
+    // A backlog the worker needs well over a second for, and a few urgent
+    // records waiting from the start.
+    let backlog_dir = dir.path().join("backlog");
+    std::fs::create_dir_all(&backlog_dir).unwrap();
+    let (backlog, bad) = mixed_input(&backlog_dir, 120_000);
+    produce(&bootstrap, &t.input, &backlog);
+    let urgent_dir = dir.path().join("urgent");
+    std::fs::create_dir_all(&urgent_dir).unwrap();
+    let (urgent_records, urgent_bad) = mixed_input(&urgent_dir, 300);
+    produce(&bootstrap, &urgent, &urgent_records);
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 50_000);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let lane = format!("  chunk_size: 1024\n  priority: {{topics: [{urgent}], chunk_size: 64}}\n");
+    std::fs::write(&manifest, text.replace("  chunk_size: 1024\n", &lane)).unwrap();
+
+    let summary = dir.path().join("summary.json");
+    let out = switchyard(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--idle-exit-ms",
+        "3000",
+        "--progress-secs",
+        "0",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+
+    // Both lanes' rows, once each; their bad records in the DLQ.
+    let tb = tables.as_path();
+    let (main_valid, urgent_valid) = (backlog.len() - bad, urgent_records.len() - urgent_bad);
+    let count = |topic: &str| sql_i64(tb, &format!("SELECT count(*) FROM predictions WHERE source_topic = '{topic}'"));
+    assert_eq!(count(&t.input), main_valid as i64);
+    assert_eq!(count(&urgent), urgent_valid as i64);
+    assert_eq!(sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM predictions"), (main_valid + urgent_valid) as i64);
+    assert_eq!(sql_i64(tb, "SELECT count(*) FROM dlq"), (bad + urgent_bad) as i64);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["records"], (backlog.len() + urgent_records.len()) as u64, "the summary counts both lanes: {s}");
+    assert_eq!(read_topic(&bootstrap, &t.results).records, main_valid + urgent_valid);
+
+    // The group committed both lanes' topics to their ends.
+    let ends = read_topic(&bootstrap, &t.input).end_offsets;
+    assert_eq!(committed(&bootstrap, &t.group, &t.input, 3), ends, "main topic committed to its end");
+    let ends = read_topic(&bootstrap, &urgent).end_offsets;
+    assert_eq!(committed(&bootstrap, &t.group, &urgent, 1), ends, "urgent topic committed to its end");
+
+    // Every urgent record was answered while the backlog was still being
+    // drained (the group's first join may hand the lanes their partitions
+    // a moment apart, so the lane may start a little behind).
+    let answered = |topic: &str, agg: &str| {
+        sql_i64(
+            tb,
+            &format!(
+                "SELECT CAST({agg}(CAST(ingest_time AS BIGINT) + latency_us) AS BIGINT) FROM predictions \
+                 WHERE source_topic = '{topic}'"
+            ),
+        )
+    };
+    let backlog_first = answered(&t.input, "min");
+    let at = |topic: &str, agg: &str| (answered(topic, agg) - backlog_first) / 1000;
+    let (urgent_last, backlog_last) = (at(&urgent, "max"), at(&t.input, "max"));
+    assert!(
+        urgent_last < backlog_last,
+        "the last urgent answer came {urgent_last} ms after the first answer of the backlog, which took \
+         {backlog_last} ms (median {} ms)",
+        at(&t.input, "median")
+    );
+}
