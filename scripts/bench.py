@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--ops-events", type=int, default=200_000, help="events for the metrics and tracing cost")
     ap.add_argument("--scale-events", type=int, default=300_000, help="events for the workers and delivery section")
     ap.add_argument("--latency-events", type=int, default=200_000, help="events for the maximum rate of the latency curve")
+    ap.add_argument("--backlog-events", type=int, default=1_000_000,
+                    help="batch-tier backlog drained while realtime events arrive (priority lane)")
     ap.add_argument("--work-events", type=int, default=300_000, help="events for the model-size comparison")
     ap.add_argument("--soak-seconds", type=int, default=600, help="length of the memory soak at half load")
     ap.add_argument("--format-events", type=int, default=200_000, help="events for the input format comparison")
@@ -172,7 +174,7 @@ def main():
         "formats": (lambda: formats_bench(tmp, args.format_events), FORMATS_BEGIN, FORMATS_END, formats_section),
         "ops": (lambda: ops_bench(tmp, args.ops_events), OPS_BEGIN, OPS_END, ops_section),
         "scale": (lambda: scale_bench(tmp, args.scale_events), SCALE_BEGIN, SCALE_END, scale_section),
-        "latency": (lambda: latency_bench(tmp, args.latency_events), LATENCY_BEGIN, LATENCY_END, latency_section),
+        "latency": (lambda: latency_bench(tmp, args.latency_events, args.backlog_events), LATENCY_BEGIN, LATENCY_END, latency_section),
         "work": (lambda: work_bench(tmp, args.work_events), WORK_BEGIN, WORK_END, work_section),
         "soak": (lambda: soak_bench(tmp, args.latency_events, args.soak_seconds), SOAK_BEGIN, SOAK_END, soak_section),
     }
@@ -757,7 +759,7 @@ def tier(out: dict, name: str) -> dict:
     return out.get("by_tier", {}).get(name, {})
 
 
-def latency_bench(tmp: Path, events: int) -> dict:
+def latency_bench(tmp: Path, events: int, backlog_events: int = 1_000_000) -> dict:
     """The Kafka path's maximum rate over `events` events, then, for each
     fraction of it, events offered at that rate for LATENCY_SECONDS while
     the pipeline runs: latency from the producer's timestamp and from
@@ -787,9 +789,70 @@ def latency_bench(tmp: Path, events: int) -> dict:
             points.append({"fraction": f, "rate": rate, "events": n, "achieved": out["events_per_s"],
                            "age": out["event_age_ms"], "latency": out["latency_ms"],
                            "realtime": tier(out, "realtime"), "peak_rss_mb": out["peak_rss_mb"]})
-        return {"max": top, "max_peak_rss_mb": maxrun["peak_rss_mb"], "points": points}
+        half = lane_at_load(tmp, bootstrap, f"{topic}-lane", top * 0.5)
+        backlog = {lane: backlog_run(tmp, bootstrap, f"{topic}-backlog", backlog_events, lane)
+                   for lane in (True, False)}
+        return {"max": top, "max_peak_rss_mb": maxrun["peak_rss_mb"], "points": points, "lane_half": half,
+                "backlog": {"events": backlog_events, "lane": backlog[True], "one_lane": backlog[False]}}
     finally:
         stop_kafka(kafka_dir)
+
+
+# Realtime events offered while a batch-tier backlog drains, events/s and s.
+BACKLOG_REALTIME_RATE = 500
+BACKLOG_REALTIME_SECONDS = 8
+
+
+def with_lane(manifest: Path, topic: str) -> Path:
+    """`manifest` with a priority lane reading `topic`."""
+    text = manifest.read_text()
+    assert "  chunk_size: 1024\n" in text
+    manifest.write_text(text.replace("  chunk_size: 1024\n", f"  chunk_size: 1024\n  priority: {{topics: [{topic}]}}\n"))
+    return manifest
+
+
+def lane_at_load(tmp: Path, bootstrap: str, topic: str, rate: float) -> dict:
+    """The curve's half-load point with the realtime events on a topic of
+    their own, read by the priority lane."""
+    rt = f"{topic}-realtime"
+    gen = [binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--partitions", "3",
+           "--realtime-topic", rt]
+    run(gen + ["--events", "0"])
+    m = with_lane(manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / f"lane-{topic}"), rt)
+    out = {}
+    th = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
+    th.start()
+    time.sleep(5)
+    n = int(rate * LATENCY_SECONDS)
+    run(gen + ["--events", str(n), "--rate", f"{rate:.0f}", "--seed", "11", "--producer-property",
+               f"linger.ms={PRODUCER_LINGER_MS}"])
+    th.join()
+    return {"rate": rate, "achieved": out["events_per_s"], "realtime": tier(out, "realtime"),
+            "standard": tier(out, "standard"), "peak_rss_mb": out["peak_rss_mb"]}
+
+
+def backlog_run(tmp: Path, bootstrap: str, name: str, events: int, lane: bool) -> dict:
+    """A backlog of `events` batch-tier events, then realtime events offered
+    while the worker drains it: on a topic of their own with the priority
+    lane, or (`lane` false) on the same topic, behind the backlog."""
+    topic = f"{name}-{'lane' if lane else 'one'}"
+    rt = ["--realtime-topic", f"{topic}-realtime"] if lane else []
+    gen = [binary(), "generate", "--topic", topic, "--bootstrap-servers", bootstrap, "--partitions", "3"]
+    run(gen + ["--events", "0"] + rt)
+    run(gen + ["--events", str(events), "--realtime-rate", "0", "--other-tier", "batch", "--seed", "5"])
+    m = manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / f"backlog-{topic}")
+    if lane:
+        with_lane(m, f"{topic}-realtime")
+    out = {}
+    th = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
+    th.start()
+    time.sleep(3)  # the drain is under way
+    n = BACKLOG_REALTIME_RATE * BACKLOG_REALTIME_SECONDS
+    run(gen + ["--events", str(n), "--rate", str(BACKLOG_REALTIME_RATE), "--realtime-rate", "1", "--seed", "12",
+               "--producer-property", f"linger.ms={PRODUCER_LINGER_MS}"] + rt)
+    th.join()
+    return {"records": out["records"], "achieved": out["events_per_s"], "realtime": tier(out, "realtime"),
+            "batch": tier(out, "batch"), "peak_rss_mb": out["peak_rss_mb"]}
 
 
 def latency_section(c: dict) -> list:
@@ -822,7 +885,46 @@ def latency_section(c: dict) -> list:
         "| peak RSS | target |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        *lane_section(c),
         LATENCY_END,
+    ]
+
+
+def lane_section(c: dict) -> list:
+    """The priority lane's rows: at half load, and during a backlog."""
+    if "lane_half" not in c:
+        return []
+
+    def cells(t: dict) -> str:
+        a, l = t.get("event_age_ms"), t.get("latency_ms")
+        if not a or not l:
+            return "– | –"
+        return f"{a['p50']:,.1f} / **{a['p99']:,.1f}** | {l['p50']:,.1f} / **{l['p99']:,.1f}**"
+
+    h, b = c["lane_half"], c["backlog"]
+    return [
+        "",
+        "### The priority lane",
+        "",
+        "The same half load with the realtime events on a topic of their own, read by the priority lane "
+        "(`source.priority`: a second consumer in the group, its own producer with `linger.ms` 0, its own Parquet "
+        "writer, threads at a raised scheduling priority, model requests ahead of the queue); and "
+        f"{BACKLOG_REALTIME_RATE} realtime events/s offered for {BACKLOG_REALTIME_SECONDS} s while a backlog of "
+        f"{b['events']:,} batch-tier events is drained, with the lane and, in the same run, without it (the realtime "
+        "events on the backlog's topic, behind it). Latencies in ms.",
+        "",
+        "| run | events/s | realtime: timestamp → ack p50 / p99 | realtime: receipt → ack p50 / p99 | "
+        "other tier: timestamp → ack p50 / p99 | other tier: receipt → ack p50 / p99 | peak RSS | target |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| 50% load ({h['rate']:,.0f} events/s offered), realtime in the lane | {h['achieved']:,.0f} | "
+        f"{cells(h['realtime'])} | {cells(h['standard'])} | {h['peak_rss_mb']:,.0f} MB | realtime: p50 ≤ 15, "
+        "p99 ≤ 50; receipt p99 ≤ 10 |",
+        f"| {b['events']:,} batch-tier backlog, realtime in the lane | {b['lane']['achieved']:,.0f} | "
+        f"{cells(b['lane']['realtime'])} | {cells(b['lane']['batch'])} | {b['lane']['peak_rss_mb']:,.0f} MB | "
+        "realtime never behind the backlog |",
+        f"| same backlog, one lane (realtime on the backlog's topic) | {b['one_lane']['achieved']:,.0f} | "
+        f"{cells(b['one_lane']['realtime'])} | {cells(b['one_lane']['batch'])} | "
+        f"{b['one_lane']['peak_rss_mb']:,.0f} MB | (baseline) |",
     ]
 
 

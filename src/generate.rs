@@ -21,11 +21,14 @@ pub struct GenOptions {
     /// Characters of plain prose (no personal data) appended to every
     /// event's `note`, for measuring the cost of scanning longer text.
     pub note_pad: usize,
+    /// The latency tier header of the events that are not `realtime`
+    /// (none: no header, so the pipeline's default tier).
+    pub other_tier: Option<String>,
 }
 
 impl Default for GenOptions {
     fn default() -> Self {
-        Self { seed: 42, malformed_rate: 0.01, pii_rate: 0.10, realtime_rate: 0.10, note_pad: 0 }
+        Self { seed: 42, malformed_rate: 0.01, pii_rate: 0.10, realtime_rate: 0.10, note_pad: 0, other_tier: None }
     }
 }
 
@@ -151,6 +154,8 @@ impl Generator {
         let mut headers = Vec::new();
         if rng.random_bool(self.opts.realtime_rate) {
             headers.push((headers::LATENCY_TIER.to_string(), "realtime".to_string()));
+        } else if let Some(t) = &self.opts.other_tier {
+            headers.push((headers::LATENCY_TIER.to_string(), t.clone()));
         }
         let malformed = rng.random_bool(self.opts.malformed_rate);
         let payload = if malformed {

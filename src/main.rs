@@ -279,6 +279,10 @@ enum Command {
         /// missing): the input of a priority lane (`source.priority`).
         #[arg(long, requires = "topic")]
         realtime_topic: Option<String>,
+        /// Latency tier header of the other events (`batch`, `standard`;
+        /// none by default: the pipeline's default tier).
+        #[arg(long)]
+        other_tier: Option<String>,
     },
 }
 
@@ -598,6 +602,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             note_pad,
             realtime_rate,
             realtime_topic,
+            other_tier,
         } => {
             let mut gen = generate::Generator::new(generate::GenOptions {
                 seed,
@@ -605,6 +610,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 pii_rate,
                 note_pad,
                 realtime_rate,
+                other_tier,
             });
             match (out, topic, bootstrap_servers) {
                 (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => {

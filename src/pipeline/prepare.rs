@@ -186,7 +186,13 @@ impl Stages {
     /// Admits a chunk's records (skipping those already durable or already
     /// seen) and starts dispatching them; with `urgent` (the priority lane),
     /// ahead of every queued model request.
-    pub(super) fn prepare(&self, chunk: Vec<RawRecord>, durable: &Offsets, seen: &mut Offsets, urgent: bool) -> Pending {
+    pub(super) fn prepare(
+        &self,
+        chunk: Vec<RawRecord>,
+        durable: &Offsets,
+        seen: &mut Offsets,
+        urgent: bool,
+    ) -> Pending {
         let began = SystemTime::now();
         let spans = trace::enabled().then(|| ChunkSpans::start(&chunk, &self.group));
         let mut features: Vec<f32> = Vec::with_capacity(chunk.len() * self.pre.width());
