@@ -14,45 +14,56 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
     let t = Topics::new("lane");
     let urgent = unique("lane-urgent");
     create_topics(&bootstrap, &[(&t.input, 3), (&urgent, 1), (&t.results, 3), (&t.dlq, 1)]);
-    // A backlog the worker needs well over a second for, and a few urgent
-    // records waiting from the start.
     let backlog_dir = dir.path().join("backlog");
     std::fs::create_dir_all(&backlog_dir).unwrap();
-    let (backlog, bad) = mixed_input(&backlog_dir, 120_000);
-    produce(&bootstrap, &t.input, &backlog);
+    let (backlog, bad) = mixed_input(&backlog_dir, 200_000);
     let urgent_dir = dir.path().join("urgent");
     std::fs::create_dir_all(&urgent_dir).unwrap();
     let (urgent_records, urgent_bad) = mixed_input(&urgent_dir, 300);
-    produce(&bootstrap, &urgent, &urgent_records);
     let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 50_000);
     let text = std::fs::read_to_string(&manifest).unwrap();
     let lane = format!("  chunk_size: 1024\n  priority: {{topics: [{urgent}], chunk_size: 64}}\n");
     std::fs::write(&manifest, text.replace("  chunk_size: 1024\n", &lane)).unwrap();
 
     let summary = dir.path().join("summary.json");
-    let out = switchyard(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--idle-exit-ms",
-        "3000",
-        "--progress-secs",
-        "0",
-        "--summary-json",
-        summary.to_str().unwrap(),
-    ]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", manifest.to_str().unwrap(), "--idle-exit-ms", "3000", "--progress-secs", "0"])
+        .arg("--summary-json")
+        .arg(&summary)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both lanes hold their partitions (a record each is committed) before
+    // the backlog arrives: a group's later member gets its partitions only
+    // after the others' next heartbeat, which would blur what is measured.
+    produce(&bootstrap, &t.input, &backlog[..1]);
+    produce(&bootstrap, &urgent, &urgent_records[..1]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let total = |topic: &str, n: i32| committed_sum(&bootstrap, &t.group, topic, n);
+    while total(&t.input, 3) < 1 || total(&urgent, 1) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the first record of each lane was not committed in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A backlog the worker needs seconds for, then urgent records.
+    produce(&bootstrap, &t.input, &backlog);
+    produce(&bootstrap, &urgent, &urgent_records);
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
 
     // Both lanes' rows, once each; their bad records in the DLQ.
     let tb = tables.as_path();
-    let (main_valid, urgent_valid) = (backlog.len() - bad, urgent_records.len() - urgent_bad);
+    // Each lane's first record was sent twice (once to start it).
+    let (main_valid, urgent_valid) = (backlog.len() - bad + 1, urgent_records.len() - urgent_bad + 1);
     let count = |topic: &str| sql_i64(tb, &format!("SELECT count(*) FROM predictions WHERE source_topic = '{topic}'"));
     assert_eq!(count(&t.input), main_valid as i64);
     assert_eq!(count(&urgent), urgent_valid as i64);
     assert_eq!(sql_i64(tb, "SELECT count(DISTINCT lineage_id) FROM predictions"), (main_valid + urgent_valid) as i64);
     assert_eq!(sql_i64(tb, "SELECT count(*) FROM dlq"), (bad + urgent_bad) as i64);
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-    assert_eq!(s["records"], (backlog.len() + urgent_records.len()) as u64, "the summary counts both lanes: {s}");
+    assert_eq!(s["records"], (backlog.len() + urgent_records.len() + 2) as u64, "the summary counts both lanes: {s}");
     assert_eq!(read_topic(&bootstrap, &t.results).records, main_valid + urgent_valid);
 
     // The group committed both lanes' topics to their ends.
@@ -62,8 +73,7 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
     assert_eq!(committed(&bootstrap, &t.group, &urgent, 1), ends, "urgent topic committed to its end");
 
     // Every urgent record was answered while the backlog was still being
-    // drained (the group's first join may hand the lanes their partitions
-    // a moment apart, so the lane may start a little behind).
+    // drained.
     let answered = |topic: &str, agg: &str| {
         sql_i64(
             tb,
@@ -82,4 +92,18 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
          {backlog_last} ms (median {} ms)",
         at(&t.input, "median")
     );
+}
+
+/// The group's committed offsets on `topic` added up; 0 while the broker
+/// cannot say yet (its group coordinator is still starting).
+fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let Ok(got) = c.committed_offsets(tpl, std::time::Duration::from_secs(5)) else { return 0 };
+    got.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum()
 }
