@@ -141,6 +141,26 @@ def pipeline(manifest: Path, tmp: Path, *extra, env=None, samples=None) -> dict:
     return with_rss(json.loads(summary.read_text()), r)
 
 
+def under_load(manifest: Path, tmp: Path, load: list, wait: float = 5, samples=None) -> dict:
+    """Runs the pipeline of `manifest` to its end while the command `load`
+    (a `generate`) produces, started `wait` s after the worker (the group
+    settles first; the run waits for its first record): its summary."""
+    out = {}
+    t = threading.Thread(target=lambda: out.update(pipeline(manifest, tmp, samples=samples)))
+    t.start()
+    time.sleep(wait)
+    run(load)
+    t.join()
+    return out
+
+
+def paced(events: int, rate: float, seed: int) -> list:
+    """`generate` arguments producing `events` at `rate` per second, with the
+    clients' default linger."""
+    return ["--events", str(events), "--rate", f"{rate:.0f}", "--seed", str(seed),
+            "--producer-property", f"linger.ms={PRODUCER_LINGER_MS}"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000, help="events through the broker")
@@ -221,13 +241,8 @@ def main():
         run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", "0",
              "--partitions", "3"])
         m = manifest_for(tmp, bootstrap, lat_topic, f"{lat_topic}-pipe", tmp / "lat-tables")
-        out = {}
-        t = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
-        t.start()
-        time.sleep(5)  # let the group settle before load starts (the run waits for the first record)
-        run([binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap, "--events", str(n),
-             "--rate", f"{half:.0f}", "--seed", "7", "--producer-property", f"linger.ms={PRODUCER_LINGER_MS}"])
-        t.join()
+        out = under_load(m, tmp, [binary(), "generate", "--topic", lat_topic, "--bootstrap-servers", bootstrap,
+                                  *paced(n, half, 7)])
         res["half"] = {"rate": half, "events": n, **out}
     finally:
         stop_kafka(kafka_dir)
@@ -778,14 +793,9 @@ def latency_bench(tmp: Path, events: int, backlog_events: int = 1_000_000) -> di
             run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", "0",
                  "--partitions", "3"])
             m = manifest_for(tmp, bootstrap, t, f"{t}-pipe", tmp / f"curve-{t}")
-            out = {}
-            th = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
-            th.start()
-            time.sleep(5)  # the group settles before the load starts
             n = int(rate * LATENCY_SECONDS)
-            run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", str(n),
-                 "--rate", f"{rate:.0f}", "--seed", "11", "--producer-property", f"linger.ms={PRODUCER_LINGER_MS}"])
-            th.join()
+            out = under_load(m, tmp, [binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap,
+                                      *paced(n, rate, 11)])
             points.append({"fraction": f, "rate": rate, "events": n, "achieved": out["events_per_s"],
                            "age": out["event_age_ms"], "latency": out["latency_ms"],
                            "realtime": tier(out, "realtime"), "peak_rss_mb": out["peak_rss_mb"]})
@@ -819,14 +829,7 @@ def lane_at_load(tmp: Path, bootstrap: str, topic: str, rate: float) -> dict:
            "--realtime-topic", rt]
     run(gen + ["--events", "0"])
     m = with_lane(manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / f"lane-{topic}"), rt)
-    out = {}
-    th = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
-    th.start()
-    time.sleep(5)
-    n = int(rate * LATENCY_SECONDS)
-    run(gen + ["--events", str(n), "--rate", f"{rate:.0f}", "--seed", "11", "--producer-property",
-               f"linger.ms={PRODUCER_LINGER_MS}"])
-    th.join()
+    out = under_load(m, tmp, gen + paced(int(rate * LATENCY_SECONDS), rate, 11))
     return {"rate": rate, "achieved": out["events_per_s"], "realtime": tier(out, "realtime"),
             "standard": tier(out, "standard"), "peak_rss_mb": out["peak_rss_mb"]}
 
@@ -843,14 +846,9 @@ def backlog_run(tmp: Path, bootstrap: str, name: str, events: int, lane: bool) -
     m = manifest_for(tmp, bootstrap, topic, f"{topic}-pipe", tmp / f"backlog-{topic}")
     if lane:
         with_lane(m, f"{topic}-realtime")
-    out = {}
-    th = threading.Thread(target=lambda: out.update(pipeline(m, tmp)))
-    th.start()
-    time.sleep(3)  # the drain is under way
     n = BACKLOG_REALTIME_RATE * BACKLOG_REALTIME_SECONDS
-    run(gen + ["--events", str(n), "--rate", str(BACKLOG_REALTIME_RATE), "--realtime-rate", "1", "--seed", "12",
-               "--producer-property", f"linger.ms={PRODUCER_LINGER_MS}"] + rt)
-    th.join()
+    # Started once the drain is under way.
+    out = under_load(m, tmp, gen + paced(n, BACKLOG_REALTIME_RATE, 12) + ["--realtime-rate", "1"] + rt, wait=3)
     return {"records": out["records"], "achieved": out["events_per_s"], "realtime": tier(out, "realtime"),
             "batch": tier(out, "batch"), "peak_rss_mb": out["peak_rss_mb"]}
 
@@ -959,14 +957,9 @@ def soak_bench(tmp: Path, events: int, seconds: int) -> dict:
         run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", "0",
              "--partitions", "3"])
         m = manifest_for(tmp, bootstrap, t, f"{t}-pipe", tmp / "soak-tables")
-        out, samples = {}, []
-        th = threading.Thread(target=lambda: out.update(pipeline(m, tmp, samples=samples)))
-        th.start()
-        time.sleep(5)
-        run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events",
-             str(int(rate * seconds)), "--rate", f"{rate:.0f}", "--seed", "13",
-             "--producer-property", f"linger.ms={PRODUCER_LINGER_MS}"])
-        th.join()
+        samples = []
+        out = under_load(m, tmp, [binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap,
+                                  *paced(int(rate * seconds), rate, 13)], samples=samples)
         # One sample a second, while the load ran (not the idle exit).
         per_s = {}
         for s, mb in samples:

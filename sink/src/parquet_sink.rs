@@ -893,11 +893,6 @@ impl RollJob {
         root.put(&manifest, serde_json::to_vec(&record)?)?;
         Ok(PreparedRoll { roll_id, files, tmps, written, offsets, rows })
     }
-
-    /// Rows in the roll.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
 }
 
 /// A roll waiting for its Kafka transaction: [`ParquetSink::prepare_roll`].

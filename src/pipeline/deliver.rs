@@ -607,7 +607,6 @@ impl Deliver {
             }
             return self.roll_in_transaction(&c).await;
         }
-        let rolling = Instant::now();
         let Some(job) = tokio::task::block_in_place(|| self.parquet.cut_roll()).context("rolling Parquet files")?
         else {
             return Ok(());
@@ -619,6 +618,8 @@ impl Deliver {
             for h in acks {
                 h.await.context("delivery task panicked")??;
             }
+            // The roll's own time: closing and syncing its files, not the wait for acknowledgements.
+            let rolling = Instant::now();
             let prepared = tokio::task::spawn_blocking(move || job.prepare())
                 .await
                 .context("rolling Parquet files panicked")?

@@ -41,7 +41,11 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
     produce(&bootstrap, &t.input, &backlog[..1]);
     produce(&bootstrap, &urgent, &urgent_records[..1]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let total = |topic: &str, n: i32| committed_sum(&bootstrap, &t.group, topic, n);
+    // 0 while the broker cannot say yet (its group coordinator is starting).
+    let total = |topic: &str, n: i32| {
+        try_committed(&bootstrap, &t.group, topic, n, std::time::Duration::from_secs(5))
+            .map_or(0, |c| c.values().sum::<i64>())
+    };
     while total(&t.input, 3) < 1 || total(&urgent, 1) < 1 {
         assert!(std::time::Instant::now() < deadline, "the first record of each lane was not committed in 60 s");
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -92,18 +96,4 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
          {backlog_last} ms (median {} ms)",
         at(&t.input, "median")
     );
-}
-
-/// The group's committed offsets on `topic` added up; 0 while the broker
-/// cannot say yet (its group coordinator is still starting).
-fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let Ok(got) = c.committed_offsets(tpl, std::time::Duration::from_secs(5)) else { return 0 };
-    got.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum()
 }

@@ -281,20 +281,33 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> TopicContents {
 
 /// Committed offsets of `group` on `topic`, per partition.
 pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    try_committed(bootstrap, group, topic, partitions, Duration::from_secs(10)).unwrap()
+}
+
+/// [`committed`], or the broker's error (its group coordinator may still be
+/// starting).
+pub fn try_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<HashMap<i32, i64>> {
     let c: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()
+    let got = c.committed_offsets(tpl, timeout)?;
+    Ok(got
+        .elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some((e.partition(), o)),
             _ => None,
         })
-        .collect()
+        .collect())
 }
 
 /// Runs `manifest` again until no record has come for 3 s: the restart
