@@ -58,7 +58,23 @@ def rss_mb(pid: int):
     return None
 
 
-def run(cmd, env=None, **kw):
+def lazy_free_mb(pid: int):
+    """Pages the process freed with MADV_FREE that the kernel has not taken
+    back yet: counted in its resident memory, but free to reuse (the
+    allocator's cache, not data the program holds)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("LazyFree:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run(cmd, env=None, lazy_free=None, **kw):
+    """Runs `cmd` to its end, sampling its resident memory every 0.2 s;
+    appends (seconds, MB lazily freed) to `lazy_free` every second when
+    given."""
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     out_f, err_f = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     p = subprocess.Popen(cmd, text=True, stdout=out_f, stderr=err_f, cwd=ROOT, env=env, **kw)
@@ -68,11 +84,17 @@ def run(cmd, env=None, **kw):
     began = time.monotonic()
 
     def sample():
+        n = 0
         while not done.wait(0.2):
             r = rss_mb(p.pid)
             if r is not None:
                 last[0] = r
                 samples.append((time.monotonic() - began, r))
+            n += 1
+            if lazy_free is not None and n % 5 == 0:
+                f = lazy_free_mb(p.pid)
+                if f is not None:
+                    lazy_free.append((time.monotonic() - began, f))
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -130,23 +152,24 @@ def manifest_for(tmp: Path, bootstrap: str, topic: str, group: str, tables: Path
     return path
 
 
-def pipeline(manifest: Path, tmp: Path, *extra, env=None, samples=None) -> dict:
+def pipeline(manifest: Path, tmp: Path, *extra, env=None, samples=None, lazy_free=None) -> dict:
     """Runs the pipeline to its end: its summary with its resident memory;
-    appends the RSS samples (seconds, MB) to `samples` when given."""
+    appends the RSS samples (seconds, MB) to `samples` when given, and the
+    lazily freed memory (seconds, MB) to `lazy_free`."""
     summary = tmp / f"summary-{time.monotonic_ns()}.json"
     r = run([binary(), "run", str(manifest), "--idle-exit-ms", "3000", "--progress-secs", "0",
-             "--summary-json", str(summary), *extra], env=env)
+             "--summary-json", str(summary), *extra], env=env, lazy_free=lazy_free)
     if samples is not None:
         samples.extend(r.samples)
     return with_rss(json.loads(summary.read_text()), r)
 
 
-def under_load(manifest: Path, tmp: Path, load: list, wait: float = 5, samples=None) -> dict:
+def under_load(manifest: Path, tmp: Path, load: list, wait: float = 5, samples=None, lazy_free=None) -> dict:
     """Runs the pipeline of `manifest` to its end while the command `load`
     (a `generate`) produces, started `wait` s after the worker (the group
     settles first; the run waits for its first record): its summary."""
     out = {}
-    t = threading.Thread(target=lambda: out.update(pipeline(manifest, tmp, samples=samples)))
+    t = threading.Thread(target=lambda: out.update(pipeline(manifest, tmp, samples=samples, lazy_free=lazy_free)))
     t.start()
     time.sleep(wait)
     run(load)
@@ -957,21 +980,28 @@ def soak_bench(tmp: Path, events: int, seconds: int) -> dict:
         run([binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap, "--events", "0",
              "--partitions", "3"])
         m = manifest_for(tmp, bootstrap, t, f"{t}-pipe", tmp / "soak-tables")
-        samples = []
+        samples, lazy = [], []
         out = under_load(m, tmp, [binary(), "generate", "--topic", t, "--bootstrap-servers", bootstrap,
-                                  *paced(int(rate * seconds), rate, 13)], samples=samples)
+                                  *paced(int(rate * seconds), rate, 13)], samples=samples, lazy_free=lazy)
         # One sample a second, while the load ran (not the idle exit).
-        per_s = {}
+        per_s, lazy_s = {}, {}
         for s, mb in samples:
             per_s.setdefault(int(s), mb)
+        for s, mb in lazy:
+            lazy_s.setdefault(int(s), mb)
         series = sorted(per_s.items())
         loaded = [(s, mb) for s, mb in series if 5 <= s <= 5 + seconds]
         settled = [(s, mb) for s, mb in loaded if s >= 65]
+        # Resident memory less what the allocator freed lazily (MADV_FREE).
+        held = [(s, mb - lazy_s[s]) for s, mb in settled if s in lazy_s]
         return {"max": top, "rate": rate, "seconds": seconds, "achieved": out["events_per_s"],
                 "records": out["records"], "peak_rss_mb": out["peak_rss_mb"], "end_rss_mb": out["end_rss_mb"],
                 "first_minute_end_mb": settled[0][1] if settled else None,
                 "last_mb": loaded[-1][1] if loaded else None,
                 "slope_mb_per_min": slope_mb_per_min(settled), "samples": len(loaded),
+                "held_first_mb": held[0][1] if held else None, "held_last_mb": held[-1][1] if held else None,
+                "held_slope_mb_per_min": slope_mb_per_min(held), "held_samples": len(held),
+                "lazy_free_last_mb": lazy_s[held[-1][0]] if held else None,
                 "every_10_s": [(s, round(mb)) for s, mb in loaded if s % 10 == 0],
                 "latency": out["latency_ms"], "age": out["event_age_ms"]}
     finally:
