@@ -1024,8 +1024,20 @@ def soak_section(s: dict) -> list:
         f"| events, achieved rate | {s['records']:,} at {s['achieved']:,.0f} events/s | |",
         f"| resident memory after the first minute → at the end of the load | {first:,.0f} MB → {last:,.0f} MB | |",
         f"| slope after the first minute ({s['samples']} samples) | **{s['slope_mb_per_min']:+.2f} MB/min** | no growth |",
+        *([f"| lowest, highest sample after the first minute (one every 10 s) | {lo:,} MB, {hi:,} MB | |"]
+          if (tens := [mb for t, mb in s["every_10_s"] if t >= 65]) and (lo := min(tens)) and (hi := max(tens))
+          else []),
+        *([f"| resident memory less pages freed lazily (`LazyFree` in smaps_rollup: the allocator's cache, which "
+           f"the kernel takes back under pressure) | {s['held_first_mb']:,.0f} MB → {s['held_last_mb']:,.0f} MB; "
+           f"slope **{s['held_slope_mb_per_min']:+.2f} MB/min** ({s['held_samples']} samples) | no growth |"]
+          if s.get("held_samples") else []),
         f"| peak resident memory | **{s['peak_rss_mb']:,.0f} MB** | < 500 MB |",
         f"| receipt → acknowledged p50 / p99 | {s['latency']['p50']:,.1f} / {s['latency']['p99']:,.1f} ms | |",
+        "",
+        "`run` hands memory it no longer needs back to the kernel with `MADV_DONTNEED` (README, Memory): with "
+        "`MADV_FREE`, as before 2026-12-01, the freed pages stayed counted in the resident memory, and this "
+        "measurement read +8.18 MB/min and a 466 MB peak while the memory in use did not grow (a 180 s run "
+        "with `MADV_FREE`: resident 212 → 482 MB, less `LazyFree` 256 → 236 MB).",
         SOAK_END,
     ]
 

@@ -141,6 +141,12 @@ pub const LEAVE_WAIT: Duration = Duration::from_secs(5);
 /// Properties switchyard owns: overriding them would break delivery guarantees.
 const RESERVED: &[&str] = &["group.id", "bootstrap.servers", "enable.auto.commit"];
 
+/// Heartbeat interval of both consumers of a worker with a priority lane,
+/// in ms, unless `source.properties` sets `heartbeat.interval.ms`: a lane
+/// (or main consumer) that joins the group after the other waits for the
+/// other's next heartbeat before it gets its partitions.
+const LANE_HEARTBEAT_MS: &str = "1000";
+
 impl KafkaSourceConfig {
     /// Reports every problem under `path`.
     pub fn validate(&self, path: &str, problems: &mut Problems) {
@@ -198,8 +204,11 @@ impl KafkaSourceConfig {
     /// brokers and properties, its own topics and chunk size.
     pub fn priority_lane(&self) -> Option<KafkaSourceConfig> {
         let lane = self.priority.as_ref()?;
+        let mut properties = self.properties.clone();
+        properties.entry("heartbeat.interval.ms".into()).or_insert_with(|| LANE_HEARTBEAT_MS.into());
         Some(KafkaSourceConfig {
             topics: lane.topics.clone(),
+            properties,
             chunk_size: lane.chunk_size,
             chunk_max_wait_ms: 0,
             priority: None,
@@ -219,6 +228,13 @@ impl KafkaSourceConfig {
             .set("queued.max.messages.kbytes", "16384")
             // Consumer lag per partition (`switchyard_consumer_lag_records`).
             .set("statistics.interval.ms", "5000");
+        if self.priority.is_some() {
+            // Two members of the group in one process: the lane joins beside
+            // this consumer, and a member joining later gets its partitions
+            // once the others have heard of it, at their next heartbeat
+            // (librdkafka's default: every 3 s).
+            c.set("heartbeat.interval.ms", LANE_HEARTBEAT_MS);
+        }
         for (k, v) in client::settings(path, &self.properties, &self.secrets).map_err(Error::Config)? {
             c.set(k, v);
         }
@@ -1010,5 +1026,34 @@ async fn fetch_loop(
         };
         permit.send(SourceEvent::Records(chunk));
         waiting = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat(config: &KafkaSourceConfig) -> Option<String> {
+        config.client_config("source").unwrap().get("heartbeat.interval.ms").map(str::to_string)
+    }
+
+    #[test]
+    fn a_worker_with_a_priority_lane_heartbeats_every_second_unless_told_otherwise() {
+        let yaml = "{bootstrap_servers: 'b:9092', topics: [tx], group_id: g, priority: {topics: [urgent]}}";
+        let config: KafkaSourceConfig = serde_yaml::from_str(yaml).unwrap();
+        let lane = config.priority_lane().unwrap();
+        assert_eq!(lane.topics, ["urgent"]);
+        assert_eq!(heartbeat(&config).as_deref(), Some("1000"), "main consumer");
+        assert_eq!(heartbeat(&lane).as_deref(), Some("1000"), "lane consumer");
+
+        let set = "{bootstrap_servers: 'b:9092', topics: [tx], group_id: g, priority: {topics: [urgent]}, \
+                   properties: {heartbeat.interval.ms: '2500'}}";
+        let config: KafkaSourceConfig = serde_yaml::from_str(set).unwrap();
+        assert_eq!(heartbeat(&config).as_deref(), Some("2500"));
+        assert_eq!(heartbeat(&config.priority_lane().unwrap()).as_deref(), Some("2500"));
+
+        let plain: KafkaSourceConfig =
+            serde_yaml::from_str("{bootstrap_servers: 'b', topics: [tx], group_id: g}").unwrap();
+        assert_eq!(heartbeat(&plain), None, "librdkafka's default without a lane");
     }
 }
