@@ -26,6 +26,7 @@ model the benchmarks scale up to (see pipelines/models/fraud-large/README.md):
 from __future__ import annotations
 
 import os
+import platform
 
 # Pin every BLAS/OpenMP pool to one thread *before* numpy is imported:
 # multi-threaded reductions may sum in a different order and change the
@@ -33,6 +34,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"
+# The same kernels on every x86-64 machine with AVX2: OpenBLAS and numpy
+# otherwise choose AVX-512 code where the CPU has it, whose sums round
+# differently, and the weights trained on two machines differ by more than
+# the reproducibility tests allow.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+    os.environ["NPY_DISABLE_CPU_FEATURES"] = "X86_V4 AVX512_ICL AVX512_SPR"
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
