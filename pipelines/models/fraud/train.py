@@ -35,9 +35,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"
 # The same kernels on every x86-64 machine with AVX2: OpenBLAS and numpy
-# otherwise choose AVX-512 code where the CPU has it, whose sums round
-# differently, and the weights trained on two machines differ by more than
-# the reproducibility tests allow.
+# otherwise choose their code by the CPU (AVX-512 where it has it), sums
+# round differently, and the weights trained on two machines differ by more
+# than the reproducibility tests allow.
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ["OPENBLAS_CORETYPE"] = "Haswell"
     os.environ["NPY_DISABLE_CPU_FEATURES"] = "X86_V4 AVX512_ICL AVX512_SPR"
