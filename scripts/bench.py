@@ -48,27 +48,27 @@ class Ran:
         self.samples = samples or []
 
 
-def rss_mb(pid: int):
+def proc_mb(pid: int, file: str, field: str):
+    """The field `field` (in kB) of /proc/<pid>/<file>, in MB; `None` once
+    the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def rss_mb(pid: int):
+    return proc_mb(pid, "status", "VmRSS:")
 
 
 def lazy_free_mb(pid: int):
     """Pages the process freed with MADV_FREE that the kernel has not taken
     back yet: counted in its resident memory, but free to reuse (the
     allocator's cache, not data the program holds)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("LazyFree:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return proc_mb(pid, "smaps_rollup", "LazyFree:")
 
 
 def run(cmd, env=None, lazy_free=None, **kw):
@@ -1010,6 +1010,7 @@ def soak_bench(tmp: Path, events: int, seconds: int) -> dict:
 
 def soak_section(s: dict) -> list:
     first, last = s["first_minute_end_mb"] or 0, s["last_mb"] or 0
+    tens = [mb for t, mb in s["every_10_s"] if t >= 65]
     return [
         SOAK_BEGIN,
         "## Memory over a long run",
@@ -1024,9 +1025,8 @@ def soak_section(s: dict) -> list:
         f"| events, achieved rate | {s['records']:,} at {s['achieved']:,.0f} events/s | |",
         f"| resident memory after the first minute → at the end of the load | {first:,.0f} MB → {last:,.0f} MB | |",
         f"| slope after the first minute ({s['samples']} samples) | **{s['slope_mb_per_min']:+.2f} MB/min** | no growth |",
-        *([f"| lowest, highest sample after the first minute (one every 10 s) | {lo:,} MB, {hi:,} MB | |"]
-          if (tens := [mb for t, mb in s["every_10_s"] if t >= 65]) and (lo := min(tens)) and (hi := max(tens))
-          else []),
+        *([f"| lowest, highest sample after the first minute (one every 10 s) | {min(tens):,} MB, {max(tens):,} MB | |"]
+          if tens else []),
         *([f"| resident memory less pages freed lazily (`LazyFree` in smaps_rollup: the allocator's cache, which "
            f"the kernel takes back under pressure) | {s['held_first_mb']:,.0f} MB → {s['held_last_mb']:,.0f} MB; "
            f"slope **{s['held_slope_mb_per_min']:+.2f} MB/min** ({s['held_samples']} samples) | no growth |"]
