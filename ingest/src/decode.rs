@@ -11,6 +11,8 @@ use switchyard_schemas::{
 
 use crate::registry::{self, Registry, Writer};
 
+mod object;
+
 /// The parts of lineage that are the same for every event of a run.
 #[derive(Debug, Clone, Default)]
 pub struct LineageContext {
@@ -167,51 +169,53 @@ impl Decoder {
 }
 
 impl Decoder {
-    /// A JSON object's fields.
+    /// A JSON object's fields, read in one pass (see [`object`]).
     fn json_values(&self, bytes: &[u8]) -> Result<Vec<Value>, (Stage, ErrorClass, String)> {
-        let json: Json = serde_json::from_slice(bytes)
-            .map_err(|e| (Stage::Decode, ErrorClass::InvalidJson, format!("value is not valid JSON: {e}")))?;
-        let Json::Object(map) = json else {
-            return Err((
-                Stage::Decode,
-                ErrorClass::NotAnObject,
-                format!("value is a JSON {}, expected an object", json_kind(&json)),
-            ));
-        };
         let mut values = vec![Value::Null; self.schema.fields.len()];
-        let wrong = |i: usize, v: &Json| {
+        let mut tops = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let seed = object::ObjectSeed { dec: self, values: &mut values, tops: &mut tops };
+        let flaw = serde::de::DeserializeSeed::deserialize(seed, &mut de)
+            .and_then(|flaw| de.end().map(|()| flaw))
+            .map_err(|e| (Stage::Decode, ErrorClass::InvalidJson, format!("value is not valid JSON: {e}")))?;
+        let wrong = |i: usize, kind: &str| {
             let spec = &self.schema.fields[i];
             (
                 Stage::Validate,
                 ErrorClass::WrongType,
-                format!("field `{}`: expected {}, got {}", spec.name, registry::type_name(spec.ty), json_kind(v)),
+                format!("field `{}`: expected {}, got {kind}", spec.name, registry::type_name(spec.ty)),
             )
         };
-        for (name, v) in &map {
-            let Some(&i) = self.index.get(name) else {
-                if self.schema.reject_unknown_fields && !self.known.contains(name) {
-                    return Err((
-                        Stage::Validate,
-                        ErrorClass::UnknownField,
-                        format!(
-                            "unknown field `{}` (schema {} v{} does not list it)",
-                            truncate(name, 64),
-                            self.schema.id,
-                            self.schema.version
-                        ),
-                    ));
-                }
-                continue;
-            };
-            values[i] = convert(v, self.schema.fields[i].ty).ok_or_else(|| wrong(i, v))?;
+        match flaw {
+            None => {}
+            Some(object::Flaw::NotAnObject(kind)) => {
+                return Err((
+                    Stage::Decode,
+                    ErrorClass::NotAnObject,
+                    format!("value is a JSON {kind}, expected an object"),
+                ))
+            }
+            Some(object::Flaw::Unknown(name)) => {
+                return Err((
+                    Stage::Validate,
+                    ErrorClass::UnknownField,
+                    format!(
+                        "unknown field `{}` (schema {} v{} does not list it)",
+                        truncate(&name, 64),
+                        self.schema.id,
+                        self.schema.version
+                    ),
+                ))
+            }
+            Some(object::Flaw::Wrong(i, kind)) => return Err(wrong(i, kind)),
         }
         for (i, path) in &self.nested {
-            let mut at = map.get(&path[0]);
+            let mut at = tops.iter().find(|(top, _)| *top == path[0]).map(|(_, v)| v);
             for part in &path[1..] {
                 at = at.and_then(|v| v.as_object()).and_then(|o| o.get(part));
             }
             if let Some(v) = at {
-                values[*i] = convert(v, self.schema.fields[*i].ty).ok_or_else(|| wrong(*i, v))?;
+                values[*i] = convert(v, self.schema.fields[*i].ty).ok_or_else(|| wrong(*i, json_kind(v)))?;
             }
         }
         Ok(values)
@@ -306,6 +310,7 @@ fn is_traceparent(tp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::Strategy as _;
     use switchyard_schemas::FieldSpec;
 
     fn schema(reject_unknown: bool) -> Arc<EventSchema> {
@@ -416,6 +421,50 @@ mod tests {
         assert_eq!(err.error_class, ErrorClass::UnknownField);
     }
 
+    #[test]
+    fn one_pass_reading_handles_escapes_duplicates_and_bad_json_after_a_bad_field() {
+        let d = dec(true);
+        // An escaped key is still the field; a string with escapes is unescaped.
+        let e = d.decode(&raw(r#"{"\u0069d":"a\"b","amount":1}"#)).unwrap();
+        assert_eq!(e.values[0], Value::Str("a\"b".into()));
+        // The last of duplicate keys wins, as when reading into a map.
+        let e = d.decode(&raw(r#"{"id":"a","amount":1,"amount":2.5}"#)).unwrap();
+        assert_eq!(e.values[1], Value::Float(2.5));
+        // Bytes that are not JSON are reported as such, even after a field of the wrong type.
+        let err = d.decode(&raw(r#"{"id":"a","amount":"x","n":}"#)).unwrap_err();
+        assert_eq!(err.error_class, ErrorClass::InvalidJson, "{}", err.message);
+        let err = d.decode(&raw(r#"{"id":"a","amount":1} trailing"#)).unwrap_err();
+        assert_eq!(err.error_class, ErrorClass::InvalidJson, "{}", err.message);
+        // Arrays and objects where a scalar is expected name their kind.
+        for (payload, kind) in [(r#"{"id":["a"],"amount":1}"#, "array"), (r#"{"id":{"a":1},"amount":1}"#, "object")] {
+            let err = d.decode(&raw(payload)).unwrap_err();
+            assert_eq!(err.message, format!("field `id`: expected string, got {kind}"));
+        }
+        for (payload, kind) in
+            [("null", "null"), ("true", "boolean"), ("3", "integer"), ("2.5", "number"), (r#""s""#, "string")]
+        {
+            let err = d.decode(&raw(payload)).unwrap_err();
+            assert_eq!(err.error_class, ErrorClass::NotAnObject);
+            assert_eq!(err.message, format!("value is a JSON {kind}, expected an object"));
+        }
+        // Integers too large for 64 bits, or not whole, are not integers.
+        let err = d.decode(&raw(r#"{"id":"a","amount":1,"n":18446744073709551615}"#)).unwrap_err();
+        assert_eq!(err.message, "field `n`: expected integer, got integer");
+        let err = d.decode(&raw(r#"{"id":"a","amount":1,"n":-1.5}"#)).unwrap_err();
+        assert_eq!(err.message, "field `n`: expected integer, got number");
+    }
+
+    #[test]
+    fn a_field_may_also_be_where_a_nested_path_starts() {
+        let mut s = (*schema(true)).clone();
+        s.fields[0].ty = FieldType::String;
+        s.fields[3].from = Some("id.ok".into());
+        s.fields.push(FieldSpec { name: "id".into(), ..s.fields[3].clone() });
+        let d = Decoder::new(Arc::new(s), LineageContext::default());
+        let err = d.decode(&raw(r#"{"id": {"ok": true}, "amount": 1}"#)).unwrap_err();
+        assert_eq!(err.message, "field `id`: expected string, got object");
+    }
+
     fn registry_decoder(format: InputFormat) -> (Decoder, Arc<Registry>) {
         let mut s = (*schema(false)).clone();
         s.format = format;
@@ -509,6 +558,40 @@ mod tests {
         fn decoder_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let r = RawRecord { payload: Some(bytes), ..Default::default() };
             let _ = dec(true).decode(&r);
+        }
+
+        #[test]
+        fn one_pass_reading_agrees_with_reading_a_json_tree(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["id", "amount", "n", "ok", "at", "other"]),
+                 proptest::prop_oneof![
+                     proptest::strategy::Just(Json::Null),
+                     proptest::bool::ANY.prop_map(Json::from),
+                     proptest::num::i64::ANY.prop_map(Json::from),
+                     proptest::num::u64::ANY.prop_map(Json::from),
+                     (-1e6f64..1e6).prop_map(Json::from),
+                     "[a-z\"\\\\é]{0,6}".prop_map(Json::from),
+                     proptest::strategy::Just(Json::from("2026-01-01T00:00:00Z")),
+                 ]),
+                0..8,
+            )
+        ) {
+            let map: serde_json::Map<String, Json> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let text = Json::Object(map.clone()).to_string();
+            let d = dec(false);
+            // The reference: each field converted from the parsed tree.
+            let expected: Result<Vec<Value>, String> = d.schema().fields.iter().map(|f| match map.get(&f.name) {
+                None => Ok(Value::Null),
+                Some(v) => convert(v, f.ty).ok_or_else(|| format!("field `{}`", f.name)),
+            }).collect();
+            match (d.json_values(text.as_bytes()), expected) {
+                (Ok(got), Ok(want)) => proptest::prop_assert_eq!(got, want),
+                (Err((_, class, msg)), Err(_)) => {
+                    proptest::prop_assert_eq!(class, ErrorClass::WrongType);
+                    proptest::prop_assert!(msg.starts_with("field `"), "{}", msg);
+                }
+                (got, want) => proptest::prop_assert!(false, "{text}: {got:?} against {want:?}"),
+            }
         }
 
         #[test]
