@@ -374,8 +374,22 @@ impl DurableIndex {
     }
 }
 
-fn date_of(ts_ms: Option<i64>, fallback_us: i64) -> String {
-    date_partition(ts_ms.map_or(fallback_us, |ms| ms * 1000))
+fn micros_of(ts_ms: Option<i64>, fallback_us: i64) -> i64 {
+    ts_ms.map_or(fallback_us, |ms| ms * 1000)
+}
+
+/// Rows grouped by the day of their timestamp (µs) and `key`; per group, one
+/// of its timestamps and its rows, in order. The date is then formatted once
+/// per group, not per row.
+#[allow(clippy::type_complexity)]
+fn by_day<'a, T, K: Ord>(rows: &'a [T], at: impl Fn(&'a T) -> (i64, K)) -> BTreeMap<(i64, K), (i64, Vec<&'a T>)> {
+    const DAY_US: i64 = 86_400_000_000;
+    let mut parts: BTreeMap<(i64, K), (i64, Vec<&'a T>)> = BTreeMap::new();
+    for r in rows {
+        let (us, key) = at(r);
+        parts.entry((us.div_euclid(DAY_US), key)).or_insert_with(|| (us, Vec::new())).1.push(r);
+    }
+    parts
 }
 
 /// Makes a partition value safe as a directory name.
@@ -601,18 +615,19 @@ impl ParquetSink {
                 (None, None) => return Err(Error::Internal("an object store root without a spool".into())),
             };
             let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-            // Min/max statistics of random ids prune nothing and cost a
-            // string comparison per row (a few per cent of the file path).
-            let random = |c: &str| parquet::schema::types::ColumnPath::from(c);
-            let props = WriterProperties::builder()
+            // Random ids, one per row: min/max statistics prune nothing and
+            // a dictionary never repeats a value, yet both cost a hash or a
+            // comparison per row.
+            let mut props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(64 * 1024))
-                .set_column_statistics_enabled(random("lineage_id"), parquet::file::properties::EnabledStatistics::None)
-                .set_column_statistics_enabled(
-                    random("traceparent"),
-                    parquet::file::properties::EnabledStatistics::None,
-                )
-                .build();
+                .set_max_row_group_row_count(Some(64 * 1024));
+            for column in ["lineage_id", "traceparent"] {
+                let column = parquet::schema::types::ColumnPath::from(column);
+                props = props
+                    .set_column_statistics_enabled(column.clone(), parquet::file::properties::EnabledStatistics::None)
+                    .set_column_dictionary_enabled(column, false);
+            }
+            let props = props.build();
             let writer = ArrowWriter::try_new(file, schema, Some(props))?;
             let table = [PREDICTIONS, DLQ, FEEDBACK].into_iter().find(|t| rel_dir.split('/').next() == Some(*t));
             let table = table.unwrap_or("other");
@@ -623,16 +638,12 @@ impl ParquetSink {
 
     /// Appends predictions to the current roll (partitioned by date and model version).
     pub fn write_predictions(&mut self, rows: &[Prediction]) -> Result<()> {
-        let mut parts: BTreeMap<String, Vec<&Prediction>> = BTreeMap::new();
-        for p in rows {
-            let dir = format!(
-                "{PREDICTIONS}/date={}/model_version={}",
-                date_of(p.lineage.source.kafka_timestamp_ms, p.lineage.source.ingest_time_us),
-                path_safe(&p.lineage.model.version)
-            );
-            parts.entry(dir).or_default().push(p);
-        }
-        for (dir, rows) in parts {
+        let parts = by_day(rows, |p| {
+            let source = &p.lineage.source;
+            (micros_of(source.kafka_timestamp_ms, source.ingest_time_us), p.lineage.model.version.as_str())
+        });
+        for ((_, version), (us, rows)) in parts {
+            let dir = format!("{PREDICTIONS}/date={}/model_version={}", date_partition(us), path_safe(version));
             let batch = predictions_batch(&rows)?;
             self.write_batch(dir, batch)?;
         }
@@ -641,14 +652,9 @@ impl ParquetSink {
 
     /// Appends DLQ records to the current roll (partitioned by date).
     pub fn write_dlq(&mut self, rows: &[DlqRecord]) -> Result<()> {
-        let mut parts: BTreeMap<String, Vec<&DlqRecord>> = BTreeMap::new();
-        for r in rows {
-            parts
-                .entry(format!("{DLQ}/date={}", date_of(r.source.kafka_timestamp_ms, r.source.ingest_time_us)))
-                .or_default()
-                .push(r);
-        }
-        for (dir, rows) in parts {
+        let parts = by_day(rows, |r| (micros_of(r.source.kafka_timestamp_ms, r.source.ingest_time_us), ()));
+        for (_, (us, rows)) in parts {
+            let dir = format!("{DLQ}/date={}", date_partition(us));
             let batch = dlq_batch(&rows)?;
             self.write_batch(dir, batch)?;
         }
@@ -658,12 +664,8 @@ impl ParquetSink {
     /// Appends feedback to the current roll (partitioned by the date of
     /// `observed_time`).
     pub fn write_feedback(&mut self, rows: &[Feedback]) -> Result<()> {
-        let mut parts: BTreeMap<String, Vec<&Feedback>> = BTreeMap::new();
-        for r in rows {
-            let dir = format!("{}/date={}", FEEDBACK, date_of(None, r.observed_time_us));
-            parts.entry(dir).or_default().push(r);
-        }
-        for (dir, rows) in parts {
+        for (_, (us, rows)) in by_day(rows, |r| (r.observed_time_us, ())) {
+            let dir = format!("{FEEDBACK}/date={}", date_partition(us));
             let batch = feedback_batch(&rows)?;
             self.write_batch(dir, batch)?;
         }
