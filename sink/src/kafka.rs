@@ -214,22 +214,35 @@ impl KafkaSink {
             self.ensure_transaction()?;
         }
         let mut pending = Vec::with_capacity(rows.len());
+        // librdkafka copies what it is given: one buffer for every record's
+        // value, and one for the two headers that are built from parts.
+        let mut body = Vec::with_capacity(2048);
+        let mut built = String::with_capacity(256);
         for p in rows {
-            let body = match &self.avro {
-                Some(avro) => avro.encode(p),
-                None => serde_json::to_vec(p)?,
-            };
+            body.clear();
+            match &self.avro {
+                Some(avro) => body.extend_from_slice(&avro.encode(p)),
+                None => serde_json::to_writer(&mut body, p)?,
+            }
             let l = &p.lineage;
-            let source = format!("{}/{}/{}", l.source.topic, l.source.partition, l.source.offset);
-            let model = format!("{}/{}", l.model.name, l.model.version);
+            built.clear();
+            {
+                use std::fmt::Write as _;
+                let _ = write!(built, "{}/{}/{}", l.source.topic, l.source.partition, l.source.offset);
+            }
+            let source_end = built.len();
+            built.push_str(&l.model.name);
+            built.push('/');
+            built.push_str(&l.model.version);
+            let (source, model) = built.split_at(source_end);
             let mut headers = OwnedHeaders::new_with_capacity(11)
                 .insert(hdr(h::LINEAGE_ID, &l.lineage_id))
                 .insert(hdr(h::PIPELINE, &l.pipeline))
                 .insert(hdr(h::MANIFEST_HASH, &l.manifest_hash))
-                .insert(hdr(h::SOURCE, &source))
+                .insert(hdr(h::SOURCE, source))
                 .insert(hdr(h::POLICY_VERSION, &l.route.policy_version))
                 .insert(hdr(h::RULE_ID, &l.route.rule_id))
-                .insert(hdr(h::MODEL, &model))
+                .insert(hdr(h::MODEL, model))
                 .insert(hdr(h::MODEL_SHA256, &l.model.sha256))
                 .insert(hdr(h::PREPROCESS_HASH, &l.preprocess_hash))
                 .insert(hdr(h::TRACEPARENT, &l.traceparent));
