@@ -42,8 +42,8 @@ pub struct KafkaSinkConfig {
     /// docs/BENCHMARKS.md), `lz4`, `snappy`, `gzip` or `none`. A `compression.type` under
     /// `properties` is refused: set it here. `zstd` runs at level 1 unless
     /// `properties` sets `compression.level`: on batches of results it gave
-    /// fewer bytes than librdkafka's default level 3 for a tenth less CPU
-    /// per event.
+    /// as few bytes as librdkafka's default level 3 for 5 % less CPU per
+    /// event (docs/BENCHMARKS.md, "Output codec").
     #[serde(default)]
     pub compression: Compression,
     /// Create the results and DLQ topics at start-up when they are missing.
