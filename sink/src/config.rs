@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn zstd_runs_at_level_one_unless_the_properties_say_otherwise() {
-        let level = |c: &KafkaSinkConfig| c.client_config("b:9092").unwrap().get("compression.level").map(str::to_owned);
+        let level =
+            |c: &KafkaSinkConfig| c.client_config("b:9092").unwrap().get("compression.level").map(str::to_owned);
         let default = sink("");
         assert_eq!(default.compression, Compression::Zstd);
         assert_eq!(default.client_config("b:9092").unwrap().get("compression.type"), Some("zstd"));

@@ -391,8 +391,8 @@ impl Deliver {
         }
         let ingest_us = tier_times(&preds);
         for p in &preds {
-            *self.summary.by_route.entry(p.lineage.route.route.clone()).or_default() += 1;
-            *self.summary.by_rule.entry(p.lineage.route.rule_id.clone()).or_default() += 1;
+            count(&mut self.summary.by_route, &p.lineage.route.route);
+            count(&mut self.summary.by_rule, &p.lineage.route.rule_id);
         }
         if m::recording() {
             count_chunk(&preds, &shadow_rows, &dlq, dispatched.shadow_failed);
@@ -673,6 +673,16 @@ impl Deliver {
                 Ok(()) => self.uncommitted.clear(),
                 Err(e) => tracing::warn!(attempt, error = %e, "offset commit at the end of the run failed"),
             }
+        }
+    }
+}
+
+/// Adds one to `name`'s count, copying the name only the first time.
+fn count(counts: &mut std::collections::BTreeMap<String, u64>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_owned(), 1);
         }
     }
 }
