@@ -222,7 +222,7 @@ impl KafkaSink {
             body.clear();
             match &self.avro {
                 Some(avro) => body.extend_from_slice(&avro.encode(p)),
-                None => serde_json::to_writer(&mut body, p)?,
+                None => crate::json::write_prediction(&mut body, p),
             }
             let l = &p.lineage;
             built.clear();

@@ -22,6 +22,7 @@ mod arrow_convert;
 mod avro;
 mod config;
 mod error;
+mod json;
 mod kafka;
 mod parquet_sink;
 
