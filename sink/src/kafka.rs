@@ -1,5 +1,6 @@
 //! Results and DLQ records to Kafka.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -214,10 +215,11 @@ impl KafkaSink {
             self.ensure_transaction()?;
         }
         let mut pending = Vec::with_capacity(rows.len());
-        // librdkafka copies what it is given: one buffer for every record's
-        // value, and one for the two headers that are built from parts.
+        // librdkafka copies what it is given: the value and the two headers
+        // built from parts reuse one buffer each for every record.
         let mut body = Vec::with_capacity(2048);
-        let mut built = String::with_capacity(256);
+        let mut source = String::with_capacity(128);
+        let mut model = String::with_capacity(128);
         for p in rows {
             body.clear();
             match &self.avro {
@@ -225,24 +227,18 @@ impl KafkaSink {
                 None => crate::json::write_prediction(&mut body, p),
             }
             let l = &p.lineage;
-            built.clear();
-            {
-                use std::fmt::Write as _;
-                let _ = write!(built, "{}/{}/{}", l.source.topic, l.source.partition, l.source.offset);
-            }
-            let source_end = built.len();
-            built.push_str(&l.model.name);
-            built.push('/');
-            built.push_str(&l.model.version);
-            let (source, model) = built.split_at(source_end);
+            source.clear();
+            let _ = write!(source, "{}/{}/{}", l.source.topic, l.source.partition, l.source.offset);
+            model.clear();
+            let _ = write!(model, "{}/{}", l.model.name, l.model.version);
             let mut headers = OwnedHeaders::new_with_capacity(11)
                 .insert(hdr(h::LINEAGE_ID, &l.lineage_id))
                 .insert(hdr(h::PIPELINE, &l.pipeline))
                 .insert(hdr(h::MANIFEST_HASH, &l.manifest_hash))
-                .insert(hdr(h::SOURCE, source))
+                .insert(hdr(h::SOURCE, &source))
                 .insert(hdr(h::POLICY_VERSION, &l.route.policy_version))
                 .insert(hdr(h::RULE_ID, &l.route.rule_id))
-                .insert(hdr(h::MODEL, model))
+                .insert(hdr(h::MODEL, &model))
                 .insert(hdr(h::MODEL_SHA256, &l.model.sha256))
                 .insert(hdr(h::PREPROCESS_HASH, &l.preprocess_hash))
                 .insert(hdr(h::TRACEPARENT, &l.traceparent));

@@ -378,13 +378,14 @@ fn micros_of(ts_ms: Option<i64>, fallback_us: i64) -> i64 {
     ts_ms.map_or(fallback_us, |ms| ms * 1000)
 }
 
-/// Rows grouped by the day of their timestamp (µs) and `key`; per group, one
-/// of its timestamps and its rows, in order. The date is then formatted once
-/// per group, not per row.
-#[allow(clippy::type_complexity)]
-fn by_day<'a, T, K: Ord>(rows: &'a [T], at: impl Fn(&'a T) -> (i64, K)) -> BTreeMap<(i64, K), (i64, Vec<&'a T>)> {
+/// Rows by (day number, key): one of the group's timestamps (µs) and its rows.
+type DayParts<'a, K, T> = BTreeMap<(i64, K), (i64, Vec<&'a T>)>;
+
+/// Rows grouped by the day of their timestamp (µs) and `key`, in order. The
+/// date is then formatted once per group, not per row.
+fn by_day<'a, T, K: Ord>(rows: &'a [T], at: impl Fn(&'a T) -> (i64, K)) -> DayParts<'a, K, T> {
     const DAY_US: i64 = 86_400_000_000;
-    let mut parts: BTreeMap<(i64, K), (i64, Vec<&'a T>)> = BTreeMap::new();
+    let mut parts = DayParts::new();
     for r in rows {
         let (us, key) = at(r);
         parts.entry((us.div_euclid(DAY_US), key)).or_insert_with(|| (us, Vec::new())).1.push(r);

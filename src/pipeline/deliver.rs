@@ -345,7 +345,7 @@ impl Deliver {
                     let mut lineage = event.lineage;
                     let name = self.workers.name(worker);
                     if let Some(why) = fallback {
-                        *self.summary.fallbacks.entry(name.to_string()).or_default() += 1;
+                        count(&mut self.summary.fallbacks, name);
                         lineage.fell_back_to(name, &why);
                     }
                     let note = answer.rollout_note();
@@ -384,7 +384,7 @@ impl Deliver {
         for (j, w, mut answer) in dispatched.shadows {
             let Some((lineage, key)) = served.get(j).and_then(Option::as_ref) else { continue };
             let name = self.workers.name(w);
-            *self.summary.shadows.entry(name.to_string()).or_default() += 1;
+            count(&mut self.summary.shadows, name);
             let note = answer.rollout_note();
             let lineage = lineage.shadow_copy(name, std::mem::take(&mut answer.model), note.as_deref());
             shadow_rows.push(prediction(key.clone(), answer, row_features(j), answered_us, lineage));
@@ -418,7 +418,7 @@ impl Deliver {
             None => record_latency(&self.latency, &ingest_us),
         }
         for d in &dlq {
-            *self.summary.dlq_by_class.entry(d.error_class.as_str().to_string()).or_default() += 1;
+            count(&mut self.summary.dlq_by_class, d.error_class.as_str());
         }
         self.summary.predictions += preds.len() as u64;
         self.summary.dlq += dlq.len() as u64;
