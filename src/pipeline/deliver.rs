@@ -145,7 +145,13 @@ pub(super) struct Deliver {
     /// The roll being made durable in the background (its results'
     /// acknowledgements awaited, its files closed and synced).
     pub(super) rolling: Option<JoinHandle<anyhow::Result<PreparedRoll>>>,
+    /// The offset commit in the background: the offsets it sends, and
+    /// whether the group coordinator took them.
+    pub(super) committing: Option<JoinHandle<CommitOutcome>>,
 }
+
+/// The offsets an offset commit sent, and its outcome.
+pub(super) type CommitOutcome = (HashMap<(String, i32), i64>, switchyard_ingest::Result<()>);
 
 /// A result row from a worker's answer; the lineage is complete.
 fn prediction(key: String, answer: Answer, features: Vec<f32>, answered_us: i64, lineage: Lineage) -> Prediction {
@@ -510,10 +516,12 @@ impl Deliver {
     /// durable here after the next owner started.
     async fn hand_over(&mut self, lost: bool) -> anyhow::Result<()> {
         if lost {
-            self.abandon().await
+            self.abandon().await?;
         } else {
-            self.roll_and_commit().await
+            self.roll_and_commit().await?;
         }
+        // No commit of these partitions may land after the next owner's.
+        self.settle_commit().await
     }
 
     /// Gives each cloud worker the share of its endpoint's quota that this
@@ -580,7 +588,8 @@ impl Deliver {
     /// Makes everything delivered so far durable and commits its offsets.
     async fn roll_and_commit(&mut self) -> anyhow::Result<()> {
         self.start_roll().await?;
-        self.finish_roll().await
+        self.finish_roll().await?;
+        self.settle_commit().await
     }
 
     /// Starts a roll of what was delivered so far. Waiting for Kafka to
@@ -641,20 +650,40 @@ impl Deliver {
             return Ok(());
         }
         self.summary.rolls += 1;
-        if let Some(c) = &self.committer {
-            for (k, v) in roll.offsets {
-                let e = self.uncommitted.entry(k).or_insert(v + 1);
-                *e = (*e).max(v + 1);
-            }
-            // A failed commit loses nothing: the records are replayed and
-            // recognised as durable. Log and go on; the next commit sends
-            // these offsets again.
+        let Some(c) = self.committer.clone() else { return Ok(()) };
+        // One commit at a time, in order: the one before has long finished
+        // unless the group coordinator is slow.
+        self.settle_commit().await?;
+        for (k, v) in roll.offsets {
+            let e = self.uncommitted.entry(k).or_insert(v + 1);
+            *e = (*e).max(v + 1);
+        }
+        // The commit is a round trip to the group coordinator (tens of ms on
+        // a busy broker): it runs beside delivery rather than holding the
+        // next chunks back.
+        let offsets = std::mem::take(&mut self.uncommitted);
+        self.committing = Some(tokio::task::spawn_blocking(move || {
             let committing = Instant::now();
-            match tokio::task::block_in_place(|| c.commit(&self.uncommitted)) {
-                Ok(()) => self.uncommitted.clear(),
-                Err(e) => tracing::warn!(error = %e, "offset commit failed; the next roll commits again"),
-            }
+            let result = c.commit(&offsets);
             stage_time("commit", committing);
+            (offsets, result)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the offset commit in the background, if any. A failed
+    /// commit loses nothing: the records are replayed and recognised as
+    /// durable. Its offsets go back to `uncommitted`, and the next commit
+    /// sends them again.
+    async fn settle_commit(&mut self) -> anyhow::Result<()> {
+        let Some(h) = self.committing.take() else { return Ok(()) };
+        let (offsets, result) = h.await.context("offset commit task panicked")?;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; the next roll commits again");
+            for (k, v) in offsets {
+                let e = self.uncommitted.entry(k).or_insert(v);
+                *e = (*e).max(v);
+            }
         }
         Ok(())
     }

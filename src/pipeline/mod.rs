@@ -165,6 +165,7 @@ pub async fn run(
         progress_every: opts.progress_every,
         last_progress: Instant::now(),
         rolling: None,
+        committing: None,
     };
     let deliver_task = tokio::spawn(deliver.run(rx, opts.roll_check));
 
