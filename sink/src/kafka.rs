@@ -3,12 +3,16 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers as h, DlqRecord, Prediction};
+use tokio::sync::Notify;
 
 use crate::{AvroResults, Error, KafkaSinkConfig, Result};
 
@@ -30,37 +34,93 @@ pub mod dlq_headers {
     pub const MESSAGE: &str = "__connect.errors.exception.message";
 }
 
-/// Acknowledgements still to come for a group of records.
-#[must_use = "records are durable in Kafka only once their deliveries resolve"]
-pub struct Deliveries(Vec<DeliveryFuture>);
+/// The acknowledgements of one group of records (a chunk's results, or its
+/// DLQ records): counted by the producer's delivery callback, so a chunk
+/// costs one shared counter rather than a channel and a future per record.
+#[derive(Default)]
+struct AckGroup {
+    /// Records sent and not yet acknowledged, plus one while records are
+    /// still being added.
+    pending: AtomicUsize,
+    /// The first delivery error.
+    error: Mutex<Option<KafkaError>>,
+    /// Signalled when `pending` reaches zero.
+    done: Notify,
+}
 
-impl Deliveries {
-    /// Waits for every acknowledgement; fails with the first delivery error.
-    pub async fn wait(self) -> Result<()> {
-        let results =
-            try_join_all(self.0).await.map_err(|_| Error::Internal("producer dropped a delivery report".into()))?;
-        for r in results {
-            if let Err((e, _)) = r {
-                return Err(e.into());
+impl AckGroup {
+    /// One fewer to wait for; the last one wakes the waiter.
+    fn settle(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// The producer's context: each record's delivery report settles its group.
+struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<AckGroup>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, group: Arc<AckGroup>) {
+        if let Err((e, _)) = result {
+            if let Ok(mut first) = group.error.lock() {
+                first.get_or_insert_with(|| e.clone());
             }
         }
-        Ok(())
+        group.settle();
+    }
+}
+
+type AckProducer = ThreadedProducer<AckContext>;
+
+/// Acknowledgements still to come for a group of records.
+#[must_use = "records are durable in Kafka only once their deliveries resolve"]
+pub struct Deliveries {
+    group: Arc<AckGroup>,
+    len: usize,
+}
+
+impl Deliveries {
+    /// A group with no records yet; [`Deliveries::sealed`] once all are sent.
+    fn open() -> Self {
+        Self { group: Arc::new(AckGroup { pending: AtomicUsize::new(1), ..Default::default() }), len: 0 }
+    }
+
+    /// Every record of the group is sent: only their reports are awaited.
+    fn sealed(self) -> Self {
+        self.group.settle();
+        self
+    }
+
+    /// Waits for every acknowledgement; fails with the first delivery error.
+    pub async fn wait(self) -> Result<()> {
+        if self.group.pending.load(Ordering::Acquire) > 0 {
+            self.group.done.notified().await;
+        }
+        match self.group.error.lock().map_err(|_| Error::Internal("delivery error lock poisoned".into()))?.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 }
 
 /// Producer for the results and DLQ topics.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: AckProducer,
     results_topic: String,
     dlq_topic: String,
     timeout: Duration,
@@ -78,7 +138,7 @@ impl KafkaSink {
     /// Creates the producer (idempotent, so broker retries add no duplicates).
     pub fn new(config: &KafkaSinkConfig, default_bootstrap: &str) -> Result<Self> {
         Ok(Self {
-            producer: config.client_config(default_bootstrap)?.create()?,
+            producer: config.client_config(default_bootstrap)?.create_with_context(AckContext)?,
             results_topic: config.results_topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             timeout: Duration::from_millis(config.delivery_timeout_ms),
@@ -93,7 +153,7 @@ impl KafkaSink {
     pub fn transactional(config: &KafkaSinkConfig, default_bootstrap: &str, transactional_id: &str) -> Result<Self> {
         let mut c = config.client_config(default_bootstrap)?;
         c.set("transactional.id", transactional_id);
-        let producer: FutureProducer = c.create()?;
+        let producer: AckProducer = c.create_with_context(AckContext)?;
         producer.init_transactions(Duration::from_millis(config.delivery_timeout_ms.max(10_000)))?;
         Ok(Self {
             producer,
@@ -214,7 +274,7 @@ impl KafkaSink {
         if !rows.is_empty() {
             self.ensure_transaction()?;
         }
-        let mut pending = Vec::with_capacity(rows.len());
+        let mut pending = Deliveries::open();
         // librdkafka copies what it is given: the value and the two headers
         // built from parts reuse one buffer each for every record.
         let mut body = Vec::with_capacity(2048);
@@ -245,11 +305,14 @@ impl KafkaSink {
             if !l.run_id.is_empty() {
                 headers = headers.insert(hdr(h::RUN_ID, &l.run_id));
             }
-            let record = FutureRecord::to(&self.results_topic).key(p.key.as_bytes()).payload(&body).headers(headers);
-            pending.push(self.enqueue(record).await?);
+            let record = BaseRecord::with_opaque_to(&self.results_topic, pending.group.clone())
+                .key(p.key.as_bytes())
+                .payload(&body)
+                .headers(headers);
+            self.enqueue(record, &mut pending).await?;
         }
         m::KAFKA_PRODUCED.counter([("topic", self.results_topic.clone().into())]).increment(rows.len() as u64);
-        Ok(Deliveries(pending))
+        Ok(pending.sealed())
     }
 
     /// Queues DLQ records (original key and value, context in headers); the
@@ -258,7 +321,7 @@ impl KafkaSink {
         if !rows.is_empty() {
             self.ensure_transaction()?;
         }
-        let mut pending = Vec::with_capacity(rows.len());
+        let mut pending = Deliveries::open();
         for r in rows {
             let partition = r.source.partition.to_string();
             let offset = r.source.offset.to_string();
@@ -276,39 +339,53 @@ impl KafkaSink {
                 .insert(hdr(dlq_headers::MESSAGE, &r.message))
                 .insert(hdr(h::LINEAGE_ID, &r.lineage_id));
             let headers = if r.run_id.is_empty() { headers } else { headers.insert(hdr(h::RUN_ID, &r.run_id)) };
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic).headers(headers);
+            let mut record: BaseRecord<'_, [u8], [u8], _> =
+                BaseRecord::with_opaque_to(&self.dlq_topic, pending.group.clone()).headers(headers);
             if let Some(k) = &r.key {
                 record = record.key(k.as_slice());
             }
             if let Some(p) = &r.payload {
                 record = record.payload(p.as_slice());
             }
-            pending.push(self.enqueue(record).await?);
+            self.enqueue(record, &mut pending).await?;
         }
         if !rows.is_empty() {
             m::KAFKA_PRODUCED.counter([("topic", self.dlq_topic.clone().into())]).increment(rows.len() as u64);
         }
-        Ok(Deliveries(pending))
+        Ok(pending.sealed())
     }
 
-    /// Enqueues a record, waiting while librdkafka's queue is full.
-    async fn enqueue<'a, K, P>(&self, mut record: FutureRecord<'a, K, P>) -> Result<DeliveryFuture>
+    /// Enqueues a record into `group`, waiting while librdkafka's queue is full.
+    async fn enqueue<'a, K, P>(
+        &self,
+        mut record: BaseRecord<'a, K, P, Arc<AckGroup>>,
+        group: &mut Deliveries,
+    ) -> Result<()>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
+        // Counted before it is sent: its report may come at once.
+        group.group.pending.fetch_add(1, Ordering::AcqRel);
         loop {
-            match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
+            match self.producer.send(record) {
+                Ok(()) => {
+                    group.len += 1;
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     if tokio::time::Instant::now() > deadline {
+                        group.group.pending.fetch_sub(1, Ordering::AcqRel);
                         return Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)));
                     }
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => return Err(e.into()),
+                Err((e, _)) => {
+                    group.group.pending.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -321,4 +398,68 @@ impl KafkaSink {
 
 fn hdr<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header { key, value: Some(value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use switchyard_schemas::{Lineage, SourceCoords};
+
+    use super::*;
+
+    fn config(timeout_ms: u64) -> KafkaSinkConfig {
+        serde_json::from_str(&format!(
+            r#"{{"results_topic": "r", "dlq_topic": "d", "delivery_timeout_ms": {timeout_ms}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn results(n: i64) -> Vec<Prediction> {
+        (0..n)
+            .map(|offset| Prediction {
+                key: format!("k{offset}"),
+                score: Some(0.5),
+                label: Some(1),
+                outputs: None,
+                features: vec![1.0],
+                latency_us: 1,
+                lineage: Lineage {
+                    lineage_id: format!("l{offset}"),
+                    source: SourceCoords { topic: "tx".into(), offset, ..Default::default() },
+                    ..Default::default()
+                },
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_resolves_once_the_broker_holds_all_its_records() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("r", 1, 1).unwrap();
+        mock.create_topic("d", 1, 1).unwrap();
+        let sink = KafkaSink::new(&config(10_000), &mock.bootstrap_servers()).unwrap();
+        for (round, n) in [(1, 5), (2, 300)] {
+            let sent = sink.send_predictions(&results(n)).await.unwrap();
+            assert_eq!(sent.len(), n as usize);
+            sent.wait().await.unwrap();
+            let (_, high) = sink.producer.client().fetch_watermarks("r", 0, Duration::from_secs(5)).unwrap();
+            assert_eq!(high, if round == 1 { 5 } else { 305 }, "every record of the group is in the topic");
+        }
+        let none = sink.send_dlq(&[]).await.unwrap();
+        assert!(none.is_empty());
+        tokio::time::timeout(Duration::from_secs(1), none.wait()).await.expect("an empty group is done").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_fails_with_its_first_delivery_error() {
+        // Nobody listens there: every record times out undelivered.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let sink = KafkaSink::new(&config(500), &format!("127.0.0.1:{port}")).unwrap();
+        let sent = sink.send_predictions(&results(3)).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), sent.wait())
+            .await
+            .expect("a failed delivery ends the wait")
+            .unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
 }
