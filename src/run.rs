@@ -104,6 +104,10 @@ async fn run_plan(plan: &Plan, opts: StreamOptions, health: &Health) -> anyhow::
     }
     let audit = AuditLog::start(plan.tables.clone(), plan.manifest().name.clone());
     loaded(plan);
+    if opts.input_file.is_none() && plan.source.priority_lane().is_some() {
+        // The lane shares the model threads: they run at its priority.
+        switchyard_workers::set_model_thread_nice(LANE_NICE);
+    }
     let stages = Arc::new(Stages::build(plan, "", true).await?);
     telemetry::note_models(&stages.workers);
     health.models_loaded.store(true, Ordering::Relaxed);
@@ -301,20 +305,17 @@ impl Lane {
     }
 }
 
-/// Nice value of the priority lane's threads (the default is 0): the
-/// kernel runs them before the main lane's when both are ready.
+/// Nice value of the priority lane's threads and of the model threads it
+/// shares (the default is 0): the kernel runs them before the main lane's
+/// when both are ready.
 const LANE_NICE: i32 = -10;
 
 /// Gives the calling thread [`LANE_NICE`]; a process without the right to
 /// (`CAP_SYS_NICE`, `ulimit -e`) keeps the default and says so.
-#[allow(unsafe_code)]
 fn raise_priority() {
-    // SAFETY: setpriority/gettid only read their arguments; PRIO_PROCESS
-    // with a thread id changes that thread alone on Linux.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, LANE_NICE) };
-    if r != 0 {
+    if let Err(e) = switchyard_workers::set_thread_nice(LANE_NICE) {
         tracing::info!(
-            error = %std::io::Error::last_os_error(),
+            error = %e,
             "the priority lane runs at the default scheduling priority (raising it needs CAP_SYS_NICE)"
         );
     }

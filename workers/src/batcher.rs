@@ -10,7 +10,7 @@
 //! their own that every batch takes from first: they never wait behind the
 //! requests already queued, only behind the batch running now.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,32 @@ fn is_urgent() -> bool {
     URGENT.try_with(|u| *u).unwrap_or(false)
 }
 
+/// The nice value model threads take when they start (0, the default,
+/// leaves them as they are): see [`set_model_thread_nice`].
+static MODEL_NICE: AtomicI32 = AtomicI32::new(0);
+
+/// The threads of batchers started from now on run at `nice`. With a priority lane,
+/// the model threads it shares run at its priority: an urgent request does
+/// not wait for the scheduler to pick a model thread that other threads of
+/// the same priority are ahead of.
+pub fn set_model_thread_nice(nice: i32) {
+    MODEL_NICE.store(nice, Ordering::Relaxed);
+}
+
+/// Gives the calling thread `nice` (Linux: a thread id with PRIO_PROCESS
+/// changes that thread alone). Raising it needs `CAP_SYS_NICE`; without,
+/// the error says so and the thread keeps its priority.
+#[allow(unsafe_code)]
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid and setpriority only read their arguments.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// One request waiting for a batch: its rows and where the scores go.
 struct BatchRequest {
     features: Vec<f32>,
@@ -122,6 +148,7 @@ impl Batcher {
             models.first().map(BatchModel::width).ok_or_else(|| Error::Internal("batcher needs a model".into()))?;
         let (tx, rx) = flume::bounded::<BatchRequest>(max_queued_requests.max(1));
         let (urgent_tx, urgent_rx) = flume::bounded::<BatchRequest>(max_queued_requests.max(1));
+        let nice = MODEL_NICE.load(Ordering::Relaxed);
         let threads = models
             .into_iter()
             .enumerate()
@@ -131,7 +158,14 @@ impl Batcher {
                 let meters = Meters::new(name);
                 std::thread::Builder::new()
                     .name(format!("sy-{name}-{i}"))
-                    .spawn(move || batch_loop(queues, model, max_batch_size.max(1), max_queue_delay, &stats, &meters))
+                    .spawn(move || {
+                        if nice != 0 {
+                            if let Err(e) = set_thread_nice(nice) {
+                                tracing::info!(error = %e, nice, "model thread keeps the default scheduling priority");
+                            }
+                        }
+                        batch_loop(queues, model, max_batch_size.max(1), max_queue_delay, &stats, &meters)
+                    })
                     .map_err(|e| Error::Internal(format!("cannot start worker thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -342,6 +376,40 @@ mod tests {
             let label = score.iter().map(|s| i64::from(*s > 0.0)).collect();
             Ok(Scores { score, label })
         }
+    }
+
+    /// The nice value of the thread that runs it.
+    struct NiceModel(Arc<Mutex<Option<i32>>>);
+
+    impl BatchModel for NiceModel {
+        fn width(&self) -> usize {
+            1
+        }
+        #[allow(unsafe_code)]
+        fn run(&mut self, _: &[f32], rows: usize) -> Result<Scores> {
+            // SAFETY: gettid and getpriority only read their arguments.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            *self.0.lock().unwrap() = Some(nice);
+            Ok(Scores { score: vec![0.0; rows], label: vec![0; rows] })
+        }
+    }
+
+    #[tokio::test]
+    async fn model_threads_start_at_the_nice_value_set_for_them() {
+        let seen = Arc::new(Mutex::new(None));
+        // Lowering the priority needs no privilege, so the test runs anywhere.
+        set_model_thread_nice(3);
+        let b = Batcher::start("nice", vec![NiceModel(seen.clone())], 8, Duration::ZERO, 8);
+        set_model_thread_nice(0);
+        b.unwrap().infer(vec![1.0], 1).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), Some(3));
+        let seen = Arc::new(Mutex::new(None));
+        Batcher::start("plain", vec![NiceModel(seen.clone())], 8, Duration::ZERO, 8)
+            .unwrap()
+            .infer(vec![1.0], 1)
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), Some(0), "later threads keep the default");
     }
 
     fn batcher(max_batch: usize, delay_ms: u64, run_delay_ms: u64) -> (Batcher, Arc<Mutex<Vec<usize>>>) {

@@ -31,7 +31,7 @@ mod onnx;
 pub mod registry;
 
 pub use answer::Answer;
-pub use batcher::{urgent, BatchModel, BatchStats, Batcher, Scores};
+pub use batcher::{set_model_thread_nice, set_thread_nice, urgent, BatchModel, BatchStats, Batcher, Scores};
 pub use config::{ExecutionProviderKind, OnnxWorkerConfig, ReloadConfig, RolloutMode, WorkerConfig};
 pub use error::{Error, Result};
 pub use onnx::{init_runtime, EventAnswers, OnnxModel, OnnxWorker, ReloadEvent, Role, RowAnswer};
