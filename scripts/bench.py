@@ -910,8 +910,8 @@ def latency_section(c: dict) -> list:
         "",
         f"`scripts/bench.py --only latency` (part of `make bench`): the Kafka path's maximum rate over a backlog "
         f"(**{c['max']:,.0f} events/s** here, `pipelines/fraud.yaml` defaults, one broker, 3 partitions), then "
-        f"events produced at each fraction of it for {LATENCY_SECONDS} s (`generate --rate`, "
-        f"`linger.ms={PRODUCER_LINGER_MS}`, the clients' default) while one worker runs with the defaults "
+        f"events produced at each fraction of it for {LATENCY_SECONDS} s (`generate --rate`, which sends what "
+        f"fell due at most every 1 ms, `linger.ms={PRODUCER_LINGER_MS}`, the clients' default) while one worker runs with the defaults "
         "(`chunk_max_wait_ms: 0`, `max_queue_delay_ms: 0`). Latency is from the producer's timestamp (and from "
         "the worker's receipt) to the result acknowledged by the broker, in ms: all events, and the realtime "
         "tier (10 % of the events) on its own. The producer and the broker share the 2 cores with the worker; "
@@ -945,7 +945,8 @@ def lane_section(c: dict) -> list:
         "",
         "The same half load with the realtime events on a topic of their own, read by the priority lane "
         "(`source.priority`: a second consumer in the group, its own producer with `linger.ms` 0, its own Parquet "
-        "writer, threads at a raised scheduling priority, model requests ahead of the queue); and "
+        "writer, threads at a raised scheduling priority, as are the model threads it shares, model requests ahead "
+        "of the queue); and "
         f"{BACKLOG_REALTIME_RATE} realtime events/s offered for {BACKLOG_REALTIME_SECONDS} s while a backlog of "
         f"{b['events']:,} batch-tier events is drained, with the lane and, in the same run, without it (the realtime "
         "events on the backlog's topic, behind it). Latencies in ms.",
