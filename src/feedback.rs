@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use switchyard_ingest::{KafkaSource, SourceEvent};
-use switchyard_sink::{KafkaSink, Offsets, ParquetSink};
+use switchyard_sink::{keep_highest, KafkaSink, Offsets, ParquetSink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -94,8 +94,7 @@ pub fn spawn(
                     };
                     let (mut good, mut bad, mut seen) = (Vec::new(), Vec::new(), Offsets::new());
                     for raw in &chunk {
-                        let k = seen.entry((raw.topic.clone(), raw.partition)).or_insert(raw.offset);
-                        *k = (*k).max(raw.offset);
+                        keep_highest(&mut seen, (raw.topic.clone(), raw.partition), raw.offset);
                         if parquet.is_durable(&raw.topic, raw.partition, raw.offset) {
                             continue; // replayed after a crash: already in the table
                         }

@@ -368,26 +368,27 @@ impl KafkaSink {
         let deadline = tokio::time::Instant::now() + self.timeout;
         // Counted before it is sent: its report may come at once.
         group.group.pending.fetch_add(1, Ordering::AcqRel);
-        loop {
+        let sent = loop {
             match self.producer.send(record) {
-                Ok(()) => {
-                    group.len += 1;
-                    return Ok(());
-                }
+                Ok(()) => break Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     if tokio::time::Instant::now() > deadline {
-                        group.group.pending.fetch_sub(1, Ordering::AcqRel);
-                        return Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)));
+                        break Err(Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)));
                     }
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => {
-                    group.group.pending.fetch_sub(1, Ordering::AcqRel);
-                    return Err(e.into());
-                }
+                Err((e, _)) => break Err(e.into()),
+            }
+        };
+        match sent {
+            Ok(()) => group.len += 1,
+            // Not sent: no report will come for it.
+            Err(_) => {
+                group.group.pending.fetch_sub(1, Ordering::AcqRel);
             }
         }
+        sent
     }
 
     /// Waits for everything in flight.

@@ -31,5 +31,7 @@ pub use avro::{AvroResults, RESULT_SCHEMA};
 pub use config::{Compression, Delivery, KafkaSinkConfig, ParquetSinkConfig, SinksConfig, ValueFormat};
 pub use error::{Error, Result};
 pub use kafka::{Deliveries, KafkaSink};
-pub use parquet_sink::{DurableIndex, Offsets, ParquetSink, PreparedRoll, RollJob, RollSummary, LEASE_TIMEOUT};
+pub use parquet_sink::{
+    keep_highest, DurableIndex, Offsets, ParquetSink, PreparedRoll, RollJob, RollSummary, LEASE_TIMEOUT,
+};
 pub use switchyard_schemas::TableRoot;

@@ -52,6 +52,12 @@ use crate::{Error, Result};
 /// Highest offset per `(topic, partition)`.
 pub type Offsets = HashMap<(String, i32), i64>;
 
+/// Records `offset` for `partition` unless a higher one is recorded already.
+pub fn keep_highest(offsets: &mut Offsets, partition: (String, i32), offset: i64) {
+    let e = offsets.entry(partition).or_insert(offset);
+    *e = (*e).max(offset);
+}
+
 const ROLLS: &str = "_rolls";
 /// Roll manifests of the feedback writer, which runs beside the results
 /// writer on the same tables root.
@@ -959,8 +965,7 @@ fn finish_rename(root: &TableRoot, tmp: &str, fin: &str) -> Result<()> {
 
 fn merge_offsets(durable: &mut Offsets, offsets: Vec<RollOffset>) {
     for o in offsets {
-        let e = durable.entry((o.topic, o.partition)).or_insert(o.max_offset);
-        *e = (*e).max(o.max_offset);
+        keep_highest(durable, (o.topic, o.partition), o.max_offset);
     }
 }
 

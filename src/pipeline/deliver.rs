@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use switchyard_ingest::{KafkaCommitter, RevokeDone};
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{headers, DlqRecord, Lineage, Prediction, Stage};
-use switchyard_sink::{KafkaSink, ParquetSink, PreparedRoll};
+use switchyard_sink::{keep_highest, KafkaSink, ParquetSink, PreparedRoll};
 use switchyard_workers::dispatch::{Dispatched, Outcome, WorkerSet};
 use switchyard_workers::Answer;
 use tokio::sync::mpsc;
@@ -517,11 +517,11 @@ impl Deliver {
     async fn hand_over(&mut self, lost: bool) -> anyhow::Result<()> {
         if lost {
             self.abandon().await?;
+            // No commit of these partitions may land after the next owner's.
+            self.settle_commit().await
         } else {
-            self.roll_and_commit().await?;
+            self.roll_and_commit().await
         }
-        // No commit of these partitions may land after the next owner's.
-        self.settle_commit().await
     }
 
     /// Gives each cloud worker the share of its endpoint's quota that this
@@ -655,8 +655,7 @@ impl Deliver {
         // unless the group coordinator is slow.
         self.settle_commit().await?;
         for (k, v) in roll.offsets {
-            let e = self.uncommitted.entry(k).or_insert(v + 1);
-            *e = (*e).max(v + 1);
+            keep_highest(&mut self.uncommitted, k, v + 1);
         }
         // The commit is a round trip to the group coordinator (tens of ms on
         // a busy broker): it runs beside delivery rather than holding the
@@ -681,8 +680,7 @@ impl Deliver {
         if let Err(e) = result {
             tracing::warn!(error = %e, "offset commit failed; the next roll commits again");
             for (k, v) in offsets {
-                let e = self.uncommitted.entry(k).or_insert(v);
-                *e = (*e).max(v);
+                keep_highest(&mut self.uncommitted, k, v);
             }
         }
         Ok(())

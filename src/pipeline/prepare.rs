@@ -9,7 +9,7 @@ use switchyard_ingest::{Decoder, LineageContext, Preprocessor, Registry};
 use switchyard_router::Router;
 use switchyard_schemas::telemetry as m;
 use switchyard_schemas::{DlqRecord, ErrorClass, Event, InputFormat, RawRecord, Stage};
-use switchyard_sink::Offsets;
+use switchyard_sink::{keep_highest, Offsets};
 use switchyard_workers::cloud::CloudWorker;
 use switchyard_workers::dispatch::{self, Assignment, Dispatched, Worker, WorkerSet};
 use switchyard_workers::{init_runtime, OnnxWorker, WorkerConfig};
@@ -203,8 +203,7 @@ impl Stages {
         let mut replayed = 0;
         let mut times = StageTimes::default();
         for (i, raw) in chunk.iter().enumerate() {
-            let max = offsets.entry((raw.topic.clone(), raw.partition)).or_insert(raw.offset);
-            *max = (*max).max(raw.offset);
+            keep_highest(&mut offsets, (raw.topic.clone(), raw.partition), raw.offset);
             if durable.get(&(raw.topic.clone(), raw.partition)).is_some_and(|&d| raw.offset <= d) {
                 replayed += 1;
                 continue;

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use switchyard_sink::TableRoot;
 
-use switchyard_sink::Offsets;
+use switchyard_sink::{keep_highest, Offsets};
 use switchyard_workers::cloud::CloudSnapshot;
 
 /// Live counts of a run, for progress displays.
@@ -154,8 +154,7 @@ impl Summary {
         self.rolls += lane.rolls;
         self.interrupted |= lane.interrupted;
         for (k, v) in lane.durable {
-            let e = self.durable.entry(k).or_insert(v);
-            *e = (*e).max(v);
+            keep_highest(&mut self.durable, k, v);
         }
     }
 

@@ -80,10 +80,10 @@ fn is_urgent() -> bool {
 /// leaves them as they are): see [`set_model_thread_nice`].
 static MODEL_NICE: AtomicI32 = AtomicI32::new(0);
 
-/// The threads of batchers started from now on run at `nice`. With a priority lane,
-/// the model threads it shares run at its priority: an urgent request does
-/// not wait for the scheduler to pick a model thread that other threads of
-/// the same priority are ahead of.
+/// The threads of batchers started from now on run at `nice`. With a
+/// priority lane, the model threads it shares run at its priority: an urgent
+/// request does not wait for the scheduler to pick a model thread that other
+/// threads of the same priority are ahead of.
 pub fn set_model_thread_nice(nice: i32) {
     MODEL_NICE.store(nice, Ordering::Relaxed);
 }
