@@ -22,6 +22,8 @@ mod deliver;
 mod prepare;
 mod source;
 mod summary;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
