@@ -1174,7 +1174,7 @@ def work_section(c: dict) -> list:
 
 
 # Sections written by hand (one-off measurements): kept as they are.
-KEPT = [("<!-- architecture a/b -->", "<!-- /architecture a/b -->")]
+KEPT = [("<!-- architecture a/b -->", "<!-- /architecture a/b -->"), ("<!-- profile -->", "<!-- /profile -->")]
 
 
 def kept_sections(out: Path) -> list:
