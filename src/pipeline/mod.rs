@@ -187,6 +187,9 @@ pub async fn run(
                 None
             }
             _ = &mut stopped => None,
+            // Delivery ended (it failed): waiting for more records would
+            // hold its error back until some arrived.
+            _ = tx.closed() => None,
         };
         let event = match event {
             None => break,

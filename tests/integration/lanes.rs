@@ -97,3 +97,104 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
         at(&t.input, "median")
     );
 }
+
+/// When the priority lane fails, the main lane stops too (cleanly: what it
+/// read is durable and committed) and the run fails naming the lane,
+/// rather than going on without its urgent topics. The fault: with
+/// `delivery: exactly_once`, another producer takes the lane's
+/// transactional id, which fences the lane's producer out at the broker.
+#[test]
+fn a_failed_priority_lane_stops_the_main_lane_and_the_run() {
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    use std::time::{Duration, Instant};
+
+    let bootstrap = broker::bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let t = Topics::new("lanefail");
+    let urgent = unique("lanefail-urgent");
+    create_topics(&bootstrap, &[(&t.input, 3), (&urgent, 1), (&t.results, 3), (&t.dlq, 1)]);
+    let input_dir = dir.path().join("input");
+    std::fs::create_dir_all(&input_dir).unwrap();
+    let (records, _) = mixed_input(&input_dir, 200);
+    let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 500);
+    set_exactly_once(&manifest, &t, "");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let lane = format!("  chunk_size: 1024\n  priority: {{topics: [{urgent}], chunk_size: 64}}\n");
+    std::fs::write(&manifest, text.replace("  chunk_size: 1024\n", &lane)).unwrap();
+
+    // An idle exit far away: only the lane's failure may end this run.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", manifest.to_str().unwrap(), "--idle-exit-ms", "600000", "--progress-secs", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Each writer takes a lease named by its id: the main lane's writer
+    // first, the priority lane's once the main lane's producer is open.
+    let writers = tables.join("_writers");
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 {
+        assert!(Instant::now() < deadline, "two writers did not start in 60 s: {seen:?}");
+        let mut new: Vec<String> = std::fs::read_dir(&writers)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        // Lease files only, not the temporary files they are written through.
+        new.retain(|w| !w.contains('.') && !seen.contains(w));
+        assert!(new.len() <= 1, "both writers' leases appeared at once, so which is the lane's is unknown: {new:?}");
+        seen.extend(new);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    // Both lanes at work: the main topic's 100 records and one urgent
+    // record committed.
+    produce(&bootstrap, &t.input, &records[..100]);
+    produce(&bootstrap, &urgent, &records[..1]);
+    let total = |topic: &str, n: i32| {
+        try_committed(&bootstrap, &t.group, topic, n, Duration::from_secs(5)).map_or(0, |c| c.values().sum::<i64>())
+    };
+    while total(&t.input, 3) < 100 || total(&urgent, 1) < 1 {
+        assert!(Instant::now() < deadline, "the first records of each lane were not committed in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Another producer takes the lane's transactional id: the lane's next
+    // transaction is refused.
+    let fencer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", format!("switchyard-{}-{}", t.group, seen[1]))
+        .create()
+        .unwrap();
+    fencer.init_transactions(Duration::from_secs(30)).unwrap();
+    let fenced = Instant::now();
+    produce(&bootstrap, &urgent, &records[100..]);
+
+    while child.try_wait().unwrap().is_none() {
+        if fenced.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the run went on for 60 s after its priority lane was fenced out:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run succeeded with a failed lane:\n{stderr}");
+    assert!(stderr.contains("the priority lane (source.priority) failed"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("fenced"), "the lane's error names the fencing:\n{stderr}");
+
+    // The main lane stopped cleanly: its records durable once each, its
+    // topic committed to its end.
+    let ends = read_topic(&bootstrap, &t.input).end_offsets;
+    assert_eq!(committed(&bootstrap, &t.group, &t.input, 3), ends, "main topic committed to its end:\n{stderr}");
+    let main_rows =
+        sql_i64(tables.as_path(), &format!("SELECT count(*) FROM predictions WHERE source_topic = '{}'", t.input))
+            + sql_i64(tables.as_path(), &format!("SELECT count(*) FROM dlq WHERE source_topic = '{}'", t.input));
+    assert_eq!(main_rows, 100, "each of the main topic's records once, as a result or in the DLQ");
+}
