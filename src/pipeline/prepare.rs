@@ -203,8 +203,10 @@ impl Stages {
         let mut replayed = 0;
         let mut times = StageTimes::default();
         for (i, raw) in chunk.iter().enumerate() {
-            keep_highest(&mut offsets, (raw.topic.clone(), raw.partition), raw.offset);
-            if durable.get(&(raw.topic.clone(), raw.partition)).is_some_and(|&d| raw.offset <= d) {
+            let key = (raw.topic.clone(), raw.partition);
+            let durable_already = durable.get(&key).is_some_and(|&d| raw.offset <= d);
+            keep_highest(&mut offsets, key, raw.offset);
+            if durable_already {
                 replayed += 1;
                 continue;
             }
