@@ -6,6 +6,14 @@
 use crate::broker;
 use crate::support::*;
 
+/// Gives the manifest a priority lane reading `urgent` in chunks of 64.
+fn add_priority_lane(manifest: &std::path::Path, urgent: &str) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    assert!(text.contains("  chunk_size: 1024\n"), "{text}");
+    let lane = format!("  chunk_size: 1024\n  priority: {{topics: [{urgent}], chunk_size: 64}}\n");
+    std::fs::write(manifest, text.replace("  chunk_size: 1024\n", &lane)).unwrap();
+}
+
 #[test]
 fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
     let bootstrap = broker::bootstrap();
@@ -21,9 +29,7 @@ fn urgent_records_are_answered_before_a_backlog_on_the_main_topic_is_drained() {
     std::fs::create_dir_all(&urgent_dir).unwrap();
     let (urgent_records, urgent_bad) = mixed_input(&urgent_dir, 300);
     let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 50_000);
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let lane = format!("  chunk_size: 1024\n  priority: {{topics: [{urgent}], chunk_size: 64}}\n");
-    std::fs::write(&manifest, text.replace("  chunk_size: 1024\n", &lane)).unwrap();
+    add_priority_lane(&manifest, &urgent);
 
     let summary = dir.path().join("summary.json");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -119,9 +125,7 @@ fn a_failed_priority_lane_stops_the_main_lane_and_the_run() {
     let (records, _) = mixed_input(&input_dir, 200);
     let manifest = write_manifest(dir.path(), &t, &bootstrap, &tables, 500);
     set_exactly_once(&manifest, &t, "");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let lane = format!("  chunk_size: 1024\n  priority: {{topics: [{urgent}], chunk_size: 64}}\n");
-    std::fs::write(&manifest, text.replace("  chunk_size: 1024\n", &lane)).unwrap();
+    add_priority_lane(&manifest, &urgent);
 
     // An idle exit far away: only the lane's failure may end this run.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
